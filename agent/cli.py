@@ -1,0 +1,157 @@
+"""``dropkit``: the daemon, its simulator and the operator's checks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.config import Config, ConfigError, load_config
+
+
+def _fail(message: str) -> int:
+    print(f"dropkit: {message}", file=sys.stderr)
+    return 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def _state_dir(args: argparse.Namespace, config: Config) -> Path:
+    return Path(args.state_dir) if args.state_dir else Path(config.kit.state_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import Wiring, serve
+
+    config = load_config(args.config)
+    state_dir = _state_dir(args, config)
+    wiring = Wiring(simulated=False, state_dir=state_dir, host=config.http.host,
+                    port=config.http.port, manifest=config.orders.manifest)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve(config, wiring))
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from agent.daemon import Agent, Wiring, demo_manifest, serve
+
+    config = load_config(args.config, required=args.config is not None)
+    temporary = args.state_dir is None
+    state_dir = Path(tempfile.mkdtemp(prefix="dropkit-sim-")) if temporary else \
+        Path(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    def announce(url: str, agent: Agent) -> None:
+        print(f"dropkit sim: kit {agent.kit_id} is open at {url}", flush=True)
+        print(f"dropkit sim: staff token {agent.staff_token}; state in {state_dir}"
+              f"{' (removed at exit)' if temporary else ''}; Ctrl-C stops", flush=True)
+
+    wiring = Wiring(simulated=True, state_dir=state_dir, host=args.host,
+                    port=config.http.port if args.http_port is None else args.http_port,
+                    manifest=config.orders.manifest or demo_manifest(), on_ready=announce)
+    try:
+        asyncio.run(serve(config, wiring))
+    finally:
+        if temporary:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from agent.manifest import read_manifest
+
+    config = load_config(args.path)
+    config.staff_token()
+    if config.orders.manifest:
+        manifest = read_manifest(config.orders.manifest)
+        print(f"{args.path}: manifest {manifest.version} with {len(manifest.items)} items")
+    print(f"{args.path}: OK (kit {config.kit_id})")
+    return 0
+
+
+def cmd_receipts_verify(args: argparse.Namespace) -> int:
+    from agent import receipts
+    from agent.orders import sale_matches_order
+
+    config = load_config(args.config, required=args.config is not None)
+    path = _state_dir(args, config) / "dropkit.db"
+    if not path.exists():
+        return _fail(f"{path}: no store here (give --state-dir or --config)")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        report = receipts.verify(db, sale_matches_order)
+    except sqlite3.DatabaseError as exc:
+        return _fail(f"{path}: {exc}")
+    finally:
+        db.close()
+    if report.ok:
+        print(f"receipt chain OK: {report.links} links")
+        return 0
+    print(f"receipt chain broken at #{report.broken_seq}: {report.reason} "
+          f"({report.links} links before it are good)")
+    return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="dropkit", description=__doc__)
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the daemon systemd starts, on the kit's real devices")
+    run.add_argument("--config", help="config file (default $DROPKIT_CONFIG or "
+                                      "/etc/dropkit/agent.toml)")
+    run.add_argument("--state-dir", help="where the store lives (default [kit] state_dir)")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("sim", help="the same daemon with every device simulated")
+    sim.add_argument("--config", help="config file (default: built-in defaults)")
+    sim.add_argument("--state-dir", help="keep state here (default: a temporary directory)")
+    sim.add_argument("--http-port", type=int, help="port of the staff page and order endpoint "
+                                                   "(default [http] port, 8080; 0 picks one)")
+    sim.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; 0.0.0.0 for phones)")
+    sim.set_defaults(func=cmd_sim)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="check a config file and its manifest")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_config_check)
+
+    rcpt = sub.add_parser("receipts", help="receipt chain tools")
+    rcpt_sub = rcpt.add_subparsers(dest="receipts_command", required=True)
+    verify = rcpt_sub.add_parser("verify", help="walk the receipt chain, name the first "
+                                                "broken link")
+    verify.add_argument("--config")
+    verify.add_argument("--state-dir")
+    verify.set_defaults(func=cmd_receipts_verify)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from agent.daemon import StartError
+    from agent.manifest import ManifestError
+
+    try:
+        return args.func(args)
+    except (ConfigError, StartError, ManifestError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The daemon: one asyncio loop that owns the kit's state and serves the local endpoint.
+
+``dropkit run`` and ``dropkit sim`` both come here; they differ only in what they wire (real
+drivers or simulators) and where the state lives. The start is strict (a bad config, manifest or
+store stops it with one line) and the stop is orderly: on SIGTERM or SIGINT the server stops
+taking connections, finishes the requests in flight, and the store commits what it was given
+before it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.auth import StaffAuth
+from agent.config import Config
+from agent.events import EventHub
+from agent.manifest import ManifestConflict, ManifestError, read_manifest
+from agent.mode import Mode
+from agent.orders import Orders, queue_depth
+from agent.store import Store
+
+log = logging.getLogger("dropkit")
+
+
+class StartError(RuntimeError):
+    """The daemon cannot start; the message is the one line the operator needs."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What differs between ``run`` and ``sim``."""
+
+    simulated: bool
+    state_dir: Path
+    host: str
+    port: int
+    manifest: str
+    on_ready: Callable[[str, Agent], None] | None = None
+
+
+def staff_token(config: Config, state_dir: Path) -> str:
+    """The configured token, else one kept in the state directory (made on first start)."""
+    token = config.staff_token()
+    if token:
+        return token
+    path = state_dir / "staff-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    log.info("made a staff token in %s", path)
+    return token
+
+
+def demo_manifest() -> str:
+    return str(resources.files("agent") / "demo-manifest.toml")
+
+
+class Agent:
+    """The kit's state and the parts that act on it, built before the loop serves."""
+
+    def __init__(self, config: Config, wiring: Wiring) -> None:
+        self.config, self.wiring = config, wiring
+        self.kit_id = config.kit_id
+        self.started = time.monotonic()
+        self.store = Store(wiring.state_dir / "dropkit.db")
+        self.orders = Orders(self.store, self.kit_id, config.orders.max_lines,
+                             config.orders.max_qty)
+        self.events = EventHub()
+        self.mode = Mode()
+        self.mode.on_change(lambda state, reasons: self.events.publish(
+            "mode", {"state": state, "reasons": reasons}))
+        self.staff_token = staff_token(config, wiring.state_dir)
+        self.staff_auth = StaffAuth(self.staff_token, config.http.staff_failures_per_minute)
+
+    async def start(self) -> None:
+        """Open the store, restore the staff latch and load the manifest named in config."""
+        manifest = None
+        if self.wiring.manifest:
+            try:
+                manifest = read_manifest(self.wiring.manifest)
+            except ManifestError as exc:
+                raise StartError(f"manifest: {exc}") from None
+        try:
+            self.store.open()
+        except Exception as exc:
+            raise StartError(f"store {self.store.path}: {exc}") from None
+        latched = await self.store.read(
+            lambda db: db.execute("SELECT value FROM meta WHERE key = 'staff_latch'").fetchone())
+        self.mode.set_latch(bool(latched and latched[0] == "1"))
+        if manifest is not None:
+            try:
+                if await self.orders.load_manifest(manifest, self.wiring.manifest):
+                    log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
+            except ManifestConflict as exc:
+                raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def set_staff_latch(self, latched: bool) -> None:
+        await self.store.write(lambda db: db.execute(
+            "INSERT INTO meta (key, value) VALUES ('staff_latch', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", ("1" if latched else "0",)))
+        self.mode.set_latch(latched)
+        log.info("staff latch %s: mode %s", "set" if latched else "released", self.mode.state)
+
+    async def health(self) -> dict[str, Any]:
+        manifest = await self.orders.manifest()
+        return {
+            "kit_id": self.kit_id,
+            "version": __version__,
+            "simulated": self.wiring.simulated,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "mode": self.mode.state,
+            "mode_reasons": self.mode.reasons,
+            "staff_latch": self.mode.latched,
+            "uplink": {"state": "off"},
+            "queue_depth": await self.store.read(queue_depth),
+            "power": {"state": "unknown"},
+            "devices": {},
+            "manifest": {"version": manifest["version"], "hash": manifest["hash"]},
+        }
+
+
+def _server(agent: Agent) -> Any:
+    import uvicorn
+
+    from agent.http import build_app
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises a captured SIGTERM after its shutdown, which would kill the process
+        # before the store is closed; the daemon owns its own orderly stop instead.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    config = uvicorn.Config(build_app(agent), host=agent.wiring.host, port=agent.wiring.port,
+                            lifespan="off", access_log=False, log_config=None,
+                            http="h11", loop="asyncio", timeout_graceful_shutdown=5,
+                            server_header=False)
+    return Server(config)
+
+
+async def serve(config: Config, wiring: Wiring) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    agent = Agent(config, wiring)
+    await agent.start()
+    server = _server(agent)
+    try:
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            port = server.servers[0].sockets[0].getsockname()[1]
+            host = wiring.host if wiring.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            url = f"http://{host}:{port}/"
+            log.info("kit %s serving %s", agent.kit_id, url)
+            if wiring.on_ready:
+                wiring.on_ready(url, agent)
+        await serving
+        if not server.started:
+            raise StartError(f"cannot listen on {wiring.host}:{wiring.port}")
+    finally:
+        agent.close()
+        log.info("stopped; store closed")

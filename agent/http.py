@@ -1,0 +1,218 @@
+"""The local order endpoint and the staff page, as a Starlette app.
+
+Errors are always JSON, ``{"error": CODE, "detail": ...}`` with a 4xx status; bad input never
+earns a 500. Customers on the kit's Wi-Fi can read the manifest and health, place orders and look
+up one order; everything else needs the staff token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agent.manifest import ManifestConflict, ManifestError, parse_manifest
+from agent.orders import Refusal
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
+    return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refused with a clear error when it is not JSON or too big."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise Refusal(415, "unsupported_media_type", "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Refusal(413, "body_too_large", f"the body may be at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Refusal(413, "body_too_large", f"the body may be at most {limit} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Refusal(400, "bad_json", "the body is not valid UTF-8 JSON") from None
+
+
+def build_app(agent: Agent) -> Starlette:
+    """The HTTP face of ``agent``."""
+    limit = agent.config.http.max_body_bytes
+
+    def staff(handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            client = request.client.host if request.client else "?"
+            agent.staff_auth.check(request.headers.get("authorization"), client,
+                                   time.monotonic())
+            return await handler(request)
+        return guarded
+
+    def order_id_of(request: Request) -> str:
+        return request.path_params["order_id"]
+
+    async def optional_json(request: Request) -> dict[str, Any]:
+        if not request.headers.get("content-length", "0").strip("0") and \
+                "chunked" not in request.headers.get("transfer-encoding", ""):
+            return {}
+        data = await read_json(request, limit)
+        if not isinstance(data, dict):
+            raise Refusal(422, "invalid", "the body must be a JSON object")
+        return data
+
+    def field(data: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+        value = data.get(name, default)
+        if not isinstance(value, kind) or (kind is str and len(value) > 500):
+            raise Refusal(422, "invalid", f"{name} must be {kind.__name__}")
+        return value
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        path = STATIC / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise HTTPException(404)
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(await agent.health())
+
+    async def manifest(request: Request) -> Response:
+        return JSONResponse(await agent.orders.manifest())
+
+    async def place_order(request: Request) -> Response:
+        trace_id = request.headers.get("x-trace-id") or uuid.uuid4().hex
+        if len(trace_id) > 64 or not trace_id.isascii():
+            trace_id = uuid.uuid4().hex
+        order_request = agent.orders.parse(await read_json(request, limit))
+        view, created = await agent.orders.place(order_request, trace_id)
+        if created:
+            agent.events.publish("order", view)
+            log.info("order %s sold: receipt #%d total %d cents trace %s",
+                     view["order_id"], view["receipt"]["seq"], view["total_cents"], trace_id)
+        return JSONResponse(view, 201 if created else 200, headers={"X-Trace-Id": trace_id})
+
+    async def get_order(request: Request) -> Response:
+        order_id = order_id_of(request)
+        view = await agent.orders.get(order_id) if len(order_id) <= 64 else None
+        if view is None:
+            raise Refusal(404, "not_found", f"no order {order_id[:64]}")
+        return JSONResponse(view)
+
+    async def list_orders(request: Request) -> Response:
+        limit_param = request.query_params.get("limit", "50")
+        if not limit_param.isdigit() or not 1 <= int(limit_param) <= 500:
+            raise Refusal(422, "invalid", "limit must be a whole number from 1 to 500")
+        return JSONResponse({"orders": await agent.orders.recent(int(limit_param))})
+
+    async def staff_check(request: Request) -> Response:
+        return JSONResponse({"staff": True})
+
+    async def void(request: Request) -> Response:
+        data = await optional_json(request)
+        view = await agent.orders.void(order_id_of(request),
+                                       field(data, "reason", str, "payment failed"))
+        agent.events.publish("order", view)
+        return JSONResponse(view)
+
+    async def refund(request: Request) -> Response:
+        data = await optional_json(request)
+        view = await agent.orders.refund(order_id_of(request),
+                                         field(data, "restock", bool, False),
+                                         field(data, "reason", str, "refunded by staff"))
+        agent.events.publish("order", view)
+        return JSONResponse(view)
+
+    async def payment(request: Request) -> Response:
+        data = await read_json(request, limit)
+        result = data.get("result") if isinstance(data, dict) else None
+        if result not in ("paid", "failed"):
+            raise Refusal(422, "invalid", "send {\"result\": \"paid\"} or {\"result\": \"failed\"}")
+        view = await agent.orders.settle_payment(order_id_of(request), result == "paid")
+        agent.events.publish("order", view)
+        return JSONResponse(view)
+
+    async def set_mode(request: Request) -> Response:
+        data = await read_json(request, limit)
+        if not isinstance(data, dict) or not isinstance(data.get("offline"), bool):
+            raise Refusal(422, "invalid", "send {\"offline\": true} or {\"offline\": false}")
+        await agent.set_staff_latch(data["offline"])
+        return JSONResponse({"mode": agent.mode.state, "reasons": agent.mode.reasons})
+
+    async def load_manifest(request: Request) -> Response:
+        try:
+            new = parse_manifest(await read_json(request, limit * 16))
+            changed = await agent.orders.load_manifest(new, "staff")
+        except ManifestError as exc:
+            raise Refusal(422, "invalid_manifest", str(exc)) from None
+        except ManifestConflict as exc:
+            raise Refusal(409, "manifest_conflict", str(exc), skus=sorted(exc.skus)) from None
+        view = await agent.orders.manifest()
+        agent.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
+        return JSONResponse({"changed": changed, **view})
+
+    async def events(request: Request) -> Response:
+        async def stream():
+            with agent.events.listen() as queue:
+                yield f"event: health\ndata: {json.dumps(await agent.health())}\n\n"
+                while True:
+                    try:
+                        kind, data = await asyncio.wait_for(queue.get(), 15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refusal)
+        return error(exc.status, exc.code, exc.detail, **exc.extra)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error(exc.status_code, codes.get(exc.status_code, "bad_request"),
+                     exc.detail or "", )
+
+    routes = [
+        Route("/", index),
+        Route("/static/{name}", static),
+        Route("/api/health", health),
+        Route("/api/manifest", manifest),
+        Route("/api/orders", place_order, methods=["POST"]),
+        Route("/api/orders", staff(list_orders), methods=["GET"]),
+        Route("/api/orders/{order_id}", get_order),
+        Route("/api/events", events),
+        Route("/api/staff/check", staff(staff_check)),
+        Route("/api/staff/orders/{order_id}/void", staff(void), methods=["POST"]),
+        Route("/api/staff/orders/{order_id}/refund", staff(refund), methods=["POST"]),
+        Route("/api/staff/orders/{order_id}/payment", staff(payment), methods=["POST"]),
+        Route("/api/staff/mode", staff(set_mode), methods=["POST"]),
+        Route("/api/staff/manifest", staff(load_manifest), methods=["PUT"]),
+    ]
+    return Starlette(routes=routes,
+                     exception_handlers={Refusal: refused, HTTPException: http_error})

@@ -1,0 +1,186 @@
+"""The kit's manifest: what it may sell, at what price, and how many of each.
+
+A manifest is TOML (or JSON) with a ``version`` and ``items``, each with ``sku``, ``name``,
+``price_cents`` (an integer) and ``qty`` (the quantity allocated to this kit)::
+
+    version = "market-2026-11-28"
+    [[items]]
+    sku = "TEE-BLK-M"
+    name = "Tee, black, M"
+    price_cents = 2500
+    qty = 40
+
+Its content hash is taken over the canonical JSON of what it says, so the same manifest sent as
+a file or over HTTP has the same hash. Loading a manifest keeps what was sold: an allocation
+smaller than what is already sold is refused, and an item left out stops selling but keeps its
+history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.receipts import canonical_json
+
+SKU_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/+")
+MAX_ITEMS = 2000
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message says which item and field."""
+
+
+class ManifestConflict(ValueError):
+    """A manifest that would un-sell stock: allocations below what is already sold."""
+
+    def __init__(self, skus: dict[str, tuple[int, int]]) -> None:
+        self.skus = skus
+        detail = ", ".join(f"{sku} (sold {sold}, new qty {qty})"
+                           for sku, (sold, qty) in sorted(skus.items()))
+        super().__init__(f"new quantities below what is already sold: {detail}")
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    name: str
+    price_cents: int
+    qty: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    items: tuple[Item, ...]
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version,
+                "items": [{"sku": i.sku, "name": i.name, "price_cents": i.price_cents,
+                           "qty": i.qty} for i in self.items]}
+
+
+def valid_sku(sku: object) -> bool:
+    return isinstance(sku, str) and 0 < len(sku) <= 64 and set(sku) <= SKU_CHARS
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_manifest(data: object) -> Manifest:
+    """Check a parsed manifest document; raises :class:`ManifestError` naming the fault."""
+    if not isinstance(data, dict):
+        raise ManifestError("a manifest is a table with 'version' and 'items'")
+    unknown = set(data) - {"version", "items"}
+    if unknown:
+        raise ManifestError(f"unknown key {sorted(unknown)[0]!r}; expected 'version' and 'items'")
+    version = data.get("version")
+    if not isinstance(version, str) or not 0 < len(version) <= 100:
+        raise ManifestError("'version' must be a string of 1 to 100 characters")
+    raw_items = data.get("items")
+    if not isinstance(raw_items, list) or not raw_items:
+        raise ManifestError("'items' must be a non-empty list")
+    if len(raw_items) > MAX_ITEMS:
+        raise ManifestError(f"at most {MAX_ITEMS} items, got {len(raw_items)}")
+    items, seen = [], set()
+    for n, raw in enumerate(raw_items, 1):
+        where = f"item {n}"
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{where}: expected a table with sku, name, price_cents, qty")
+        extra = set(raw) - {"sku", "name", "price_cents", "qty"}
+        if extra:
+            raise ManifestError(f"{where}: unknown key {sorted(extra)[0]!r}")
+        sku, name = raw.get("sku"), raw.get("name")
+        price, qty = raw.get("price_cents"), raw.get("qty")
+        if not valid_sku(sku):
+            raise ManifestError(f"{where}: 'sku' must be 1 to 64 letters, digits or -_.:/+")
+        where = f"item {n} ({sku})"
+        if sku in seen:
+            raise ManifestError(f"{where}: sku listed twice")
+        if not isinstance(name, str) or not 0 < len(name) <= 200:
+            raise ManifestError(f"{where}: 'name' must be a string of 1 to 200 characters")
+        if not _whole(price) or not 0 <= price <= 100_000_000:
+            raise ManifestError(f"{where}: 'price_cents' must be a whole number of cents, "
+                                f"0 to 100000000")
+        if not _whole(qty) or not 0 <= qty <= 1_000_000:
+            raise ManifestError(f"{where}: 'qty' must be a whole number, 0 to 1000000")
+        seen.add(sku)
+        items.append(Item(sku, name, price, qty))
+    return Manifest(version, tuple(items))
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a manifest file (``.json`` as JSON, anything else as TOML)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot parse: {exc}") from None
+    try:
+        return parse_manifest(data)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from None
+
+
+def current_manifest(db: sqlite3.Connection) -> sqlite3.Row | None:
+    return db.execute("SELECT id, version, content_hash, loaded_at, source FROM manifests "
+                      "ORDER BY id DESC LIMIT 1").fetchone()
+
+
+def apply_manifest(db: sqlite3.Connection, manifest: Manifest, source: str, now: str) -> bool:
+    """Make ``manifest`` the kit's inventory inside the caller's transaction.
+
+    Returns False when it is already the current one. Raises :class:`ManifestConflict` (and
+    changes nothing) when a quantity is below what is already sold.
+    """
+    loaded = current_manifest(db)
+    if loaded is not None and loaded["content_hash"] == manifest.content_hash:
+        return False
+    existing = {row["sku"]: row for row in db.execute("SELECT sku, allocated, sold FROM items")}
+    conflicts = {item.sku: (existing[item.sku]["sold"], item.qty) for item in manifest.items
+                 if item.sku in existing and existing[item.sku]["sold"] > item.qty}
+    if conflicts:
+        raise ManifestConflict(conflicts)
+    manifest_id = db.execute(
+        "INSERT INTO manifests (version, content_hash, loaded_at, source) VALUES (?, ?, ?, ?)",
+        (manifest.version, manifest.content_hash, now, source)).lastrowid
+
+    def record(sku: str, delta: int) -> None:
+        if delta:
+            db.execute("INSERT INTO stock_ledger (sku, field, delta, reason, manifest_id, at) "
+                       "VALUES (?, 'allocated', ?, 'manifest', ?, ?)",
+                       (sku, delta, manifest_id, now))
+
+    listed = set()
+    for position, item in enumerate(manifest.items):
+        listed.add(item.sku)
+        before = existing[item.sku]["allocated"] if item.sku in existing else 0
+        db.execute(
+            "INSERT INTO items (sku, name, price_cents, allocated, active, position) "
+            "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, "
+            "price_cents = excluded.price_cents, allocated = excluded.allocated, active = 1, "
+            "position = excluded.position",
+            (item.sku, item.name, item.price_cents, item.qty, position))
+        record(item.sku, item.qty - before)
+    for sku, row in existing.items():
+        if sku not in listed:
+            # Left out: nothing more to sell, but what was sold stays on the books.
+            db.execute("UPDATE items SET allocated = sold, active = 0 WHERE sku = ?", (sku,))
+            record(sku, row["sold"] - row["allocated"])
+    return True

@@ -1,0 +1,322 @@
+"""The sales rules: what an order may be, what selling it changes, and how it is undone.
+
+Every change is one function of the writer's connection, run by :class:`agent.store.Store` in
+its transaction, so the stock check, the sale, its receipt link and its outbox message commit
+together or not at all. Stock is checked and taken in one ``UPDATE ... WHERE`` on the single
+writer, so two tablets can never both buy the last unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import receipts
+from agent.manifest import Manifest, apply_manifest, current_manifest, valid_sku
+from agent.store import Store
+
+ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
+PAYMENT_METHODS = ("cash", "card")
+# cash is settled at the stall; a card payment waits for staff to confirm the terminal's answer.
+INITIAL_PAYMENT = {"cash": "paid", "card": "pending"}
+CLOSED = ("voided", "refunded")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Refusal(Exception):
+    """An order operation the rules refuse; ``status`` is the HTTP status that says so."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.extra = status, code, detail, extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+def invalid(detail: str) -> Refusal:
+    return Refusal(422, "invalid", detail)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    order_id: str
+    lines: tuple[tuple[str, int], ...]
+    payment_method: str
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes a retry the same order: its lines and payment method."""
+        body = receipts.canonical_json({"lines": self.lines, "payment": self.payment_method})
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_order_request(data: object, max_lines: int, max_qty: int) -> OrderRequest:
+    """Check a client's order body; raises a 422 :class:`Refusal` naming the field."""
+    if not isinstance(data, dict):
+        raise invalid("the body must be a JSON object")
+    unknown = set(data) - {"order_id", "lines", "payment"}
+    if unknown:
+        raise invalid(f"unknown field {sorted(unknown)[0]!r}")
+    order_id = data.get("order_id")
+    if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
+        raise invalid("order_id must be the client's id: 8 to 64 letters, digits, '-' or '_' "
+                      "(a UUID fits)")
+    lines = data.get("lines")
+    if not isinstance(lines, list) or not 1 <= len(lines) <= max_lines:
+        raise invalid(f"lines must be a list of 1 to {max_lines} lines")
+    parsed, seen = [], set()
+    for n, line in enumerate(lines):
+        if not isinstance(line, dict) or set(line) != {"sku", "qty"}:
+            raise invalid(f"lines[{n}] must be an object with exactly 'sku' and 'qty'")
+        sku, qty = line["sku"], line["qty"]
+        if not valid_sku(sku):
+            raise invalid(f"lines[{n}].sku must be 1 to 64 letters, digits or -_.:/+")
+        if not _whole(qty) or not 1 <= qty <= max_qty:
+            raise invalid(f"lines[{n}].qty must be a whole number from 1 to {max_qty}")
+        if sku in seen:
+            raise invalid(f"lines[{n}].sku {sku} appears twice; give one line per SKU")
+        seen.add(sku)
+        parsed.append((sku, qty))
+    payment = data.get("payment", {"method": "cash"})
+    if (not isinstance(payment, dict) or set(payment) != {"method"}
+            or payment["method"] not in PAYMENT_METHODS):
+        raise invalid("payment must be {\"method\": \"cash\"} or {\"method\": \"card\"}")
+    return OrderRequest(order_id, tuple(parsed), payment["method"])
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
+    """The order as the API shows it, or None."""
+    row = db.execute(
+        "SELECT o.*, r.hash FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
+        (order_id,)).fetchone()
+    if row is None:
+        return None
+    lines = [{"sku": line["sku"], "name": line["name"], "qty": line["qty"],
+              "price_cents": line["price_cents"],
+              "amount_cents": line["qty"] * line["price_cents"]}
+             for line in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
+                                    "WHERE order_id = ? ORDER BY line_no", (order_id,))]
+    return {"order_id": row["order_id"], "status": row["status"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "lines": lines, "total_cents": row["total_cents"],
+            "payment": {"method": row["payment_method"], "status": row["payment_status"]},
+            "receipt": {"seq": row["seq"], "hash": row["hash"]}}
+
+
+def recent_orders(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    ids = [r[0] for r in db.execute("SELECT order_id FROM orders ORDER BY seq DESC LIMIT ?",
+                                    (limit,))]
+    return [view for view in (order_view(db, i) for i in ids) if view is not None]
+
+
+def manifest_view(db: sqlite3.Connection) -> dict[str, Any]:
+    loaded = current_manifest(db)
+    items = [{"sku": r["sku"], "name": r["name"], "price_cents": r["price_cents"],
+              "available": r["allocated"] - r["sold"], "allocated": r["allocated"],
+              "sold": r["sold"]}
+             for r in db.execute("SELECT * FROM items WHERE active = 1 ORDER BY position, sku")]
+    return {"version": loaded["version"] if loaded else None,
+            "hash": loaded["content_hash"] if loaded else None,
+            "loaded_at": loaded["loaded_at"] if loaded else None,
+            "items": items}
+
+
+def queue_depth(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT count(*) FROM outbox WHERE relayed_at IS NULL").fetchone()[0]
+
+
+# -- changing --------------------------------------------------------------------------------
+
+def _enqueue(db: sqlite3.Connection, kind: str, key: str, payload: dict[str, Any],
+             now: str) -> None:
+    db.execute("INSERT INTO outbox (kind, key, payload, created_at) VALUES (?, ?, ?, ?)",
+               (kind, key, receipts.canonical_json(payload), now))
+
+
+def _move_stock(db: sqlite3.Connection, sku: str, sold_delta: int, reason: str,
+                order_id: str, now: str) -> None:
+    db.execute("UPDATE items SET sold = sold + ? WHERE sku = ?", (sold_delta, sku))
+    db.execute("INSERT INTO stock_ledger (sku, field, delta, reason, order_id, at) "
+               "VALUES (?, 'sold', ?, ?, ?, ?)", (sku, sold_delta, reason, order_id, now))
+
+
+def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
+                now: str) -> tuple[dict[str, Any], bool]:
+    """Sell the order, or answer the first result for a retried ``order_id``.
+
+    Returns ``(order view, created)``.
+    """
+    existing = db.execute("SELECT fingerprint FROM orders WHERE order_id = ?",
+                          (request.order_id,)).fetchone()
+    if existing is not None:
+        if existing["fingerprint"] != request.fingerprint:
+            raise Refusal(409, "order_id_reused", "this order_id was already used for a "
+                          "different order", order_id=request.order_id)
+        return order_view(db, request.order_id), False  # type: ignore[return-value]
+    lines = []
+    for sku, qty in request.lines:
+        item = db.execute("SELECT name, price_cents, allocated - sold AS available FROM items "
+                          "WHERE sku = ? AND active = 1", (sku,)).fetchone()
+        if item is None:
+            raise Refusal(422, "unknown_sku", f"{sku} is not in the kit's manifest", sku=sku)
+        if item["available"] < qty:
+            raise Refusal(409, "sold_out", f"{sku}: {item['available']} left, {qty} asked",
+                          sku=sku, available=item["available"])
+        lines.append({"sku": sku, "name": item["name"], "qty": qty,
+                      "price_cents": item["price_cents"]})
+    for line in lines:
+        _move_stock(db, line["sku"], line["qty"], "sale", request.order_id, now)
+    total = sum(line["qty"] * line["price_cents"] for line in lines)
+    seq, _ = receipts.append(db, "sale", request.order_id, {
+        "kit_id": kit_id, "created_at": now, "lines": lines, "total_cents": total,
+        "payment_method": request.payment_method})
+    db.execute(
+        "INSERT INTO orders (order_id, seq, fingerprint, created_at, updated_at, total_cents, "
+        "payment_method, payment_status, status, trace_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+        (request.order_id, seq, request.fingerprint, now, now, total, request.payment_method,
+         INITIAL_PAYMENT[request.payment_method], trace_id))
+    db.executemany(
+        "INSERT INTO order_lines (order_id, line_no, sku, name, qty, price_cents) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(request.order_id, n, li["sku"], li["name"], li["qty"], li["price_cents"])
+         for n, li in enumerate(lines)])
+    view = order_view(db, request.order_id)
+    _enqueue(db, "order", request.order_id,
+             {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
+    return view, True  # type: ignore[return-value]
+
+
+def sale_matches_order(db: sqlite3.Connection, entry: dict[str, Any]) -> str:
+    """Why a sale's receipt entry no longer matches the stored order, or ''."""
+    order = db.execute("SELECT seq, total_cents, payment_method, created_at FROM orders "
+                       "WHERE order_id = ?", (entry["order_id"],)).fetchone()
+    if order is None:
+        return f"its order {entry['order_id']} is missing"
+    lines = [dict(r) for r in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
+                                         "WHERE order_id = ? ORDER BY line_no",
+                                         (entry["order_id"],))]
+    stored = (order["seq"], order["total_cents"], order["payment_method"],
+              order["created_at"], lines)
+    signed = (entry["seq"], entry.get("total_cents"), entry.get("payment_method"),
+              entry.get("created_at"), entry.get("lines"))
+    return "" if stored == signed else f"order {entry['order_id']} differs from its receipt"
+
+
+def _open_order(db: sqlite3.Connection, order_id: str) -> sqlite3.Row:
+    row = db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    if row is None:
+        raise Refusal(404, "not_found", f"no order {order_id}", order_id=order_id)
+    if row["status"] in CLOSED:
+        raise Refusal(409, "order_closed", f"order {order_id} is already {row['status']}",
+                      order_id=order_id, status=row["status"])
+    return row
+
+
+def _return_stock(db: sqlite3.Connection, order_id: str, reason: str, now: str) -> None:
+    for line in db.execute("SELECT sku, qty FROM order_lines WHERE order_id = ?",
+                           (order_id,)).fetchall():
+        _move_stock(db, line["sku"], -line["qty"], reason, order_id, now)
+
+
+def _close_order(db: sqlite3.Connection, order_id: str, kind: str, status: str, kit_id: str,
+                 now: str, detail: dict[str, Any]) -> dict[str, Any]:
+    seq, link = receipts.append(db, kind, order_id, {"kit_id": kit_id, "created_at": now,
+                                                      **detail})
+    db.execute("UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ?",
+               (status, now, order_id))
+    _enqueue(db, kind, order_id, {"kit_id": kit_id, "order_id": order_id, "created_at": now,
+                                  "receipt": {"seq": seq, "hash": link}, **detail}, now)
+    return order_view(db, order_id)  # type: ignore[return-value]
+
+
+def void_order(db: sqlite3.Connection, order_id: str, reason: str, kit_id: str,
+               now: str) -> dict[str, Any]:
+    """Undo a sale whose payment did not go through: its stock is on sale again at once."""
+    row = _open_order(db, order_id)
+    if row["payment_status"] == "paid":
+        raise Refusal(409, "paid", f"order {order_id} is paid; refund it instead of voiding",
+                      order_id=order_id)
+    if row["payment_status"] == "pending":
+        db.execute("UPDATE orders SET payment_status = 'failed' WHERE order_id = ?", (order_id,))
+    _return_stock(db, order_id, "void", now)
+    return _close_order(db, order_id, "void", "voided", kit_id, now,
+                        {"voids_seq": row["seq"], "reason": reason})
+
+
+def refund_order(db: sqlite3.Connection, order_id: str, restock: bool, reason: str,
+                 kit_id: str, now: str) -> dict[str, Any]:
+    """Record that the customer got their money back (and the goods back on sale if asked)."""
+    row = _open_order(db, order_id)
+    if restock:
+        _return_stock(db, order_id, "refund", now)
+    return _close_order(db, order_id, "refund", "refunded", kit_id, now,
+                        {"refunds_seq": row["seq"], "restock": restock, "reason": reason,
+                         "total_cents": row["total_cents"]})
+
+
+def settle_payment(db: sqlite3.Connection, order_id: str, paid: bool,
+                   now: str) -> dict[str, Any]:
+    """Staff's word on a card payment: the terminal approved it, or it failed."""
+    row = _open_order(db, order_id)
+    if row["payment_status"] != "pending":
+        raise Refusal(409, "payment_settled", f"order {order_id} payment is already "
+                      f"{row['payment_status']}", order_id=order_id)
+    db.execute("UPDATE orders SET payment_status = ?, updated_at = ? WHERE order_id = ?",
+               ("paid" if paid else "failed", now, order_id))
+    return order_view(db, order_id)  # type: ignore[return-value]
+
+
+class Orders:
+    """The order book of one kit: the async face of the rules above, over the store."""
+
+    def __init__(self, store: Store, kit_id: str, max_lines: int = 20, max_qty: int = 99) -> None:
+        self.store, self.kit_id = store, kit_id
+        self.max_lines, self.max_qty = max_lines, max_qty
+
+    def parse(self, data: object) -> OrderRequest:
+        return parse_order_request(data, self.max_lines, self.max_qty)
+
+    async def place(self, request: OrderRequest, trace_id: str) -> tuple[dict[str, Any], bool]:
+        return await self.store.write(
+            lambda db: place_order(db, request, self.kit_id, trace_id, now_iso()))
+
+    async def get(self, order_id: str) -> dict[str, Any] | None:
+        return await self.store.read(lambda db: order_view(db, order_id))
+
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        return await self.store.read(lambda db: recent_orders(db, limit))
+
+    async def void(self, order_id: str, reason: str) -> dict[str, Any]:
+        return await self.store.write(
+            lambda db: void_order(db, order_id, reason, self.kit_id, now_iso()))
+
+    async def refund(self, order_id: str, restock: bool, reason: str) -> dict[str, Any]:
+        return await self.store.write(
+            lambda db: refund_order(db, order_id, restock, reason, self.kit_id, now_iso()))
+
+    async def settle_payment(self, order_id: str, paid: bool) -> dict[str, Any]:
+        return await self.store.write(lambda db: settle_payment(db, order_id, paid, now_iso()))
+
+    async def manifest(self) -> dict[str, Any]:
+        return await self.store.read(manifest_view)
+
+    async def load_manifest(self, manifest: Manifest, source: str) -> bool:
+        return await self.store.write(lambda db: apply_manifest(db, manifest, source, now_iso()))
+
+    async def queue_depth(self) -> int:
+        return await self.store.read(queue_depth)

@@ -1,0 +1,92 @@
+"""The receipt chain: every sale, void and refund is a link hashed over the one before it.
+
+``hash = SHA-256(previous hash as 64 hex characters + canonical JSON of the entry)``, the first
+entry chained to 64 zeros. Canonical JSON is UTF-8 with sorted keys and no spaces. A receipt's
+hash, printed as a QR code, lets anyone check later that the kit recorded that sale::
+
+    >>> link = chain_hash(GENESIS_HASH, {"kind": "sale", "seq": 1})
+    >>> len(link), link == chain_hash(GENESIS_HASH, {"seq": 1, "kind": "sale"})
+    (64, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, entry: dict[str, Any] | str) -> str:
+    body = entry if isinstance(entry, str) else canonical_json(entry)
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def append(db: sqlite3.Connection, kind: str, order_id: str, entry: dict[str, Any]) -> tuple[int, str]:
+    """Add the next link inside the caller's transaction; returns its ``(seq, hash)``.
+
+    ``entry`` gets ``kind``, ``order_id`` and ``seq`` filled in before it is hashed.
+    """
+    last = db.execute("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev_hash = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS_HASH)
+    body = canonical_json({**entry, "kind": kind, "order_id": order_id, "seq": seq})
+    link = chain_hash(prev_hash, body)
+    db.execute("INSERT INTO receipts (seq, kind, order_id, body, prev_hash, hash) "
+               "VALUES (?, ?, ?, ?, ?, ?)", (seq, kind, order_id, body, prev_hash, link))
+    return seq, link
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What :func:`verify` found: how many links were good and the first broken one, if any."""
+
+    links: int
+    broken_seq: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_seq is None
+
+
+def verify(db: sqlite3.Connection, sale_matches_order: Any = None) -> ChainReport:
+    """Walk the chain from the first link; stop at the first broken one and say why.
+
+    ``sale_matches_order(db, entry)`` may return a reason when a sale's entry no longer matches
+    the order kept in the store (an edited order breaks the chain as surely as an edited link).
+    """
+    expected_seq, prev_hash, links = 1, GENESIS_HASH, 0
+    for row in db.execute("SELECT seq, kind, order_id, body, prev_hash, hash FROM receipts "
+                          "ORDER BY seq"):
+        seq = row["seq"]
+
+        def broken(reason: str, seq: int = seq) -> ChainReport:
+            return ChainReport(links, seq, reason)
+
+        if seq != expected_seq:
+            return broken(f"link #{expected_seq} is missing")
+        if row["prev_hash"] != prev_hash:
+            return broken("does not point at the link before it")
+        if chain_hash(prev_hash, row["body"]) != row["hash"]:
+            return broken("its hash does not match its contents")
+        try:
+            entry = json.loads(row["body"])
+        except ValueError:
+            return broken("its contents are not JSON")
+        if (entry.get("seq"), entry.get("kind"), entry.get("order_id")) != (
+                seq, row["kind"], row["order_id"]):
+            return broken("its contents name another link")
+        if sale_matches_order is not None and row["kind"] == "sale":
+            mismatch = sale_matches_order(db, entry)
+            if mismatch:
+                return broken(mismatch)
+        links += 1
+        expected_seq, prev_hash = seq + 1, row["hash"]
+    return ChainReport(links)
