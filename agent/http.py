@@ -33,9 +33,10 @@ STATIC = Path(__file__).with_name("static")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+def error(http_status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
-    return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
+    return JSONResponse({"error": code, "detail": detail, **extra}, http_status,
+                        headers=headers)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -196,7 +197,13 @@ def build_app(agent: Agent) -> Starlette:
         assert isinstance(exc, HTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error(exc.status_code, codes.get(exc.status_code, "bad_request"),
-                     exc.detail or "", )
+                     exc.detail or "")
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # Never the answer to bad input (the tests hunt for these); logged with its traceback.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error(500, "internal", "the kit could not answer; nothing was changed "
+                     "unless a later lookup shows it")
 
     routes = [
         Route("/", index),
@@ -215,4 +222,5 @@ def build_app(agent: Agent) -> Starlette:
         Route("/api/staff/manifest", staff(load_manifest), methods=["PUT"]),
     ]
     return Starlette(routes=routes,
-                     exception_handlers={Refusal: refused, HTTPException: http_error})
+                     exception_handlers={Refusal: refused, HTTPException: http_error,
+                                         Exception: crashed})

@@ -33,9 +33,9 @@ def now_iso() -> str:
 class Refusal(Exception):
     """An order operation the rules refuse; ``status`` is the HTTP status that says so."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(self, http_status: int, code: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
-        self.status, self.code, self.detail, self.extra = status, code, detail, extra
+        self.status, self.code, self.detail, self.extra = http_status, code, detail, extra
 
     def body(self) -> dict[str, Any]:
         return {"error": self.code, "detail": self.detail, **self.extra}

@@ -1,0 +1,163 @@
+"""Panel driver on gpiozero's MockFactory: button facts reach the asyncio loop, LEDs light."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from hw.panel import DEFAULT_PANEL_PINS, Panel, PanelEvent, PanelFact
+
+OFFLINE, REPRINT, MODE_LED, UPLINK_LED, POWER_LED = (
+    DEFAULT_PANEL_PINS[key]
+    for key in ("offline_button", "reprint_button", "mode_led", "uplink_led", "power_led")
+)
+SHUTDOWN = 5
+LONG_PRESS = 0.1
+
+
+class Recorder:
+    """Receives panel events and notes the thread each one arrived on."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[PanelEvent] = asyncio.Queue()
+        self.threads: set[int] = set()
+
+    def __call__(self, event: PanelEvent) -> None:
+        self.threads.add(threading.get_ident())
+        self.events.put_nowait(event)
+
+    async def next_fact(self, timeout: float = 2.0) -> PanelFact:
+        return (await asyncio.wait_for(self.events.get(), timeout)).fact
+
+    async def assert_quiet(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        assert self.events.empty()
+
+
+def make_panel(recorder: Recorder, factory: MockFactory, **pins: int | None) -> Panel:
+    return Panel(
+        asyncio.get_running_loop(), recorder, pins,
+        long_press=LONG_PRESS, bounce_time=None, pin_factory=factory,
+    )
+
+
+def test_press_on_a_gpiozero_thread_reports_offline_pressed_on_the_loop() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory):
+            button = factory.pin(OFFLINE)
+            await asyncio.to_thread(button.drive_low)
+            await asyncio.to_thread(button.drive_high)
+            assert await recorder.next_fact() == PanelFact.OFFLINE_PRESSED
+            assert recorder.threads == {threading.get_ident()}
+            await recorder.assert_quiet(LONG_PRESS * 2)
+
+    asyncio.run(scenario())
+
+
+def test_long_press_on_offline_button_requests_shutdown_only() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory):
+            button = factory.pin(OFFLINE)
+            button.drive_low()
+            assert await recorder.next_fact() == PanelFact.SHUTDOWN_REQUESTED
+            button.drive_high()
+            await recorder.assert_quiet(LONG_PRESS * 2)
+
+            button.drive_low()  # a short press after a long one still counts
+            button.drive_high()
+            assert await recorder.next_fact() == PanelFact.OFFLINE_PRESSED
+
+    asyncio.run(scenario())
+
+
+def test_dedicated_shutdown_button_and_immediate_offline_press() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory, shutdown_button=SHUTDOWN):
+            factory.pin(OFFLINE).drive_low()  # reported on press: no long press to wait for
+            assert await recorder.next_fact() == PanelFact.OFFLINE_PRESSED
+            await recorder.assert_quiet(LONG_PRESS * 2)
+            factory.pin(OFFLINE).drive_high()
+
+            factory.pin(SHUTDOWN).drive_low()
+            factory.pin(SHUTDOWN).drive_high()
+            await recorder.assert_quiet(LONG_PRESS * 2)
+            factory.pin(SHUTDOWN).drive_low()
+            assert await recorder.next_fact() == PanelFact.SHUTDOWN_REQUESTED
+
+    asyncio.run(scenario())
+
+
+def test_reprint_button_reports_reprint_pressed() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory):
+            factory.pin(REPRINT).drive_low()
+            assert await recorder.next_fact() == PanelFact.REPRINT_PRESSED
+
+    asyncio.run(scenario())
+
+
+def wait_for_toggles(pin_number: int | str | None, factory: MockFactory, seconds: float) -> int:
+    pin = factory.pin(pin_number)
+    pin.clear_states()
+    time.sleep(seconds)
+    return len(pin.states) - 1
+
+
+def test_leds_light_darken_and_blink() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory) as panel:
+            assert not any(factory.pin(p).state for p in (MODE_LED, UPLINK_LED, POWER_LED))
+            panel.set_led("mode", "on")
+            assert factory.pin(MODE_LED).state
+            panel.set_led("mode", "off")
+            assert not factory.pin(MODE_LED).state
+
+            panel.set_led("uplink", "blink_fast")
+            assert wait_for_toggles(UPLINK_LED, factory, 0.7) >= 3
+            panel.set_led("power", "blink_slow")
+            assert factory.pin(POWER_LED).state
+            assert wait_for_toggles(POWER_LED, factory, 0.3) == 0
+
+            panel.set_led("uplink", "on")  # a steady setting stops the blink
+            assert wait_for_toggles(UPLINK_LED, factory, 0.4) == 0
+            assert factory.pin(UPLINK_LED).state
+        assert not factory.pin(UPLINK_LED).state
+
+    asyncio.run(scenario())
+
+
+def test_unfitted_led_is_left_alone_and_bad_names_are_refused() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory, power_led=None) as panel:
+            panel.set_led("power", "blink_fast")
+            with pytest.raises(ValueError, match="unknown LED"):
+                panel.set_led("buzzer", "on")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="unknown LED pattern"):
+                panel.set_led("mode", "strobe")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="unknown panel pins"):
+            make_panel(recorder, factory, buzzer=6)
+        with pytest.raises(ValueError, match="offline_button"):
+            make_panel(recorder, factory, offline_button=None)
+
+    asyncio.run(scenario())
+
+
+def test_close_releases_the_pins() -> None:
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        make_panel(recorder, factory).close()
+        with make_panel(recorder, factory):
+            factory.pin(REPRINT).drive_low()
+            assert await recorder.next_fact() == PanelFact.REPRINT_PRESSED
+
+    asyncio.run(scenario())
