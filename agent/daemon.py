@@ -86,8 +86,6 @@ class Agent:
         self.mode = Mode()
         self.mode.on_change(lambda state, reasons: self.events.publish(
             "mode", {"state": state, "reasons": reasons}))
-        self.staff_token = staff_token(config, wiring.state_dir)
-        self.staff_auth = StaffAuth(self.staff_token, config.http.staff_failures_per_minute)
 
     async def start(self) -> None:
         """Open the store, restore the staff latch and load the manifest named in config."""
@@ -97,6 +95,8 @@ class Agent:
                 manifest = read_manifest(self.wiring.manifest)
             except ManifestError as exc:
                 raise StartError(f"manifest: {exc}") from None
+        self.staff_token = staff_token(self.config, self.wiring.state_dir)
+        self.staff_auth = StaffAuth(self.staff_token, self.config.http.staff_failures_per_minute)
         try:
             self.store.open()
         except Exception as exc:

@@ -29,7 +29,8 @@ def chain_hash(prev_hash: str, entry: dict[str, Any] | str) -> str:
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
-def append(db: sqlite3.Connection, kind: str, order_id: str, entry: dict[str, Any]) -> tuple[int, str]:
+def append(db: sqlite3.Connection, kind: str, order_id: str,
+           entry: dict[str, Any]) -> tuple[int, str]:
     """Add the next link inside the caller's transaction; returns its ``(seq, hash)``.
 
     ``entry`` gets ``kind``, ``order_id`` and ``seq`` filled in before it is hashed.
@@ -65,28 +66,29 @@ def verify(db: sqlite3.Connection, sale_matches_order: Any = None) -> ChainRepor
     expected_seq, prev_hash, links = 1, GENESIS_HASH, 0
     for row in db.execute("SELECT seq, kind, order_id, body, prev_hash, hash FROM receipts "
                           "ORDER BY seq"):
-        seq = row["seq"]
-
-        def broken(reason: str, seq: int = seq) -> ChainReport:
-            return ChainReport(links, seq, reason)
-
-        if seq != expected_seq:
-            return broken(f"link #{expected_seq} is missing")
-        if row["prev_hash"] != prev_hash:
-            return broken("does not point at the link before it")
-        if chain_hash(prev_hash, row["body"]) != row["hash"]:
-            return broken("its hash does not match its contents")
-        try:
-            entry = json.loads(row["body"])
-        except ValueError:
-            return broken("its contents are not JSON")
-        if (entry.get("seq"), entry.get("kind"), entry.get("order_id")) != (
-                seq, row["kind"], row["order_id"]):
-            return broken("its contents name another link")
-        if sale_matches_order is not None and row["kind"] == "sale":
-            mismatch = sale_matches_order(db, entry)
-            if mismatch:
-                return broken(mismatch)
+        if row["seq"] != expected_seq:
+            return ChainReport(links, expected_seq, f"link #{expected_seq} is missing")
+        reason = _link_fault(row, prev_hash)
+        if not reason and sale_matches_order is not None and row["kind"] == "sale":
+            reason = sale_matches_order(db, json.loads(row["body"]))
+        if reason:
+            return ChainReport(links, expected_seq, reason)
         links += 1
-        expected_seq, prev_hash = seq + 1, row["hash"]
+        expected_seq, prev_hash = expected_seq + 1, row["hash"]
     return ChainReport(links)
+
+
+def _link_fault(row: sqlite3.Row, prev_hash: str) -> str:
+    if row["prev_hash"] != prev_hash:
+        return "does not point at the link before it"
+    if chain_hash(prev_hash, row["body"]) != row["hash"]:
+        return "its hash does not match its contents"
+    try:
+        entry = json.loads(row["body"])
+    except ValueError:
+        return "its contents are not JSON"
+    if not isinstance(entry, dict) or (entry.get("seq"), entry.get("kind"),
+                                       entry.get("order_id")) != (
+            row["seq"], row["kind"], row["order_id"]):
+        return "its contents name another link"
+    return ""

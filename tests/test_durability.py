@@ -1,0 +1,88 @@
+"""Durability proven by killing: kill -9 at random moments while clients order without pause."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import new_order_id, write_manifest
+
+CLIENTS = 8
+RESTARTS = 20
+
+
+def test_kill_9_twenty_times_loses_no_confirmed_order(kit_factory, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.toml", [("A-1", "Item A", 250, 1_000_000),
+                                                    ("B-2", "Item B", 125, 1_000_000)])
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[kit]\nid = "kill-test"\n[orders]\nmanifest = "{manifest}"\n')
+    state = tmp_path / "state"
+    rng = random.Random(20261127)
+    confirmed: dict[str, dict] = {}  # order_id -> the 201 answer
+    attempts = 0
+    lock = threading.Lock()
+
+    for _round in range(RESTARTS):
+        kit = kit_factory(state, config)
+        stop = threading.Event()
+
+        def client_loop(seed: int, kit=kit, stop=stop) -> None:
+            nonlocal attempts
+            local = random.Random(seed)
+            with kit.client() as client:
+                while not stop.is_set():
+                    lines = [{"sku": local.choice(["A-1", "B-2"]), "qty": local.randint(1, 3)}]
+                    order_id = new_order_id()
+                    try:
+                        answer = kit.order(client, lines, order_id)
+                    except httpx.HTTPError:
+                        return  # the daemon died under us: this order was never confirmed
+                    with lock:
+                        attempts += 1
+                        if answer.status_code == 201:
+                            confirmed[order_id] = answer.json()
+
+        threads = [threading.Thread(target=client_loop, args=(rng.random(),))
+                   for _ in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(rng.uniform(0.05, 0.6))
+        kit.kill()
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    assert len(confirmed) > RESTARTS * 10, f"too few orders to prove anything: {len(confirmed)}"
+    kit = kit_factory(state, config)
+    with kit.client() as client:
+        for order_id, answer in confirmed.items():
+            stored = client.get(f"/api/orders/{order_id}")
+            assert stored.status_code == 200, f"confirmed order {order_id} lost"
+            assert stored.json()["receipt"] == answer["receipt"]
+            assert stored.json()["lines"] == answer["lines"]
+    kit.kill()
+
+    db = sqlite3.connect(state / "dropkit.db")
+    # None twice: one order row, one sale link and one outbox message per order id.
+    assert db.execute("SELECT count(*), count(DISTINCT order_id) FROM orders").fetchone() == \
+        db.execute("SELECT count(*), count(DISTINCT order_id) FROM receipts").fetchone()
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == \
+        db.execute("SELECT count(*) FROM orders").fetchone()[0]
+    # Stock agrees with the lines sold.
+    for sku, sold in db.execute("SELECT sku, sold FROM items"):
+        lines = db.execute("SELECT coalesce(sum(qty), 0) FROM order_lines WHERE sku = ?",
+                           (sku,)).fetchone()[0]
+        assert sold == lines
+    db.close()
+    verify = subprocess.run([sys.executable, "-m", "agent", "receipts", "verify",
+                             "--state-dir", str(state)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "receipt chain OK" in verify.stdout
+    print(f"{len(confirmed)} confirmed of {attempts} answered attempts over {RESTARTS} kills")
