@@ -1,0 +1,207 @@
+// The staff page: it speaks only the kit's own HTTP API (see docs/api.md).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const cart = new Map(); // sku -> qty
+let items = [];
+let token = localStorage.getItem("dropkit.token") || "";
+const mine = JSON.parse(localStorage.getItem("dropkit.orders") || "[]"); // ids placed here
+let pendingOrderId = null; // kept across a failed send so a retry is the same order
+
+const money = (cents) => (cents / 100).toFixed(2);
+
+function uuid4() {
+  // crypto.randomUUID needs a secure context; the kit's Wi-Fi page is plain http.
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+async function api(method, path, body, staff) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (staff) headers["Authorization"] = `Bearer ${token}`;
+  const response = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json();
+  return { ok: response.ok, status: response.status, data };
+}
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+function say(text, isError = false) {
+  $("message").textContent = text;
+  $("message").className = isError ? "error" : "";
+}
+
+function renderItems() {
+  $("items").replaceChildren(...items.map((item) => {
+    const inCart = cart.get(item.sku) || 0;
+    const button = el("button", {
+      type: "button", disabled: item.available - inCart <= 0,
+      onclick: () => { cart.set(item.sku, inCart + 1); renderAll(); },
+    }, el("span", {}, item.name), el("span", {},
+      `${money(item.price_cents)} `, el("span", { className: "left" }, `${item.available} left`)));
+    button.dataset.sku = item.sku;
+    return el("li", {}, button);
+  }));
+}
+
+function renderCart() {
+  let total = 0;
+  $("cart").replaceChildren(...[...cart].map(([sku, qty]) => {
+    const item = items.find((i) => i.sku === sku);
+    total += item ? item.price_cents * qty : 0;
+    const less = el("button", { type: "button", onclick: () => {
+      if (qty > 1) cart.set(sku, qty - 1); else cart.delete(sku);
+      renderAll();
+    } }, "−");
+    return el("li", {}, `${qty} × ${item ? item.name : sku}`, less);
+  }));
+  $("cart-total").textContent = money(total);
+  $("place").disabled = cart.size === 0;
+}
+
+function renderAll() { renderItems(); renderCart(); }
+
+async function loadManifest() {
+  const { data } = await api("GET", "/api/manifest");
+  items = data.items;
+  $("manifest-version").textContent = data.version ? `manifest ${data.version}` : "no manifest";
+  renderAll();
+}
+
+async function loadHealth() {
+  const { data } = await api("GET", "/api/health");
+  $("kit").textContent = `dropkit · ${data.kit_id}${data.simulated ? " (sim)" : ""}`;
+  $("mode").textContent = data.mode + (data.staff_latch ? " (latched)" : "");
+  $("mode").className = `badge ${data.mode}`;
+  $("queue").textContent = `queue ${data.queue_depth}`;
+  $("power").textContent = `power ${data.power.state}`;
+  $("latch").textContent = data.staff_latch ? "Release offline latch" : "Force offline";
+  $("latch").dataset.latched = data.staff_latch ? "1" : "";
+}
+
+function orderActions(order) {
+  const act = (label, path, body) => el("button", { type: "button", onclick: async () => {
+    const r = await api("POST", `/api/staff/orders/${order.order_id}/${path}`, body, true);
+    say(r.ok ? `${label}: ${order.order_id.slice(0, 8)}` : r.data.detail, !r.ok);
+    refresh();
+  } }, label);
+  const actions = [];
+  if (["voided", "refunded"].includes(order.status)) return actions;
+  if (order.payment.status === "pending") {
+    actions.push(act("Card paid", "payment", { result: "paid" }),
+      act("Card failed", "payment", { result: "failed" }));
+  }
+  if (order.payment.status !== "paid") actions.push(act("Void", "void", {}));
+  else actions.push(act("Refund", "refund", {}));
+  return actions;
+}
+
+async function loadOrders() {
+  let orders;
+  if (token) {
+    const r = await api("GET", "/api/orders?limit=30", undefined, true);
+    if (!r.ok) { lockStaff(r.data.detail); return loadOrders(); }
+    orders = r.data.orders;
+  } else {
+    const found = await Promise.all(mine.slice(-10).reverse().map(
+      (id) => api("GET", `/api/orders/${id}`)));
+    orders = found.filter((r) => r.ok).map((r) => r.data);
+  }
+  $("orders").replaceChildren(...orders.map((order) => {
+    const li = el("li", {},
+      el("span", { className: "status" }, order.status), " ",
+      `#${order.receipt.seq} · ${money(order.total_cents)} · ${order.payment.method} `
+      + `(${order.payment.status}) · ${order.lines.map((l) => `${l.qty}× ${l.name}`).join(", ")}`);
+    li.dataset.orderId = order.order_id;
+    if (token) li.append(el("div", { className: "order-actions" }, ...orderActions(order)));
+    return li;
+  }));
+}
+
+async function placeOrder() {
+  if (cart.size === 0) return;
+  pendingOrderId = pendingOrderId || uuid4();
+  const body = {
+    order_id: pendingOrderId,
+    lines: [...cart].map(([sku, qty]) => ({ sku, qty })),
+    payment: { method: $("payment").value },
+  };
+  $("place").disabled = true;
+  let r;
+  try {
+    r = await api("POST", "/api/orders", body);
+  } catch (e) {
+    say("The kit did not answer; press Place order again (it will not sell twice).", true);
+    $("place").disabled = false;
+    return;
+  }
+  pendingOrderId = null;
+  if (r.ok) {
+    mine.push(r.data.order_id);
+    localStorage.setItem("dropkit.orders", JSON.stringify(mine.slice(-50)));
+    cart.clear();
+    say(`Order #${r.data.receipt.seq} ${r.data.status}: ${money(r.data.total_cents)}`);
+  } else {
+    say(r.data.detail, true);
+  }
+  refresh();
+}
+
+function lockStaff(reason) {
+  token = "";
+  localStorage.removeItem("dropkit.token");
+  if (reason) say(reason, true);
+  showStaff();
+}
+
+function showStaff() {
+  $("staff-tools").hidden = !token;
+  $("token-clear").hidden = !token;
+  $("token").hidden = !!token;
+  $("token-save").hidden = !!token;
+}
+
+async function unlock() {
+  token = $("token").value.trim();
+  const r = await api("GET", "/api/staff/check", undefined, true);
+  if (!r.ok) { lockStaff(r.data.detail); return; }
+  localStorage.setItem("dropkit.token", token);
+  $("token").value = "";
+  showStaff();
+  say("Staff tools unlocked");
+  refresh();
+}
+
+async function toggleLatch() {
+  const r = await api("POST", "/api/staff/mode", { offline: !$("latch").dataset.latched }, true);
+  if (!r.ok) say(r.data.detail, true);
+  loadHealth();
+}
+
+function refresh() { loadManifest(); loadHealth(); loadOrders(); }
+
+function listen() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("order", refresh);
+  events.addEventListener("manifest", loadManifest);
+  events.addEventListener("mode", loadHealth);
+}
+
+$("place").addEventListener("click", placeOrder);
+$("token-save").addEventListener("click", unlock);
+$("token-clear").addEventListener("click", () => { lockStaff(); refresh(); });
+$("latch").addEventListener("click", toggleLatch);
+showStaff();
+refresh();
+listen();
+setInterval(loadHealth, 10000);

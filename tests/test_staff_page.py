@@ -1,0 +1,72 @@
+"""The staff page in a real headless Chromium: order by clicking, see it listed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Kit
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: ./run-tests installs it when run as root")
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+        yield context.new_page()
+        browser.close()
+
+
+def test_place_an_order_by_clicking_and_see_it_listed(kit: Kit, page, tmp_path: Path) -> None:
+    page.goto(kit.url + "/")
+    page.get_by_role("button", name="Zine no. 7").click()
+    page.get_by_role("button", name="Zine no. 7").click()
+    page.get_by_role("button", name="Limited vinyl").click()
+    assert page.locator("#cart-total").inner_text() == "48.00"
+    page.get_by_role("button", name="Place order").click()
+    message = page.locator("#message")
+    message.filter(has_text="Order #1 queued: 48.00").wait_for()
+    listed = page.locator("#orders li").first
+    listed.filter(has_text="2× Zine no. 7, 1× Limited vinyl").wait_for()
+    assert "queued" in listed.inner_text()
+    page.locator("[data-sku=VINYL-LTD]").filter(has_text="9 left").wait_for()
+    page.screenshot(path=str(tmp_path / "staff-page.png"), full_page=True)
+    with kit.client() as client:
+        order_id = listed.get_attribute("data-order-id")
+        stored = client.get(f"/api/orders/{order_id}").json()
+        assert stored["total_cents"] == 4800 and stored["receipt"]["seq"] == 1
+
+
+def test_staff_void_a_failed_card_payment_from_the_page(kit: Kit, page) -> None:
+    page.goto(kit.url + "/")
+    page.get_by_role("button", name="Tee, black, M").click()
+    page.locator("#payment").select_option("card")
+    page.get_by_role("button", name="Place order").click()
+    page.locator("#orders li").filter(has_text="pending").wait_for()
+    # Staff unlock with the token; a wrong one is refused.
+    page.locator("#token").fill("not-the-token-at-all")
+    page.get_by_role("button", name="Unlock").click()
+    page.locator("#message").filter(has_text="wrong").wait_for()
+    page.locator("#token").fill(kit.token)
+    page.get_by_role("button", name="Unlock").click()
+    page.get_by_role("button", name="Card failed").click()
+    page.get_by_role("button", name="Void").click()
+    page.locator("#orders li").filter(has_text="voided").wait_for()
+    page.locator("[data-sku=TEE-BLK-M]").filter(has_text="40 left").wait_for()
+    page.get_by_role("button", name="Force offline").click()
+    page.locator("#mode").filter(has_text="offline (latched)").wait_for()
