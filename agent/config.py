@@ -6,10 +6,10 @@ one line naming the file, the key and what was expected::
     >>> from agent.config import parse_config
     >>> parse_config({"http": {"port": 8080}}, source="agent.toml").http.port
     8080
-    >>> parse_config({"http": {"port": "eighty"}}, source="agent.toml")
+    >>> parse_config({"http": {"port": "eighty"}}, source="agent.toml")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    agent.config.ConfigError: agent.toml: [http] port: expected an integer from 0 to 65535, got 'eighty'
+    agent.config.ConfigError: agent.toml: [http] port: expected an integer from 0 to 65535, ...
 """
 
 from __future__ import annotations

@@ -160,8 +160,8 @@ def _server(agent: Agent) -> Any:
 
     config = uvicorn.Config(build_app(agent), host=agent.wiring.host, port=agent.wiring.port,
                             lifespan="off", access_log=False, log_config=None,
-                            http="h11", loop="asyncio", timeout_graceful_shutdown=5,
-                            server_header=False)
+                            http="auto", loop="asyncio", timeout_graceful_shutdown=5,
+                            server_header=False, proxy_headers=False)
     return Server(config)
 
 

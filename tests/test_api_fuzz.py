@@ -61,7 +61,7 @@ FUZZ = settings(max_examples=300, deadline=None,
 @FUZZ
 @given(body=orders)
 def test_near_valid_orders_never_crash(fuzz_kit, body) -> None:
-    kit, client = fuzz_kit
+    _, client = fuzz_kit
     answer = client.post("/api/orders", content=json.dumps(body),
                          headers={"content-type": "application/json"})
     assert_clean(answer)
@@ -84,6 +84,6 @@ def test_any_request_gets_a_json_answer_below_500(fuzz_kit, method, path, conten
 
 
 def test_stock_is_never_negative_after_the_fuzzing(fuzz_kit) -> None:
-    kit, client = fuzz_kit
+    _, client = fuzz_kit
     for item in client.get("/api/manifest").json()["items"]:
         assert item["available"] >= 0

@@ -24,7 +24,8 @@ def test_defaults_work_for_sim() -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"http": {"port": "eighty"}}, "[http] port: expected an integer from 0 to 65535, got 'eighty'"),
+    ({"http": {"port": "eighty"}},
+     "[http] port: expected an integer from 0 to 65535, got 'eighty'"),
     ({"http": {"port": 70000}}, "[http] port: expected an integer from 0 to 65535, got 70000"),
     ({"http": {"prot": 80}}, "[http] prot: unknown key; expected one of"),
     ({"htp": {}}, "[htp]: unknown section; expected one of http, kit, orders"),

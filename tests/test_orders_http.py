@@ -245,7 +245,8 @@ def test_staff_latch_forces_offline_and_survives_a_restart(kit_factory, tmp_path
 
 def test_orders_survive_sigterm_with_requests_in_flight(kit_factory, tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(f'[orders]\nmanifest = "{write_manifest(tmp_path / "m.toml", [("A-1", "A", 100, 100000)])}"\n')
+    manifest = write_manifest(tmp_path / "m.toml", [("A-1", "A", 100, 100000)])
+    config.write_text(f'[orders]\nmanifest = "{manifest}"\n')
     kit = kit_factory(tmp_path / "term", config)
     confirmed: list[str] = []
 
