@@ -143,9 +143,12 @@ class Panel:
             led.blink(on_time=on_time, off_time=off_time)
 
     def close(self) -> None:
-        """Release every pin (LEDs go dark)."""
-        for device in [*self._buttons, *self._leds.values()]:
-            device.close()
+        """Turn the LEDs off and release every pin."""
+        for led in self._leds.values():
+            led.off()
+            led.close()
+        for button in self._buttons:
+            button.close()
         self._buttons.clear()
         self._leds.clear()
 

@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 Layout = Mapping[str, tuple[str, str]]
 """A keyboard layout: evdev key name (``"KEY_A"``) → (plain character, shifted character)."""
 
-_US_DIGITS = {"1": "!", "2": "@", "3": "#", "4": "$", "5": "%",
-              "6": "^", "7": "&", "8": "*", "9": "(", "0": ")"}
 _US_SYMBOLS = {
     "KEY_MINUS": ("-", "_"),
     "KEY_EQUAL": ("=", "+"),
@@ -45,7 +43,7 @@ _US_SYMBOLS = {
     "KEY_SPACE": (" ", " "),
 }
 US_LAYOUT: Layout = {
-    **{f"KEY_{digit}": (digit, shifted) for digit, shifted in _US_DIGITS.items()},
+    **{f"KEY_{d}": (d, shifted) for d, shifted in zip("1234567890", "!@#$%^&*()", strict=True)},
     **{f"KEY_{letter}": (letter.lower(), letter) for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
     **_US_SYMBOLS,
 }
@@ -160,7 +158,9 @@ class ScanDecoder:
         if pending and self._last_key_ts is not None and ts - self._last_key_ts > self.timeout:
             log.warning(
                 "scanner %s: dropped half scan %r (no terminator within %.2f s)",
-                self.device, "".join(self._text), self.timeout,
+                self.device,
+                "".join(self._text),
+                self.timeout,
             )
             self._reset_scan()
 
@@ -170,7 +170,9 @@ class ScanDecoder:
         if junk_keys:
             log.warning(
                 "scanner %s: dropped scan %r with unmapped keys %s",
-                self.device, text, ", ".join(junk_keys),
+                self.device,
+                text,
+                ", ".join(junk_keys),
             )
             return None
         if not text:
@@ -262,7 +264,8 @@ class ScannerWatcher:
     Every ``rescan_interval`` seconds ``discover()`` lists the input devices; a matching one not
     yet read is grabbed, reported with ``on_device(name, True)`` and read until it fails (an
     unplug raises ENODEV), then reported with ``on_device(name, False)``. Devices the watcher
-    does not keep are closed. Each completed scan goes to ``on_scan``.
+    does not keep are closed. Each completed scan goes to ``on_scan``. A callback that raises is
+    logged and the watcher carries on.
     """
 
     def __init__(
@@ -318,14 +321,16 @@ class ScannerWatcher:
         except OSError as error:
             log.warning(
                 "scanner %s (%s): grab failed (%s); reading it anyway, scans may reach the console",
-                device.name, device.path, error,
+                device.name,
+                device.path,
+                error,
             )
         log.info("scanner %s (%s) present", device.name, device.path)
         task = asyncio.get_running_loop().create_task(
             self._read(device), name=f"scanner {device.path}"
         )
         self._readers[device.path] = (device, task)
-        self.on_device(device.name, True)
+        _call_safely(self.on_device, device.name, True)
 
     async def _read(self, device: ScannerDevice) -> None:
         decoder = ScanDecoder(device.name, self.layout, self.scan_timeout)
@@ -333,7 +338,7 @@ class ScannerWatcher:
             async for event in device.async_read_loop():
                 scan = decoder.feed(event)
                 if scan is not None:
-                    self._deliver(scan)
+                    _call_safely(self.on_scan, scan)
         except OSError as error:
             if error.errno == errno.ENODEV:
                 log.info("scanner %s (%s) gone", device.name, device.path)
@@ -342,13 +347,15 @@ class ScannerWatcher:
         finally:
             del self._readers[device.path]
             _close_quietly(device)
-        self.on_device(device.name, False)
+        _call_safely(self.on_device, device.name, False)
 
-    def _deliver(self, scan: Scan) -> None:
-        try:
-            self.on_scan(scan)
-        except Exception:
-            log.exception("on_scan failed for %r", scan)
+
+def _call_safely(callback: Callable[..., object], *args: object) -> None:
+    """Run a fact callback; a bug in it is logged and must not stop the watcher."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("scanner callback %r failed for %r", callback, args)
 
 
 def _close_quietly(device: ScannerDevice) -> None:

@@ -144,13 +144,22 @@ class FakeInputDevice:
         self.scanner = scanner or VirtualScanner()
         self.grabbed = False
         self.closed = False
-        self._capabilities = dict(capabilities) if capabilities is not None else {
-            ecodes.EV_SYN: [ecodes.SYN_REPORT],
-            ecodes.EV_KEY: sorted(
-                {*self.scanner.layout.characters, *TERMINATOR_KEYS,
-                 ecodes.KEY_LEFTSHIFT, ecodes.KEY_RIGHTSHIFT, ecodes.KEY_CAPSLOCK}
-            ),
-        }
+        self._capabilities = (
+            dict(capabilities)
+            if capabilities is not None
+            else {
+                ecodes.EV_SYN: [ecodes.SYN_REPORT],
+                ecodes.EV_KEY: sorted(
+                    {
+                        *self.scanner.layout.characters,
+                        *TERMINATOR_KEYS,
+                        ecodes.KEY_LEFTSHIFT,
+                        ecodes.KEY_RIGHTSHIFT,
+                        ecodes.KEY_CAPSLOCK,
+                    }
+                ),
+            }
+        )
         self._pending: asyncio.Queue[InputEvent | None] = asyncio.Queue()  # None: unplugged
 
     def capabilities(self) -> dict[int, list[int]]:
