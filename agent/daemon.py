@@ -29,6 +29,7 @@ from agent.events import EventHub
 from agent.manifest import ManifestConflict, ManifestError, read_manifest
 from agent.mode import Mode
 from agent.orders import Orders, queue_depth
+from agent.sdnotify import keep_watchdog_fed, notify, watchdog_interval
 from agent.store import Store
 
 log = logging.getLogger("dropkit")
@@ -170,6 +171,7 @@ async def serve(config: Config, wiring: Wiring) -> None:
     agent = Agent(config, wiring)
     await agent.start()
     server = _server(agent)
+    watchdog = None
     try:
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
@@ -179,11 +181,17 @@ async def serve(config: Config, wiring: Wiring) -> None:
             host = wiring.host if wiring.host not in ("0.0.0.0", "::") else "127.0.0.1"
             url = f"http://{host}:{port}/"
             log.info("kit %s serving %s", agent.kit_id, url)
+            notify(f"READY=1\nSTATUS=serving {url}")
+            if (interval := watchdog_interval()) is not None:
+                watchdog = asyncio.create_task(keep_watchdog_fed(interval))
             if wiring.on_ready:
                 wiring.on_ready(url, agent)
         await serving
         if not server.started:
             raise StartError(f"cannot listen on {wiring.host}:{wiring.port}")
     finally:
+        notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
         agent.close()
         log.info("stopped; store closed")
