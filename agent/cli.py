@@ -103,6 +103,33 @@ def cmd_receipts_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_hq(args: argparse.Namespace) -> int:
+    from agent.config import MqttConfig, parse_config
+    from agent.hq import run_hq
+    from agent.manifest import read_manifest
+
+    # The broker URL is checked by the same rule as the kit's [mqtt] url.
+    parse_config({"mqtt": {"url": args.broker}}, source="--broker")
+    password = MqttConfig(password_file=args.password_file or "").password("--password-file")
+    run_hq(args.broker, args.db, stock=read_manifest(args.stock) if args.stock else None,
+           client_id=args.client_id, shared_group=args.shared_group,
+           topic_prefix=args.topic_prefix, username=args.username or "", password=password,
+           ca_file=args.ca_file or "")
+    return 0
+
+
+def cmd_hq_report(args: argparse.Namespace) -> int:
+    from agent.hq import Ledger
+
+    if not Path(args.db).exists():
+        return _fail(f"{args.db}: no HQ ledger here")
+    lines = Ledger(args.db).report()
+    for line in lines:
+        print(line)
+    print(f"{len(lines)} mismatch(es)" if lines else "no mismatches")
+    return 1 if lines else 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="dropkit", description=__doc__)
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -128,6 +155,24 @@ def parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="check a config file and its manifest")
     check.add_argument("path")
     check.set_defaults(func=cmd_config_check)
+
+    hq = sub.add_parser("hq", help="the reference reconciler: central ledger and acks")
+    hq.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    hq.add_argument("--db", default="hq.db", help="the central ledger (SQLite)")
+    hq.add_argument("--stock", help="central stock: a manifest whose qty is for all kits")
+    hq.add_argument("--client-id", default="dropkit-hq",
+                    help="MQTT client id; the broker keeps its session by this id")
+    hq.add_argument("--shared-group", default="",
+                    help="share the orders among HQ instances in this group")
+    hq.add_argument("--topic-prefix", default="dropkit")
+    hq.add_argument("--username")
+    hq.add_argument("--password-file")
+    hq.add_argument("--ca-file")
+    hq.set_defaults(func=cmd_hq)
+    hq_sub = hq.add_subparsers(dest="hq_command")
+    report = hq_sub.add_parser("report", help="list rejected sales and receipt chain gaps")
+    report.add_argument("--db", default="hq.db")
+    report.set_defaults(func=cmd_hq_report)
 
     rcpt = sub.add_parser("receipts", help="receipt chain tools")
     rcpt_sub = rcpt.add_subparsers(dest="receipts_command", required=True)

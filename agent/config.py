@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropkit/agent.toml")
 CONFIG_ENV = "DROPKIT_CONFIG"
@@ -73,11 +74,65 @@ class OrdersConfig:
         "an integer from 1 to 10000", lambda v: 1 <= v <= 10000))
 
 
+def _seconds(low: float, high: float) -> dict[str, Any]:
+    return _check(f"a number of seconds from {low:g} to {high:g}", lambda v: low <= v <= high)
+
+
+def _mqtt_url(value: str) -> bool:
+    if value == "":
+        return True
+    try:
+        url = urlsplit(value)
+        return url.scheme in ("mqtt", "mqtts") and bool(url.hostname) and url.port != 0
+    except ValueError:  # a port out of range
+        return False
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = field(default="", metadata=_check(
+        "mqtt://host[:port] or mqtts://host[:port] (empty: uplink off)", _mqtt_url))
+    client_id: str = ""
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    protocol: str = field(default="5", metadata=_check('"5" or "3.1.1"',
+                                                       lambda v: v in ("5", "3.1.1")))
+    topic_prefix: str = field(default="dropkit", metadata=_check(
+        "a topic prefix without wildcards", lambda v: bool(v) and not set(v) & set("+#")))
+    keepalive_s: int = field(default=30, metadata=_check("an integer from 5 to 3600",
+                                                         lambda v: 5 <= v <= 3600))
+    reconnect_min_s: float = field(default=0.5, metadata=_seconds(0.05, 60))
+    reconnect_max_s: float = field(default=30.0, metadata=_seconds(0.1, 3600))
+    telemetry_interval_s: float = field(default=10.0, metadata=_seconds(0.1, 3600))
+    inflight_window: int = field(default=32, metadata=_check("an integer from 1 to 1000",
+                                                             lambda v: 1 <= v <= 1000))
+    ack_wait_s: float = field(default=0.3, metadata=_seconds(0, 10))
+    online_ack_p95_s: float = field(default=1.0, metadata=_seconds(0.01, 600))
+    resend_after_s: float = field(default=60.0, metadata=_seconds(0.1, 86400))
+    mismatch_after_s: float = field(default=1800.0, metadata=_seconds(0.1, 604800))
+    refund_after_s: float = field(default=3600.0, metadata=_seconds(0.1, 604800))
+    reconcile_check_s: float = field(default=30.0, metadata=_seconds(0.05, 3600))
+    ha_discovery: bool = False
+
+    def password(self, source: str) -> str:
+        if not self.password_file:
+            return ""
+        try:
+            return Path(self.password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{source}: [mqtt] password_file: cannot read "
+                              f"{self.password_file}: {exc.strerror}") from None
+
+
 @dataclass(frozen=True)
 class Config:
     kit: KitConfig = field(default_factory=KitConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     orders: OrdersConfig = field(default_factory=OrdersConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: str = "(defaults)"
 
     @property
@@ -102,7 +157,8 @@ class Config:
         return ""
 
 
-_SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig}
+_SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
+                  "mqtt": MqttConfig}
 
 
 def _describe(kind: type) -> str:
@@ -121,6 +177,8 @@ def _parse_section(name: str, raw: Any, source: str) -> Any:
                               f"{', '.join(sorted(fields))}")
         spec = fields[key]
         kind = {"int": int, "str": str, "bool": bool, "float": float}[spec.type]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # "30" seconds is as good as "30.0"
         type_ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         check = spec.metadata.get("check")
         if not type_ok:

@@ -20,17 +20,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent import __version__
+from agent import __version__, outbox
 from agent.auth import StaffAuth
 from agent.config import Config
 from agent.events import EventHub
 from agent.manifest import ManifestConflict, ManifestError, read_manifest
 from agent.mode import Mode
-from agent.orders import Orders, queue_depth
+from agent.orders import Orders, now_iso
 from agent.sdnotify import keep_watchdog_fed, notify, watchdog_interval
 from agent.store import Store
+
+if TYPE_CHECKING:
+    from agent.uplink import Uplink
 
 log = logging.getLogger("dropkit")
 
@@ -85,8 +88,9 @@ class Agent:
                              config.orders.max_qty)
         self.events = EventHub()
         self.mode = Mode()
-        self.mode.on_change(lambda state, reasons: self.events.publish(
-            "mode", {"state": state, "reasons": reasons}))
+        self.mode.on_change(self._mode_changed)
+        self.uplink: Uplink | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Open the store, restore the staff latch and load the manifest named in config."""
@@ -111,9 +115,53 @@ class Agent:
                     log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
             except ManifestConflict as exc:
                 raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
+        if self.config.mqtt.url:
+            from agent.uplink import Uplink
 
-    def close(self) -> None:
+            self.uplink = Uplink(self.config.mqtt, self.kit_id, self.store, self.mode,
+                                 self.events, self.telemetry,
+                                 password=self.config.mqtt.password(self.config.source))
+            await self.uplink.start()
+
+    async def stop(self) -> None:
+        """Say goodbye to the broker, finish the background writes, close the store."""
+        if self.uplink is not None:
+            await self.uplink.stop()
+        await asyncio.gather(*self._background, return_exceptions=True)
         self.store.close()
+
+    def _in_background(self, job: Any) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _mode_changed(self, state: str, reasons: list[str]) -> None:
+        self.events.publish("mode", {"state": state, "reasons": reasons})
+        log.info("mode %s%s", state, f" ({', '.join(reasons)})" if reasons else "")
+        if self.store.is_open:
+            event = {"type": "mode", "state": state, "reasons": reasons}
+            self._in_background(self.record_event(event))
+
+    async def record_event(self, event: dict[str, Any]) -> None:
+        """A durable event for remote ops: into the outbox, then out over the uplink."""
+        await self.store.write(lambda db: outbox.record_event(db, event, self.kit_id, now_iso()))
+        self.outbox_changed()
+
+    def outbox_changed(self) -> None:
+        if self.uplink is not None:
+            self.uplink.wake()
+
+    async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
+        if self.uplink is None or self.mode.state != "online" or not self.config.mqtt.ack_wait_s:
+            return view
+        settled = await self.uplink.wait_for_ack(view["order_id"], self.config.mqtt.ack_wait_s)
+        return settled or view
+
+    def telemetry(self) -> dict[str, Any]:
+        """The ``telemetry/power`` payload, less ``ts`` and ``seq`` (the uplink adds them)."""
+        return {"kit_id": self.kit_id, "state": "unknown", "feeding": None, "sources": {},
+                "ups": None, "mode": self.mode.state}
 
     async def set_staff_latch(self, latched: bool) -> None:
         await self.store.write(lambda db: db.execute(
@@ -132,8 +180,8 @@ class Agent:
             "mode": self.mode.state,
             "mode_reasons": self.mode.reasons,
             "staff_latch": self.mode.latched,
-            "uplink": {"state": "off"},
-            "queue_depth": await self.store.read(queue_depth),
+            "uplink": self.uplink.health() if self.uplink else {"state": "off"},
+            "queue_depth": await self.orders.queue_depth(),
             "power": {"state": "unknown"},
             "devices": {},
             "manifest": {"version": manifest["version"], "hash": manifest["hash"]},
@@ -193,5 +241,5 @@ async def serve(config: Config, wiring: Wiring) -> None:
         notify("STOPPING=1")
         if watchdog is not None:
             watchdog.cancel()
-        agent.close()
+        await agent.stop()
         log.info("stopped; store closed")

@@ -112,8 +112,10 @@ def build_app(agent: Agent) -> Starlette:
         view, created = await agent.orders.place(order_request, trace_id)
         if created:
             agent.events.publish("order", view)
+            agent.outbox_changed()
             log.info("order %s sold: receipt #%d total %d cents trace %s",
                      view["order_id"], view["receipt"]["seq"], view["total_cents"], trace_id)
+            view = await agent.confirm_online(view)
         return JSONResponse(view, 201 if created else 200, headers={"X-Trace-Id": trace_id})
 
     async def get_order(request: Request) -> Response:
@@ -137,6 +139,7 @@ def build_app(agent: Agent) -> Starlette:
         view = await agent.orders.void(order_id_of(request),
                                        field(data, "reason", str, "payment failed"))
         agent.events.publish("order", view)
+        agent.outbox_changed()
         return JSONResponse(view)
 
     async def refund(request: Request) -> Response:
@@ -145,6 +148,7 @@ def build_app(agent: Agent) -> Starlette:
                                          field(data, "restock", bool, False),
                                          field(data, "reason", str, "refunded by staff"))
         agent.events.publish("order", view)
+        agent.outbox_changed()
         return JSONResponse(view)
 
     async def payment(request: Request) -> Response:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent import receipts
+from agent import outbox, receipts
 from agent.manifest import Manifest, apply_manifest, current_manifest, valid_sku
 from agent.store import Store
 
@@ -135,17 +135,7 @@ def manifest_view(db: sqlite3.Connection) -> dict[str, Any]:
             "items": items}
 
 
-def queue_depth(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT count(*) FROM outbox WHERE relayed_at IS NULL").fetchone()[0]
-
-
 # -- changing --------------------------------------------------------------------------------
-
-def _enqueue(db: sqlite3.Connection, kind: str, key: str, payload: dict[str, Any],
-             now: str) -> None:
-    db.execute("INSERT INTO outbox (kind, key, payload, created_at) VALUES (?, ?, ?, ?)",
-               (kind, key, receipts.canonical_json(payload), now))
-
 
 def _move_stock(db: sqlite3.Connection, sku: str, sold_delta: int, reason: str,
                 order_id: str, now: str) -> None:
@@ -196,7 +186,7 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
         [(request.order_id, n, li["sku"], li["name"], li["qty"], li["price_cents"])
          for n, li in enumerate(lines)])
     view = order_view(db, request.order_id)
-    _enqueue(db, "order", request.order_id,
+    outbox.enqueue(db, "sale", request.order_id,
              {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
     return view, True  # type: ignore[return-value]
 
@@ -239,7 +229,7 @@ def _close_order(db: sqlite3.Connection, order_id: str, kind: str, status: str, 
                                                       **detail})
     db.execute("UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ?",
                (status, now, order_id))
-    _enqueue(db, kind, order_id, {"kit_id": kit_id, "order_id": order_id, "created_at": now,
+    outbox.enqueue(db, kind, order_id, {"kit_id": kit_id, "order_id": order_id, "created_at": now,
                                   "receipt": {"seq": seq, "hash": link}, **detail}, now)
     return order_view(db, order_id)  # type: ignore[return-value]
 
@@ -319,4 +309,4 @@ class Orders:
         return await self.store.write(lambda db: apply_manifest(db, manifest, source, now_iso()))
 
     async def queue_depth(self) -> int:
-        return await self.store.read(queue_depth)
+        return await self.store.read(outbox.depth)

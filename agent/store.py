@@ -104,6 +104,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_pending ON outbox (id) WHERE relayed_at IS NULL;
     """,
+    # 2: reconciliation with HQ.
+    """
+    ALTER TABLE orders ADD COLUMN relayed_at TEXT;
+    ALTER TABLE orders ADD COLUMN reconciled_at TEXT;
+    ALTER TABLE orders ADD COLUMN ack_reason TEXT;
+    ALTER TABLE orders ADD COLUMN mismatch_at TEXT;
+    ALTER TABLE orders ADD COLUMN refund_due_at TEXT;
+    CREATE INDEX orders_open ON orders (status, created_at)
+        WHERE status IN ('queued', 'relayed');
+    CREATE INDEX outbox_key ON outbox (kind, key);
+    """,
 ]
 
 
@@ -153,6 +164,10 @@ class Store:
         self._read_db: sqlite3.Connection | None = None
         self._closed = False
         self.commits = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None and not self._closed
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,227 @@
+"""``dropkit hq``: the reference reconciler that keeps the central ledger and answers every sale.
+
+It subscribes to every kit's ``orders`` with a persistent session (the broker keeps orders for
+it while it is down), records each message once (repeats are dropped by kit and order id, and
+answered again), checks each sale against central stock and publishes an ack to the kit:
+``{"order_id", "result": "accepted" | "rejected", "reason", "trace_id"}``. Voids and refunds
+with restock put the stock back. The ack is published only after the ledger has committed, and
+paho acknowledges the message to the broker only after that, so a crash anywhere repeats work
+rather than losing it.
+
+``dropkit hq report`` lists what needs a person: rejected sales, gaps in a kit's receipt chain,
+and sales never seen settled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.manifest import Manifest
+from agent.orders import now_iso
+from agent.store import connect
+
+log = logging.getLogger("dropkit.hq")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stock (
+    sku TEXT PRIMARY KEY,
+    qty INTEGER NOT NULL,
+    sold INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sales (
+    kit_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    total_cents INTEGER NOT NULL,
+    lines TEXT NOT NULL,
+    result TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (kit_id, order_id)
+);
+CREATE TABLE IF NOT EXISTS links (
+    kit_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (kit_id, seq)
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Ledger:
+    """The central ledger in SQLite; :meth:`record` is the whole reconciliation rule."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.db = connect(path)
+        self.db.executescript(SCHEMA)
+
+    def load_stock(self, manifest: Manifest) -> None:
+        """Central stock per SKU: the manifest's ``qty`` is what all kits may sell together."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for item in manifest.items:
+                self.db.execute("INSERT INTO stock (sku, qty) VALUES (?, ?) ON CONFLICT (sku) "
+                                "DO UPDATE SET qty = excluded.qty", (item.sku, item.qty))
+
+    def _count(self, name: str) -> None:
+        self.db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT (name) "
+                        "DO UPDATE SET value = value + 1", (name,))
+
+    def record(self, kit_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Take one message from a kit; returns the ack to send it (None: nothing to answer)."""
+        kind, order_id = message.get("type"), message.get("order_id")
+        receipt = message.get("receipt") or {}
+        if not isinstance(order_id, str) or kind not in ("sale", "void", "refund") \
+                or not isinstance(receipt, dict) or not isinstance(receipt.get("seq"), int):
+            raise ValueError("not a sale, void or refund with an order_id and a receipt seq")
+        now = now_iso()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            seen = self.db.execute("INSERT OR IGNORE INTO links VALUES (?, ?, ?, ?, ?, ?)",
+                                   (kit_id, receipt["seq"], kind, order_id,
+                                    str(receipt.get("hash", "")), now)).rowcount == 0
+            ack = self._sale(kit_id, message, now) if kind == "sale" else None
+            if kind != "sale" and not seen:
+                self._undo(kit_id, order_id, kind, bool(message.get("restock")))
+            if seen:
+                self._count("duplicates")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return ack
+
+    def _sale(self, kit_id: str, message: dict[str, Any], now: str) -> dict[str, Any]:
+        order_id = message["order_id"]
+        row = self.db.execute("SELECT result, reason, trace_id FROM sales WHERE kit_id = ? "
+                              "AND order_id = ?", (kit_id, order_id)).fetchone()
+        if row is None:
+            lines = message.get("lines") or []
+            result, reason = self._check_stock(lines)
+            self.db.execute(
+                "INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kit_id, order_id, message["receipt"]["seq"], int(message.get("total_cents", 0)),
+                 json.dumps(lines), result, reason, str(message.get("trace_id", "")), now))
+            row = {"result": result, "reason": reason, "trace_id": message.get("trace_id", "")}
+            log.info("kit %s order %s %s%s trace %s", kit_id, order_id, result,
+                     f" ({reason})" if reason else "", row["trace_id"] or "-")
+        return {"order_id": order_id, "result": row["result"], "reason": row["reason"],
+                "trace_id": row["trace_id"]}
+
+    def _check_stock(self, lines: list[Any]) -> tuple[str, str]:
+        if not self.db.execute("SELECT 1 FROM stock LIMIT 1").fetchone():
+            return "accepted", ""  # no central stock loaded: HQ only keeps the books
+        for line in lines:
+            sku, qty = line.get("sku"), line.get("qty")
+            row = self.db.execute("SELECT qty - sold FROM stock WHERE sku = ?",
+                                  (sku,)).fetchone()
+            if row is None:
+                return "rejected", f"{sku} is not in central stock"
+            if row[0] < qty:
+                return "rejected", f"{sku}: central stock has {row[0]} left, {qty} sold"
+        for line in lines:
+            self.db.execute("UPDATE stock SET sold = sold + ? WHERE sku = ?",
+                            (line["qty"], line["sku"]))
+        return "accepted", ""
+
+    def _undo(self, kit_id: str, order_id: str, kind: str, restock: bool) -> None:
+        sale = self.db.execute("SELECT lines, result FROM sales WHERE kit_id = ? AND "
+                               "order_id = ?", (kit_id, order_id)).fetchone()
+        if sale is None or sale["result"] != "accepted" or (kind == "refund" and not restock):
+            return
+        for line in json.loads(sale["lines"]):
+            self.db.execute("UPDATE stock SET sold = sold - ? WHERE sku = ?",
+                            (line["qty"], line["sku"]))
+
+    def report(self) -> list[str]:
+        """What needs a person, one line each."""
+        lines = [f"rejected: kit {r['kit_id']} order {r['order_id']} (receipt #{r['seq']}): "
+                 f"{r['reason']}" for r in self.db.execute(
+                     "SELECT * FROM sales WHERE result = 'rejected' ORDER BY received_at")]
+        for kit in self.db.execute("SELECT kit_id, max(seq) AS top, count(*) AS n FROM links "
+                                   "GROUP BY kit_id ORDER BY kit_id"):
+            if kit["n"] != kit["top"]:
+                have = {r[0] for r in self.db.execute("SELECT seq FROM links WHERE kit_id = ?",
+                                                      (kit["kit_id"],))}
+                missing = [seq for seq in range(1, kit["top"] + 1) if seq not in have]
+                shown = ", ".join(f"#{seq}" for seq in missing[:20])
+                lines.append(f"gap: kit {kit['kit_id']} receipt chain misses {len(missing)} "
+                             f"link(s): {shown}{' ...' if len(missing) > 20 else ''}")
+        return lines
+
+
+def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None,
+           client_id: str = "dropkit-hq", shared_group: str = "", topic_prefix: str = "dropkit",
+           username: str = "", password: str = "", ca_file: str = "",
+           stop: threading.Event | None = None) -> None:
+    """Reconcile until SIGTERM/SIGINT (or ``stop`` is set)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    ledger = Ledger(db_path)
+    if stock is not None:
+        ledger.load_stock(stock)
+        log.info("central stock %s loaded: %d SKUs", stock.version, len(stock.items))
+    url = urlsplit(broker)
+    stop = stop or threading.Event()
+    subscription = f"{topic_prefix}/+/orders"
+    if shared_group:
+        subscription = f"$share/{shared_group}/{subscription}"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    if url.scheme == "mqtts":
+        client.tls_set(ca_certs=ca_file or None)
+    if username:
+        client.username_pw_set(username, password or None)
+
+    def connected(client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused HQ: %s", reason_code)
+            return
+        log.info("HQ connected (session %s); subscribing %s",
+                 "resumed" if flags.session_present else "new", subscription)
+        client.subscribe(subscription, qos=1)
+
+    def message(client, userdata, msg) -> None:
+        parts = msg.topic.split("/")
+        kit_id = parts[-2] if len(parts) >= 3 else ""
+        try:
+            data = json.loads(msg.payload)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            ack = ledger.record(kit_id, data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignored garbage on %s (%s): %r", msg.topic, exc, msg.payload[:100])
+            return
+        if ack is not None:
+            client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+
+    client.on_connect, client.on_message = connected, message
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 7 * 24 * 3600
+    client.reconnect_delay_set(0.5, 30)
+    client.connect_async(url.hostname or "localhost", url.port or 1883, 30, clean_start=False,
+                         properties=properties)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    client.loop_start()
+    try:
+        stop.wait()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        ledger.db.close()
+        log.info("HQ stopped")

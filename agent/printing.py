@@ -1,0 +1,416 @@
+"""The print queue: each sale's receipt printed once, kept while the printer is away.
+
+A print job is a row in the store, written in the same transaction as the sale
+(:func:`enqueue_receipt`), so a confirmed sale always has its receipt coming. :class:`PrintQueue`
+prints the pending jobs in order, one at a time, on a single worker thread (python-escpos
+blocks), and watches the printer with DLE EOT status queries.
+
+Once only: a job goes ``pending`` → ``sending`` (committed before a byte is sent) → ``printed``
+(after the printer took the whole receipt and answered a status query behind it). A printer
+that refuses (silent, offline, paper out, cover open) was sent nothing: the job stays
+``pending`` and is tried again. Whenever it is not known whether the paper came out (the kit
+stopped mid-send, the connection broke while sending, the printer fell silent right after)
+the job becomes ``unsure`` and is never printed again by itself: staff see it and reprint or
+clear it. A missing receipt can be reprinted at a tap; a double one cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from agent.config import _check, _port, _positive
+from agent.store import Store
+from hw.printer import (
+    NOT_RESPONDING,
+    PrinterConfig,
+    PrinterError,
+    PrinterKind,
+    PrinterNotReady,
+    PrinterStatus,
+    Receipt,
+    print_receipt,
+    printer_from_config,
+    query_status,
+)
+
+if TYPE_CHECKING:
+    from escpos.escpos import Escpos
+
+log = logging.getLogger(__name__)
+
+PRINT_JOBS_SCHEMA = """
+    CREATE TABLE print_jobs (
+        id INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL REFERENCES orders (order_id),
+        kind TEXT NOT NULL CHECK (kind IN ('receipt', 'reprint')),
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'printed', 'unsure', 'checked')),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX print_jobs_by_state ON print_jobs (state, id)
+"""
+"""The ``print_jobs`` table: a migration for :data:`agent.store.MIGRATIONS` (no ``;`` inside
+a statement, as the migrations are split on it)."""
+
+EventSink = Callable[[str, dict[str, Any]], object]
+"""Where the queue reports: ``(kind, data)``, as :meth:`agent.events.EventHub.publish` takes."""
+
+FIRST_RETRY_S = 0.5
+"""The first wait before trying a refusing printer again; it doubles up to the status interval."""
+
+# The alert raised when the printer enters each state; "ready" ends the alert.
+_ALERTS = {"paper_out": "paper_out", "paper_near_end": "paper_near_end",
+           "cover_open": "cover_open", "offline": "printer_offline",
+           "not_responding": "printer_offline", "ready": "printer_ready"}
+_WAITING = ("pending", "sending")
+
+
+class UnknownOrder(LookupError):
+    """A reprint was asked for an order the kit does not have."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order {order_id}")
+        self.order_id = order_id
+
+
+@dataclass(frozen=True)
+class PrintingConfig:
+    """The ``[printer]`` section: where the receipt printer is and how the queue watches it.
+
+    >>> PrintingConfig(kind="usb", vendor_id=0x04B8, product_id=0x0202).driver_config().kind
+    'usb'
+    """
+
+    enabled: bool = True
+    kind: str = field(default="network", metadata=_check(
+        "one of 'network', 'usb', 'serial'", lambda v: v in ("network", "usb", "serial")))
+    host: str = "127.0.0.1"
+    port: int = field(default=9100, metadata=_check("an integer from 0 to 65535", _port))
+    vendor_id: int = field(default=0, metadata=_check(
+        "a USB vendor id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
+    product_id: int = field(default=0, metadata=_check(
+        "a USB product id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
+    device: str = "/dev/ttyUSB0"
+    baudrate: int = field(default=9600, metadata=_check("a positive integer", _positive))
+    profile: str = "default"
+    width_mm: int = field(default=80, metadata=_check("58 or 80", lambda v: v in (58, 80)))
+    timeout_s: float = field(default=2.0, metadata=_check(
+        "a number of seconds from 0.1 to 30", lambda v: 0.1 <= v <= 30))
+    status_interval_s: float = field(default=5.0, metadata=_check(
+        "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600))
+    header: str = ""
+
+    def driver_config(self) -> PrinterConfig:
+        """The driver's view of this section (:class:`hw.printer.PrinterConfig`)."""
+        return PrinterConfig(kind=cast(PrinterKind, self.kind), host=self.host, port=self.port,
+                             vendor_id=self.vendor_id, product_id=self.product_id,
+                             device=self.device, baudrate=self.baudrate, profile=self.profile,
+                             width_mm=self.width_mm, timeout_s=self.timeout_s)
+
+
+# -- in the caller's transaction ---------------------------------------------------------------
+
+def enqueue_receipt(db: sqlite3.Connection, order_id: str, now: str) -> int:
+    """Queue a new sale's receipt; call it inside the sale's transaction. Returns the job id."""
+    return _insert_job(db, order_id, "receipt", now)
+
+
+def enqueue_reprint(db: sqlite3.Connection, order_id: str, now: str) -> int:
+    """Queue another copy of an order's receipt (printed marked COPY); returns the job id.
+
+    A job for the order still waiting to print is answered instead of adding one (a second
+    tap while the paper is out prints one receipt, not two). The order's ``unsure`` jobs are
+    settled: asking for a copy is staff's answer to them. Raises :class:`UnknownOrder`.
+    """
+    if db.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone() is None:
+        raise UnknownOrder(order_id)
+    waiting = db.execute("SELECT id FROM print_jobs WHERE state IN (?, ?) AND order_id = ? "
+                         "ORDER BY id LIMIT 1", (*_WAITING, order_id)).fetchone()
+    if waiting is not None:
+        return waiting["id"]
+    db.execute("UPDATE print_jobs SET state = 'checked', updated_at = ?, note = 'reprinted' "
+               "WHERE state = 'unsure' AND order_id = ?", (now, order_id))
+    return _insert_job(db, order_id, "reprint", now)
+
+
+def enqueue_reprint_last(db: sqlite3.Connection, now: str) -> int | None:
+    """Reprint the last sale's receipt (the panel's reprint button); None with no sale yet."""
+    last = db.execute("SELECT order_id FROM orders ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if last is None else enqueue_reprint(db, last["order_id"], now)
+
+
+def mark_checked(db: sqlite3.Connection, job_id: int, now: str) -> bool:
+    """Staff looked at an ``unsure`` job and need no copy; False when it is not unsure."""
+    return db.execute("UPDATE print_jobs SET state = 'checked', updated_at = ?, "
+                      "note = 'checked by staff' WHERE id = ? AND state = 'unsure'",
+                      (now, job_id)).rowcount == 1
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def job_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """``waiting`` (not printed yet) and ``unsure`` (may need a reprint) jobs, for health."""
+    counts = {row[0]: row[1] for row in db.execute(
+        "SELECT state, count(*) FROM print_jobs WHERE state IN ('pending', 'sending', 'unsure') "
+        "GROUP BY state")}
+    return {"waiting": counts.get("pending", 0) + counts.get("sending", 0),
+            "unsure": counts.get("unsure", 0)}
+
+
+def jobs_to_check(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The ``unsure`` jobs, oldest first: receipts that may not have printed."""
+    return [_job_view(row) for row in db.execute(
+        "SELECT * FROM print_jobs WHERE state = 'unsure' ORDER BY id")]
+
+
+def _job_view(row: sqlite3.Row) -> dict[str, Any]:
+    return {key: row[key] for key in
+            ("id", "order_id", "kind", "state", "created_at", "updated_at", "note")}
+
+
+def _insert_job(db: sqlite3.Connection, order_id: str, kind: str, now: str) -> int:
+    cursor = db.execute("INSERT INTO print_jobs (order_id, kind, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?)", (order_id, kind, now, now))
+    return cast(int, cursor.lastrowid)
+
+
+def _next_job(db: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The oldest pending job and its order's view, read together."""
+    from agent.orders import order_view  # here: agent.orders imports this module
+
+    row = db.execute("SELECT * FROM print_jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+                     ).fetchone()
+    if row is None:
+        return None
+    return _job_view(row), cast(dict[str, Any], order_view(db, row["order_id"]))
+
+
+def _move_job(db: sqlite3.Connection, job_id: int, before: str, after: str, now: str,
+              note: str = "") -> dict[str, Any] | None:
+    """Move a job from state ``before`` to ``after``; None when it was not in ``before``."""
+    row = db.execute("UPDATE print_jobs SET state = ?, updated_at = ?, note = ? "
+                     "WHERE id = ? AND state = ? RETURNING *",
+                     (after, now, note, job_id, before)).fetchone()
+    return None if row is None else _job_view(row)
+
+
+def _flag_interrupted_sends(db: sqlite3.Connection, now: str) -> list[dict[str, Any]]:
+    return [_job_view(row) for row in db.execute(
+        "UPDATE print_jobs SET state = 'unsure', updated_at = ?, note = ? "
+        "WHERE state = 'sending' RETURNING *",
+        (now, "the kit stopped while sending this receipt; check whether it printed"))]
+
+
+def _now() -> str:
+    from agent.orders import now_iso  # here: agent.orders imports this module
+
+    return now_iso()
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+def status_word(status: PrinterStatus | None) -> str:
+    """One word for the printer's state, worst first; ``unknown`` before the first answer.
+
+    >>> status_word(NOT_RESPONDING), status_word(None)
+    ('not_responding', 'unknown')
+    """
+    if status is None:
+        return "unknown"
+    if not status.responding:
+        return "not_responding"
+    if status.cover_open:
+        return "cover_open"
+    if status.paper == "out":
+        return "paper_out"
+    if not status.online:
+        return "offline"
+    return "paper_near_end" if status.paper == "near_end" else "ready"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one send: ``printed``, ``refused`` (nothing sent) or ``unsure``."""
+
+    result: str
+    status: PrinterStatus
+    note: str = ""
+
+
+class PrintQueue:
+    """Prints the store's pending jobs in order and keeps the printer's status.
+
+    Reports through ``on_event(kind, data)`` (on the event loop):
+
+    - ``printer`` with :attr:`status` whenever the printer's answer changes;
+    - ``paper_out``, ``paper_near_end``, ``cover_open``, ``printer_offline`` (offline or not
+      answering) when the printer enters that state, ``printer_ready`` when it recovers,
+      each with :attr:`status`;
+    - ``print_job`` with the job (``id``, ``order_id``, ``kind``, ``state``, ``note``, ...)
+      when it is ``printed`` or becomes ``unsure``.
+    """
+
+    def __init__(self, store: Store, config: PrintingConfig, *, kit_id: str, kit_name: str,
+                 on_event: EventSink) -> None:
+        self.store, self.config = store, config
+        self.kit_id, self.kit_name = kit_id, kit_name
+        self.on_event = on_event
+        self._printer_status: PrinterStatus | None = None
+        self._checked_at: str | None = None
+        self._wakeup = asyncio.Event()
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        self._printer: Escpos | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self._setup_error = ""
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The printer as last seen, for ``/api/health`` and the staff page.
+
+        ``state`` is ``disabled``, ``unknown`` (not asked yet) or :func:`status_word`'s
+        answer. A printer that did not answer has ``paper`` ``unknown``, never ``ok``.
+        """
+        if not self.config.enabled:
+            return {"state": "disabled"}
+        status = self._printer_status or NOT_RESPONDING
+        return {"state": status_word(self._printer_status), "online": status.online,
+                "paper": status.paper, "cover_open": status.cover_open,
+                "responding": status.responding, "checked_at": self._checked_at}
+
+    @property
+    def printer_ready(self) -> bool:
+        """True when the printer's last answer said a receipt sent now would print."""
+        return self._printer_status is not None and self._printer_status.ready
+
+    def wake(self) -> None:
+        """Look for new jobs now (call it once the transaction that queued one commits)."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Print until cancelled; returns at once when the printer is disabled.
+
+        Jobs left ``sending`` by a previous run become ``unsure``. On cancellation a receipt
+        being sent is finished and recorded first, so await the task before closing the store.
+        """
+        if not self.config.enabled:
+            return
+        for job in await self.store.write(lambda db: _flag_interrupted_sends(db, _now())):
+            log.warning("receipt job %d (order %s) may not have printed: %s",
+                        job["id"], job["order_id"], job["note"])
+            self.on_event("print_job", job)
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="printer")
+        interval = self.config.status_interval_s
+        retry_s = min(FIRST_RETRY_S, interval)
+        try:
+            while True:
+                self._wakeup.clear()
+                status = await self._in_worker(self._query_status)
+                self._observe(status)
+                if status.ready and await self._print_pending():
+                    delay, retry_s = interval, min(FIRST_RETRY_S, interval)
+                else:  # the printer is away: try again soon, then less and less often
+                    delay, retry_s = retry_s, min(retry_s * 2, interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), delay)
+        finally:
+            if self._sending is not None:
+                await asyncio.wait({self._sending})
+            await self._in_worker(self._close_printer)
+            self._worker.shutdown(wait=False)
+
+    async def _print_pending(self) -> bool:
+        """Print pending jobs in order: True once none is left, False when the printer stops.
+
+        Each job runs as its own task, shielded: a cancelled queue finishes and records the
+        receipt it is sending.
+        """
+        while (found := await self.store.read(_next_job)) is not None:
+            self._sending = asyncio.create_task(self._print_job(*found))
+            await asyncio.shield(self._sending)
+            self._sending = None
+            if not self.printer_ready:
+                return False
+        return True
+
+    async def _print_job(self, job: dict[str, Any], order: dict[str, Any]) -> None:
+        receipt = Receipt.from_dict({**order, **order["receipt"], "kit_id": self.kit_id,
+                                     "kit_name": self.kit_name})
+        header = self.config.header or self.kit_name
+        if job["kind"] == "reprint":
+            header += " - COPY"
+        if await self.store.write(lambda db: _move_job(db, job["id"], "pending", "sending",
+                                                       _now())) is None:
+            return  # no longer pending: never send a job twice
+        outcome = await self._in_worker(lambda: self._send(receipt, header))
+        after = "pending" if outcome.result == "refused" else outcome.result
+        moved = await self.store.write(lambda db: _move_job(db, job["id"], "sending", after,
+                                                            _now(), outcome.note))
+        self._observe(outcome.status)
+        if outcome.result == "unsure":
+            log.warning("receipt job %d (order %s) may not have printed: %s",
+                        job["id"], job["order_id"], outcome.note)
+        if moved is not None and outcome.result != "refused":
+            self.on_event("print_job", moved)
+
+    def _send(self, receipt: Receipt, header: str) -> _Outcome:
+        """On the worker: print, then ask the printer whether it took the whole receipt."""
+        printer = self._connected_printer()
+        if printer is None:
+            return _Outcome("refused", NOT_RESPONDING)
+        try:
+            print_receipt(printer, receipt, width_mm=self.config.width_mm, header=header)
+        except PrinterNotReady as refused:
+            return _Outcome("refused", refused.status)
+        except PrinterError as failure:
+            return _Outcome("unsure", NOT_RESPONDING, f"{failure}; check whether it printed")
+        after = query_status(printer)
+        if not after.ready:  # silent, or stopped (paper out, cover open) with the receipt
+            return _Outcome("unsure", after, f"the printer was {status_word(after)} right "
+                                             f"after this receipt; check whether it printed")
+        return _Outcome("printed", after)
+
+    def _query_status(self) -> PrinterStatus:
+        printer = self._connected_printer()
+        return NOT_RESPONDING if printer is None else query_status(printer)
+
+    def _connected_printer(self) -> Escpos | None:
+        """On the worker: the python-escpos printer, made on first use (it connects lazily)."""
+        if self._printer is None:
+            try:
+                self._printer = printer_from_config(self.config.driver_config())
+            except (PrinterError, ValueError) as failure:
+                if str(failure) != self._setup_error:
+                    log.error("receipt printer: %s", failure)
+                    self._setup_error = str(failure)
+                return None
+        return self._printer
+
+    def _close_printer(self) -> None:
+        if self._printer is not None:
+            with contextlib.suppress(OSError):  # a serial port unplugged meanwhile
+                self._printer.close()
+            self._printer = None
+
+    async def _in_worker(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    def _observe(self, status: PrinterStatus) -> None:
+        """Keep the latest answer; report a change, and an alert on entering a bad state."""
+        before, self._printer_status = self._printer_status, status
+        self._checked_at = _now()
+        if status == before:
+            return
+        word, alert = status_word(status), _ALERTS[status_word(status)]
+        log.log(logging.INFO if status.ready else logging.WARNING, "receipt printer: %s", word)
+        self.on_event("printer", self.status)
+        if alert != _ALERTS.get(status_word(before)) and not (before is None and word == "ready"):
+            self.on_event(alert, self.status)

@@ -1,0 +1,100 @@
+"""Reconciliation with HQ: acks settle orders; orders HQ never settles are surfaced, then refunded.
+
+- ``accepted`` marks a sale ``reconciled``; ``rejected`` marks it ``rejected`` and raises an
+  event (staff see it; the sale needs a refund or a word with HQ).
+- A sale still unsettled ``mismatch_after`` seconds after it was sold raises one ``mismatch``
+  event; after ``refund_after`` seconds it becomes ``refund_due`` (staff see it and mark it
+  refunded through the refund endpoint).
+- A relayed sale with no ack after ``resend_after`` seconds is sent again (a broker that lost it
+  after its PUBACK must not lose the sale); HQ drops repeats by order id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent import outbox
+from agent.orders import order_view
+
+OPEN = ("queued", "relayed")
+
+
+@dataclass(frozen=True)
+class Ack:
+    order_id: str
+    accepted: bool
+    reason: str
+    trace_id: str
+
+
+def parse_ack(payload: bytes) -> Ack:
+    """An ack from HQ; raises ValueError with what is wrong (garbage is not an ack)."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    order_id, result = data.get("order_id"), data.get("result")
+    if not isinstance(order_id, str) or not 0 < len(order_id) <= 64:
+        raise ValueError("order_id missing or not a string")
+    if result not in ("accepted", "rejected"):
+        raise ValueError("result must be accepted or rejected")
+    reason, trace_id = data.get("reason") or "", data.get("trace_id") or ""
+    if not isinstance(reason, str) or not isinstance(trace_id, str):
+        raise ValueError("reason and trace_id must be strings")
+    return Ack(order_id, result == "accepted", reason[:500], trace_id[:64])
+
+
+def apply_ack(db: sqlite3.Connection, ack: Ack, kit_id: str,
+              now: str) -> dict[str, Any] | None:
+    """Settle the order; returns its view when this ack changed it (a repeat changes nothing)."""
+    row = db.execute("SELECT status FROM orders WHERE order_id = ?", (ack.order_id,)).fetchone()
+    if row is None or row["status"] not in (*OPEN, "refund_due"):
+        return None
+    status = "reconciled" if ack.accepted else "rejected"
+    db.execute("UPDATE orders SET status = ?, reconciled_at = ?, ack_reason = ?, updated_at = ? "
+               "WHERE order_id = ?", (status, now, ack.reason or None, now, ack.order_id))
+    if not ack.accepted:
+        outbox.record_event(db, {"type": "order_rejected", "order_id": ack.order_id,
+                                 "reason": ack.reason}, kit_id, now)
+    return order_view(db, ack.order_id)
+
+
+def _before(now: str, seconds: float) -> str:
+    return (datetime.fromisoformat(now) - timedelta(seconds=seconds)).isoformat(
+        timespec="milliseconds")
+
+
+def sweep(db: sqlite3.Connection, kit_id: str, now: str, *, mismatch_after: float,
+          refund_after: float, resend_after: float) -> list[dict[str, Any]]:
+    """Raise mismatches, mark refunds due and queue resends; returns the events raised."""
+    events = []
+    for row in db.execute("SELECT order_id FROM orders WHERE status IN ('queued', 'relayed') "
+                          "AND created_at <= ?", (_before(now, refund_after),)).fetchall():
+        db.execute("UPDATE orders SET status = 'refund_due', refund_due_at = ?, updated_at = ? "
+                   "WHERE order_id = ?", (now, now, row["order_id"]))
+        events.append({"type": "refund_due", "order_id": row["order_id"]})
+    for row in db.execute("SELECT order_id, created_at FROM orders "
+                          "WHERE status IN ('queued', 'relayed') AND mismatch_at IS NULL "
+                          "AND created_at <= ?", (_before(now, mismatch_after),)).fetchall():
+        db.execute("UPDATE orders SET mismatch_at = ? WHERE order_id = ?",
+                   (now, row["order_id"]))
+        events.append({"type": "mismatch", "order_id": row["order_id"],
+                       "sold_at": row["created_at"], "detail": "HQ has not settled this sale"})
+    for event in events:
+        outbox.record_event(db, event, kit_id, now)
+    resend = db.execute(
+        "SELECT o.order_id, (SELECT payload FROM outbox WHERE kind = 'sale' AND key = o.order_id "
+        "ORDER BY id LIMIT 1) AS payload FROM orders o WHERE o.status = 'relayed' "
+        "AND o.relayed_at <= ?", (_before(now, resend_after),)).fetchall()
+    for row in resend:
+        # Back to queued: relayed again once the broker has the new copy.
+        db.execute("INSERT INTO outbox (kind, key, payload, created_at) VALUES ('sale', ?, ?, ?)",
+                   (row["order_id"], row["payload"], now))
+        db.execute("UPDATE orders SET status = 'queued' WHERE order_id = ?", (row["order_id"],))
+    return events

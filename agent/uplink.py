@@ -1,0 +1,333 @@
+"""The uplink: the kit's MQTT session with the co-op's broker (paho-mqtt 2.x).
+
+It publishes the durable outbox in order with QoS 1 and marks each message relayed only after
+the broker's PUBACK; power telemetry at an interval and at once on every change; ``status``
+(retained ``online``, and ``offline`` as the last will and on an orderly stop). It takes HQ's
+acks and settles orders with them, and it decides whether the uplink is healthy enough for the
+kit to be online.
+
+paho's network loop runs on a thread of its own (connect, reconnect with exponential backoff and
+jitter); every callback is handed to the asyncio loop, which owns all state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent import outbox, reconcile
+from agent.config import MqttConfig
+from agent.events import EventHub
+from agent.mode import Mode
+from agent.orders import now_iso
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+ACK_SAMPLES = 50
+
+
+class Uplink:
+    """One kit's MQTT session; ``start()`` on the agent's loop, ``stop()`` before the store."""
+
+    def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
+                 events: EventHub, telemetry: Callable[[], dict[str, Any]],
+                 password: str = "") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.config, self.kit_id, self.store = config, kit_id, store
+        self.mode, self.events, self.telemetry = mode, events, telemetry
+        self.prefix = f"{config.topic_prefix}/{kit_id}"
+        url = urlsplit(config.url)
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+        v5 = config.protocol == "5"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=config.client_id or f"dropkit-{kit_id}",
+                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                                  **({} if v5 else {"clean_session": True}))
+        if url.scheme == "mqtts":
+            self.client.tls_set(ca_certs=config.ca_file or None,
+                                certfile=config.cert_file or None,
+                                keyfile=config.key_file or None,
+                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if config.username:
+            self.client.username_pw_set(config.username, password or None)
+        self.client.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
+        self.client.max_inflight_messages_set(config.inflight_window)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._thread_connected
+        self.client.on_disconnect = self._thread_disconnected
+        self.client.on_publish = self._thread_published
+        self.client.on_message = self._thread_message
+
+        self.state = "connecting"
+        self.connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._network: threading.Thread | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._handed_upto = 0  # highest outbox id handed to paho by this process
+        self._acked: list[int] = []
+        self._flushing = False
+        self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
+        self._ack_latencies: deque[float] = deque(maxlen=ACK_SAMPLES)
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._telemetry_seq = 0
+        self.garbage = 0
+        self.connects = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.mode.set_uplink_healthy(False)
+        self._network = threading.Thread(target=self._run_network, name="mqtt", daemon=True)
+        self._network.start()
+        for job in (self._drain(), self._publish_telemetry(), self._watch_health(),
+                    self._sweep()):
+            self._tasks.append(asyncio.create_task(job))
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        """Say ``offline`` (retained) and disconnect; what is not relayed stays in the outbox."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_acked()
+        if self.connected:
+            info = self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True)
+            self._stopping.set()
+            await asyncio.to_thread(info.wait_for_publish, timeout)
+        self._stopping.set()
+        self.client.disconnect()
+        if self._network is not None:
+            await asyncio.to_thread(self._network.join, timeout + 2)
+
+    def wake(self) -> None:
+        """New rows in the outbox: publish them now rather than at the next tick."""
+        self._wake.set()
+
+    def health(self) -> dict[str, Any]:
+        latencies = sorted(self._ack_latencies)
+        return {"state": self.state, "broker": f"{self.host}:{self.port}",
+                "inflight": len(self._inflight),
+                "ack_p95_s": round(_p95(latencies), 3) if latencies else None,
+                "garbage_acks": self.garbage}
+
+    async def wait_for_ack(self, order_id: str, timeout: float) -> dict[str, Any] | None:
+        """The order's view once HQ has settled it, or None after ``timeout`` seconds."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(order_id, []).append(future)
+        self.wake()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiting = self._waiters.get(order_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiters.pop(order_id, None)
+
+    def publish_telemetry_now(self) -> None:
+        """A power change: tell remote ops at once, not at the next interval."""
+        if self.connected:
+            self._send_telemetry()
+
+    # -- the network thread ----------------------------------------------------------------
+
+    def _run_network(self) -> None:
+        import paho.mqtt.client as mqtt
+
+        delay = self.config.reconnect_min_s
+        while not self._stopping.is_set():
+            try:
+                if self.config.protocol == "5":
+                    self.client.connect(self.host, self.port, self.config.keepalive_s,
+                                        clean_start=True)
+                else:
+                    self.client.connect(self.host, self.port, self.config.keepalive_s)
+            except (OSError, ssl.SSLError) as exc:
+                log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
+            else:
+                while not self._stopping.is_set():
+                    if self.client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                        break
+                if self.connected or self._stopping.is_set():
+                    delay = self.config.reconnect_min_s
+            if self._stopping.is_set():
+                break
+            # Exponential backoff with jitter, so a fleet of kits does not reconnect in step.
+            self._stopping.wait(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _thread_connected(self, client, userdata, flags, reason_code, properties) -> None:
+        self._call(self._connected, not reason_code.is_failure, str(reason_code))
+
+    def _thread_disconnected(self, client, userdata, flags, reason_code, properties) -> None:
+        self._call(self._disconnected, str(reason_code))
+
+    def _thread_published(self, client, userdata, mid, reason_code, properties) -> None:
+        self._call(self._published, mid)
+
+    def _thread_message(self, client, userdata, message) -> None:
+        self._call(self._message, message.topic, message.payload)
+
+    # -- on the event loop -----------------------------------------------------------------
+
+    def _connected(self, ok: bool, reason: str) -> None:
+        if not ok:
+            log.warning("broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        self.connected, self.state = True, "connected"
+        self.connects += 1
+        log.info("uplink connected to %s:%d", self.host, self.port)
+        self.client.subscribe(f"{self.prefix}/acks", qos=1)
+        self.client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
+        if self.config.ha_discovery:
+            from agent.discovery import discovery_messages
+
+            for topic, payload in discovery_messages(self.config.topic_prefix, self.kit_id):
+                self.client.publish(topic, payload, qos=1, retain=True)
+        self._send_telemetry()
+        self._update_health()
+        self.events.publish("uplink", {"state": self.state})
+        self.wake()
+
+    def _disconnected(self, reason: str) -> None:
+        if self.connected and not self._stopping.is_set():
+            log.warning("uplink lost the broker: %s", reason)
+        self.connected, self.state = False, "disconnected"
+        self._update_health()
+        self.events.publish("uplink", {"state": self.state})
+
+    def _published(self, mid: int) -> None:
+        outbox_id = self._inflight.pop(mid, None)
+        if outbox_id is None:
+            return  # telemetry, status or discovery: nothing durable waits on it
+        self._acked.append(outbox_id)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush_acked())
+        self.wake()
+
+    async def _flush_acked(self) -> None:
+        """Mark every PUBACKed message relayed, many in one commit."""
+        try:
+            while self._acked:
+                ids, self._acked = self._acked, []
+                await self.store.write(
+                    lambda db, ids=ids: outbox.mark_relayed(db, ids, now_iso()))
+        finally:
+            self._flushing = False
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        if topic != f"{self.prefix}/acks":
+            return
+        try:
+            ack = reconcile.parse_ack(payload)
+        except ValueError as exc:
+            self.garbage += 1
+            log.warning("ignored garbage on %s (%s): %r", topic, exc, payload[:100])
+            return
+        asyncio.get_running_loop().create_task(self._settle(ack))
+
+    async def _settle(self, ack: reconcile.Ack) -> None:
+        view = await self.store.write(
+            lambda db: reconcile.apply_ack(db, ack, self.kit_id, now_iso()))
+        sent = self._sent_at.pop(ack.order_id, None)
+        if sent is not None:
+            self._ack_latencies.append(time.monotonic() - sent)
+            self._update_health()
+        if view is None:
+            return
+        log.info("order %s %s by HQ%s trace %s", ack.order_id, view["status"],
+                 f" ({ack.reason})" if ack.reason else "", ack.trace_id or "-")
+        self.events.publish("order", view)
+        if not ack.accepted:
+            self.events.publish("alert", {"type": "order_rejected", "order_id": ack.order_id,
+                                          "reason": ack.reason})
+            self.wake()
+        for future in self._waiters.pop(ack.order_id, []):
+            if not future.done():
+                future.set_result(view)
+
+    async def _drain(self) -> None:
+        """Publish the outbox in order, at most ``inflight_window`` messages unacknowledged."""
+        window = self.config.inflight_window
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.connected and len(self._inflight) < window:
+                after, room = self._handed_upto, window - len(self._inflight)
+                rows = await self.store.read(lambda db, a=after, r=room: outbox.pending(db, a, r))
+                if not rows or not self.connected:
+                    break
+                for row in rows:
+                    topic = f"{self.prefix}/{outbox.TOPIC_OF_KIND[row['kind']]}"
+                    info = self.client.publish(
+                        topic, outbox.with_message_id(row["payload"], row["id"]), qos=1)
+                    # paho keeps a handed message and re-sends it after a reconnect itself, so
+                    # it is never handed twice by one process.
+                    self._inflight[info.mid] = row["id"]
+                    self._handed_upto = row["id"]
+                    if row["kind"] == "sale":
+                        self._sent_at.setdefault(row["key"], time.monotonic())
+
+    async def _publish_telemetry(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.telemetry_interval_s)
+            if self.connected:
+                self._send_telemetry()
+
+    def _send_telemetry(self) -> None:
+        self._telemetry_seq += 1
+        payload = {**self.telemetry(), "ts": now_iso(), "seq": self._telemetry_seq}
+        self.client.publish(f"{self.prefix}/telemetry/power",
+                            json.dumps(payload, separators=(",", ":")), qos=0)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.config.online_ack_p95_s / 2))
+            self._update_health()
+
+    def _update_health(self) -> None:
+        """Online while connected and HQ answers fast: p95 of recent ack times, counting the
+        sales still waiting as at least as slow as they have waited so far."""
+        now = time.monotonic()
+        waits = list(self._ack_latencies) + [now - sent for sent in self._sent_at.values()]
+        healthy = self.connected and (not waits
+                                      or _p95(sorted(waits)) <= self.config.online_ack_p95_s)
+        self.mode.set_uplink_healthy(healthy)
+
+    async def _sweep(self) -> None:
+        config = self.config
+        while True:
+            events = await self.store.write(lambda db: reconcile.sweep(
+                db, self.kit_id, now_iso(), mismatch_after=config.mismatch_after_s,
+                refund_after=config.refund_after_s, resend_after=config.resend_after_s))
+            for event in events:
+                log.warning("order %s: %s", event["order_id"], event["type"])
+                self.events.publish("alert", event)
+            self.wake()
+            await asyncio.sleep(config.reconcile_check_s)
+
+
+def _p95(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
