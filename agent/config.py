@@ -111,6 +111,7 @@ class MqttConfig:
                                                              lambda v: 1 <= v <= 1000))
     ack_wait_s: float = field(default=0.3, metadata=_seconds(0, 10))
     online_ack_p95_s: float = field(default=1.0, metadata=_seconds(0.01, 600))
+    ack_window_s: float = field(default=60.0, metadata=_seconds(1, 3600))
     resend_after_s: float = field(default=60.0, metadata=_seconds(0.1, 86400))
     mismatch_after_s: float = field(default=1800.0, metadata=_seconds(0.1, 604800))
     refund_after_s: float = field(default=3600.0, metadata=_seconds(0.1, 604800))

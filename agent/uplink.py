@@ -82,7 +82,7 @@ class Uplink:
         self._acked: list[int] = []
         self._flushing = False
         self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
-        self._ack_latencies: deque[float] = deque(maxlen=ACK_SAMPLES)
+        self._ack_latencies: deque[tuple[float, float]] = deque(maxlen=ACK_SAMPLES)
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._telemetry_seq = 0
         self.garbage = 0
@@ -119,7 +119,7 @@ class Uplink:
         self._wake.set()
 
     def health(self) -> dict[str, Any]:
-        latencies = sorted(self._ack_latencies)
+        latencies = sorted(latency for _, latency in self._ack_latencies)
         return {"state": self.state, "broker": f"{self.host}:{self.port}",
                 "inflight": len(self._inflight),
                 "ack_p95_s": round(_p95(latencies), 3) if latencies else None,
@@ -253,7 +253,8 @@ class Uplink:
             lambda db: reconcile.apply_ack(db, ack, self.kit_id, now_iso()))
         sent = self._sent_at.pop(ack.order_id, None)
         if sent is not None:
-            self._ack_latencies.append(time.monotonic() - sent)
+            now = time.monotonic()
+            self._ack_latencies.append((now, now - sent))
             self._update_health()
         if view is None:
             return
@@ -308,10 +309,14 @@ class Uplink:
             self._update_health()
 
     def _update_health(self) -> None:
-        """Online while connected and HQ answers fast: p95 of recent ack times, counting the
-        sales still waiting as at least as slow as they have waited so far."""
+        """Online while connected and HQ answers fast: p95 of the ack times of the last
+        ``ack_window_s``, counting the sales still waiting as at least as slow as they have
+        waited so far. Old samples expire, so a drained backlog does not keep the kit offline."""
         now = time.monotonic()
-        waits = list(self._ack_latencies) + [now - sent for sent in self._sent_at.values()]
+        while self._ack_latencies and now - self._ack_latencies[0][0] > self.config.ack_window_s:
+            self._ack_latencies.popleft()
+        waits = [latency for _, latency in self._ack_latencies]
+        waits += [now - sent for sent in self._sent_at.values()]
         healthy = self.connected and (not waits
                                       or _p95(sorted(waits)) <= self.config.online_ack_p95_s)
         self.mode.set_uplink_healthy(healthy)
