@@ -130,6 +130,17 @@ def cmd_hq_report(args: argparse.Namespace) -> int:
     return 1 if lines else 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from agent.config import MqttConfig, parse_config
+    from agent.watch import watch
+
+    parse_config({"mqtt": {"url": args.broker}}, source="--broker")
+    password = MqttConfig(password_file=args.password_file or "").password("--password-file")
+    watch(args.broker, topic_prefix=args.topic_prefix, once_after=args.once,
+          username=args.username or "", password=password, ca_file=args.ca_file or "")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="dropkit", description=__doc__)
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -173,6 +184,16 @@ def parser() -> argparse.ArgumentParser:
     report = hq_sub.add_parser("report", help="list rejected sales and receipt chain gaps")
     report.add_argument("--db", default="hq.db")
     report.set_defaults(func=cmd_hq_report)
+
+    watch = sub.add_parser("watch", help="remote ops: a live table of every kit on the broker")
+    watch.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    watch.add_argument("--topic-prefix", default="dropkit")
+    watch.add_argument("--once", type=float, metavar="SECONDS",
+                       help="listen this long, print the table once and exit")
+    watch.add_argument("--username")
+    watch.add_argument("--password-file")
+    watch.add_argument("--ca-file")
+    watch.set_defaults(func=cmd_watch)
 
     rcpt = sub.add_parser("receipts", help="receipt chain tools")
     rcpt_sub = rcpt.add_subparsers(dest="receipts_command", required=True)

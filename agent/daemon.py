@@ -158,10 +158,11 @@ class Agent:
         settled = await self.uplink.wait_for_ack(view["order_id"], self.config.mqtt.ack_wait_s)
         return settled or view
 
-    def telemetry(self) -> dict[str, Any]:
+    async def telemetry(self) -> dict[str, Any]:
         """The ``telemetry/power`` payload, less ``ts`` and ``seq`` (the uplink adds them)."""
         return {"kit_id": self.kit_id, "state": "unknown", "feeding": None, "sources": {},
-                "ups": None, "mode": self.mode.state}
+                "ups": None, "mode": self.mode.state,
+                "queue_depth": await self.orders.queue_depth()}
 
     async def set_staff_latch(self, latched: bool) -> None:
         await self.store.write(lambda db: db.execute(

@@ -709,13 +709,17 @@ class PowerMonitor:
 
     def _mains_observation(self, mains: PowerReading | None) -> bool | None:
         """Is mains present, by this poll's evidence? The power-fail line wins, then the mains
-        monitor; without either, the battery's direction; None when nothing tells."""
+        monitor; with neither (not fitted, or faulted) the battery's direction. None when
+        nothing tells, or while a read of the mains monitor is being retried."""
         if self._fail_input is not None and self._fail_input.is_active:
             return False
         if mains is not None:
             return mains.volts >= self.config.mains_present_volts
         if self._fail_input is not None:
             return True
+        mains_sensor = self._sensors.get("mains")
+        if mains_sensor is not None and mains_sensor.faulted_since is None:
+            return None
         discharging = self._discharging()
         return None if discharging is None else not discharging
 

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +40,7 @@ class Uplink:
     """One kit's MQTT session; ``start()`` on the agent's loop, ``stop()`` before the store."""
 
     def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
-                 events: EventHub, telemetry: Callable[[], dict[str, Any]],
+                 events: EventHub, telemetry: Callable[[], Awaitable[dict[str, Any]]],
                  password: str = "") -> None:
         import paho.mqtt.client as mqtt
 
@@ -144,7 +144,7 @@ class Uplink:
     def publish_telemetry_now(self) -> None:
         """A power change: tell remote ops at once, not at the next interval."""
         if self.connected:
-            self._send_telemetry()
+            asyncio.get_running_loop().create_task(self._send_telemetry())
 
     # -- the network thread ----------------------------------------------------------------
 
@@ -205,7 +205,7 @@ class Uplink:
 
             for topic, payload in discovery_messages(self.config.topic_prefix, self.kit_id):
                 self.client.publish(topic, payload, qos=1, retain=True)
-        self._send_telemetry()
+        self.publish_telemetry_now()
         self._update_health()
         self.events.publish("uplink", {"state": self.state})
         self.wake()
@@ -295,11 +295,12 @@ class Uplink:
         while True:
             await asyncio.sleep(self.config.telemetry_interval_s)
             if self.connected:
-                self._send_telemetry()
+                await self._send_telemetry()
 
-    def _send_telemetry(self) -> None:
+    async def _send_telemetry(self) -> None:
         self._telemetry_seq += 1
-        payload = {**self.telemetry(), "ts": now_iso(), "seq": self._telemetry_seq}
+        seq = self._telemetry_seq
+        payload = {**await self.telemetry(), "ts": now_iso(), "seq": seq}
         self.client.publish(f"{self.prefix}/telemetry/power",
                             json.dumps(payload, separators=(",", ":")), qos=0)
 

@@ -1,0 +1,117 @@
+"""Every payload the kit and HQ put on the broker matches its JSON Schema in docs/schemas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.conftest import write_manifest
+from tests.mqtt_helpers import Broker, Hq, Listener, kit_config, wait_for
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+
+
+def schema(name: str) -> dict:
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def validators() -> dict[str, jsonschema.Draft202012Validator]:
+    found = {}
+    for topic in ("telemetry-power", "events", "orders", "acks"):
+        jsonschema.Draft202012Validator.check_schema(schema(topic))
+        found[topic] = jsonschema.Draft202012Validator(
+            schema(topic), format_checker=jsonschema.FormatChecker())
+    return found
+
+
+def test_payloads_match_their_schemas(kit_factory, tmp_path, validators) -> None:
+    broker = Broker(tmp_path / "broker").start()
+    hq = Hq(broker, tmp_path / "hq.db").start()
+    manifest = write_manifest(tmp_path / "stock.toml", [("A-1", "Item A", 250, 100)])
+    config = kit_config(tmp_path / "agent.toml", broker, manifest, ha_discovery=True,
+                        telemetry_interval_s=0.3)
+    listener = Listener(broker, "dropkit/#", "homeassistant/#")
+    kit = kit_factory(tmp_path / "state", config)
+    with kit.client() as client:
+        wait_for(lambda: client.get("/api/health").json()["mode"] == "online", 10, "online")
+        sale = client.post("/api/orders", json={"order_id": "payload-test-1", "lines": [
+            {"sku": "A-1", "qty": 2}], "payment": {"method": "card"}}).json()
+        path = f"/api/staff/orders/{sale['order_id']}"
+        client.post(f"{path}/payment", json={"result": "failed"}, headers=kit.staff)
+        client.post(f"{path}/void", json={"reason": "declined"}, headers=kit.staff)
+        paid = client.post("/api/orders", json={"order_id": "payload-test-2", "lines": [
+            {"sku": "A-1", "qty": 1}]}).json()
+        client.post(f"/api/staff/orders/{paid['order_id']}/refund", headers=kit.staff)
+        client.post("/api/staff/mode", json={"offline": True}, headers=kit.staff)
+    seen: dict[str, list[dict]] = {}
+    discovery = []
+
+    def collect() -> bool:
+        while not listener.messages.empty():
+            topic, payload, _, _ = listener.messages.get()
+            if topic.startswith("homeassistant/"):
+                discovery.append(json.loads(payload))
+                continue
+            kind = topic.split("/", 2)[2].replace("/", "-")
+            if kind != "status":
+                seen.setdefault(kind, []).append(json.loads(payload))
+        types = {m["type"] for m in seen.get("orders", [])}
+        events = {m["event"]["type"] for m in seen.get("events", [])}
+        return types == {"sale", "void", "refund"} and "mode" in events and \
+            len(seen.get("acks", [])) >= 2 and len(seen.get("telemetry-power", [])) >= 2
+
+    wait_for(collect, 15, "sales, voids, refunds, events, acks and telemetry on the broker")
+    for kind, messages in seen.items():
+        for message in messages:
+            validators[kind].validate(message)
+    assert {m["event"]["state"] for m in seen["events"] if m["event"]["type"] == "mode"} >= \
+        {"offline"}
+    # Home Assistant discovery: retained configs naming the kit's topics.
+    assert {c["unique_id"] for c in discovery} >= {"dropkit_kit-test_battery",
+                                                   "dropkit_kit-test_mode"}
+    assert all(c["availability_topic"] == "dropkit/kit-test/status" for c in discovery)
+    # The ops view sees the kit.
+    watch = subprocess.run([sys.executable, "-m", "agent", "watch", "--broker", broker.url,
+                            "--once", "1.5"], capture_output=True, text=True, timeout=30,
+                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert watch.returncode == 0, watch.stderr
+    assert "kit-test" in watch.stdout and "online" in watch.stdout
+    listener.close()
+    hq.stop()
+    broker.stop()
+
+
+def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
+    from agent.hq import Ledger
+    from agent.manifest import parse_manifest
+
+    ledger = Ledger(tmp_path / "hq.db")
+    ledger.load_stock(parse_manifest({"version": "c", "items": [
+        {"sku": "A-1", "name": "A", "price_cents": 1, "qty": 1}]}))
+
+    def sale(seq: int, qty: int) -> dict:
+        return {"type": "sale", "order_id": f"order-{seq:04}", "receipt": {"seq": seq,
+                "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": qty}], "total_cents": qty}
+
+    assert ledger.record("kit-a", sale(1, 1))["result"] == "accepted"
+    rejected = ledger.record("kit-a", sale(3, 1))
+    assert rejected["result"] == "rejected" and "central stock has 0 left" in rejected["reason"]
+    # A repeat is answered the same and counted, not sold twice.
+    assert ledger.record("kit-a", sale(1, 1))["result"] == "accepted"
+    with pytest.raises(ValueError):
+        ledger.record("kit-a", {"type": "sale", "order_id": 7})
+    ledger.db.close()
+    report = subprocess.run([sys.executable, "-m", "agent", "hq", "report", "--db",
+                             str(tmp_path / "hq.db")], capture_output=True, text=True)
+    assert report.returncode == 1
+    assert report.stdout.splitlines() == [
+        "rejected: kit kit-a order order-0003 (receipt #3): "
+        "A-1: central stock has 0 left, 1 sold",
+        "gap: kit kit-a receipt chain misses 1 link(s): #2",
+        "2 mismatch(es)"]
