@@ -86,10 +86,11 @@ class Hq:
         self.broker, self.db, self.stock = broker, db, stock
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+        self.extra_args: list[str] = []
 
     def start(self) -> Hq:
         args = [sys.executable, "-m", "agent", "hq", "--broker", self.broker.url,
-                "--db", str(self.db)]
+                "--db", str(self.db), *self.extra_args]
         if self.stock:
             args += ["--stock", str(self.stock)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,0 +1,76 @@
+"""The uplink over TLS with a password per kit and an ACL, as a co-op's broker runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import new_order_id, write_manifest
+from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
+
+
+def make_certificates(directory: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=test co-op CA", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+
+
+def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certificates(certs)
+    passwords = tmp_path / "passwd"
+    passwords.touch()
+    for user, password in (("kit-test", "kit-secret"), ("hq", "hq-secret")):
+        subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
+    acl = tmp_path / "acl"
+    # Each kit touches only its own topics; HQ reads every kit's orders and answers acks.
+    acl.write_text("user hq\ntopic read dropkit/+/orders\ntopic write dropkit/+/acks\n\n"
+                   "pattern readwrite dropkit/%u/#\n")
+    broker = Broker(tmp_path / "broker", persistence=True)
+    broker.conf.write_text(broker.conf.read_text() + "\n".join([
+        f"cafile {certs}/ca.crt", f"certfile {certs}/server.crt", f"keyfile {certs}/server.key",
+        f"password_file {passwords}", f"acl_file {acl}"]) + "\n")
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true",
+                                                           "allow_anonymous false"))
+    broker.start()
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    (tmp_path / "hq-password").write_text("hq-secret\n")
+    hq = Hq(broker, tmp_path / "hq.db")
+    hq.extra_args = ["--broker", url, "--ca-file", str(certs / "ca.crt"), "--username", "hq",
+                     "--password-file", str(tmp_path / "hq-password")]
+    hq.start()
+    (tmp_path / "kit-password").write_text("kit-secret\n")
+    manifest = write_manifest(tmp_path / "stock.toml", [("A-1", "Item A", 250, 10)])
+    config = kit_config(tmp_path / "agent.toml", broker, manifest, url=url,
+                        ca_file=str(certs / "ca.crt"), username="kit-test",
+                        password_file=str(tmp_path / "kit-password"))
+    kit = kit_factory(tmp_path / "state", config)
+    with kit.client() as client:
+        order_id = new_order_id()
+        assert client.post("/api/orders", json={"order_id": order_id, "lines": [
+            {"sku": "A-1", "qty": 1}]}).status_code == 201
+        wait_for(lambda: client.get(f"/api/orders/{order_id}").json()["status"] ==
+                 "reconciled", 15, "reconciled over TLS")
+        assert client.get("/api/health").json()["uplink"]["broker"] == \
+            f"127.0.0.1:{broker.port}"
+    # A wrong password is refused by the broker and nothing is relayed.
+    (tmp_path / "kit-password").write_text("wrong\n")
+    other = kit_factory(tmp_path / "state2", config)
+    with other.client() as client:
+        assert client.post("/api/orders", json={"order_id": new_order_id(), "lines": [
+            {"sku": "A-1", "qty": 1}]}).status_code == 201
+        assert client.get("/api/health").json()["uplink"]["state"] != "connected"
+    wait_for(lambda: any("refused the connection" in line for line in other.log), 10,
+             "the broker refuses a wrong password")
+    assert "kit-secret" not in "".join(other.log)
+    hq.stop()
+    broker.stop()
