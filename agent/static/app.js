@@ -83,6 +83,7 @@ async function loadHealth() {
   $("kit").textContent = `dropkit · ${data.kit_id}${data.simulated ? " (sim)" : ""}`;
   $("mode").textContent = data.mode + (data.staff_latch ? " (latched)" : "");
   $("mode").className = `badge ${data.mode}`;
+  $("uplink").textContent = `uplink ${data.uplink.state}`;
   $("queue").textContent = `queue ${data.queue_depth}`;
   $("power").textContent = `power ${data.power.state}`;
   $("latch").textContent = data.staff_latch ? "Release offline latch" : "Force offline";
@@ -190,11 +191,22 @@ async function toggleLatch() {
 
 function refresh() { loadManifest(); loadHealth(); loadOrders(); }
 
+function alert(event) {
+  const data = JSON.parse(event.data);
+  const text = `${data.type.replace("_", " ")}: ${data.order_id ? data.order_id.slice(0, 8) : ""}`
+    + (data.reason ? ` (${data.reason})` : "");
+  $("alerts").prepend(el("li", {}, `${new Date().toLocaleTimeString()} ${text}`));
+  $("alerts-section").hidden = false;
+  loadOrders();
+}
+
 function listen() {
   const events = new EventSource("/api/events");
   events.addEventListener("order", refresh);
   events.addEventListener("manifest", loadManifest);
   events.addEventListener("mode", loadHealth);
+  events.addEventListener("uplink", loadHealth);
+  events.addEventListener("alert", alert);
 }
 
 $("place").addEventListener("click", placeOrder);
