@@ -102,6 +102,8 @@ class MqttConfig:
                                                        lambda v: v in ("5", "3.1.1")))
     topic_prefix: str = field(default="dropkit", metadata=_check(
         "a topic prefix without wildcards", lambda v: bool(v) and not set(v) & set("+#")))
+    session_expiry_s: int = field(default=86400, metadata=_check(
+        "an integer from 0 to 4294967295", lambda v: 0 <= v <= 4294967295))
     keepalive_s: int = field(default=30, metadata=_check("an integer from 5 to 3600",
                                                          lambda v: 5 <= v <= 3600))
     reconnect_min_s: float = field(default=0.5, metadata=_seconds(0.05, 60))

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from agent.config import ConfigError, _check
+from agent.orders import now_iso
 from hw.power import INA219, INA226, MAX17048, GaugeReading, PowerReading, SMBusLike
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ SensorName = Literal["mains", "battery", "gauge"]
 SENSOR_NAMES: tuple[SensorName, ...] = ("mains", "battery", "gauge")
 NUT_FLAGS = ("FSD", "OL", "OB", "CHRG", "DISCHRG", "LB")
 """The flags of ``state``, in the order they are written (FSD first, as upsd writes it)."""
+UNKNOWN_STATE = "unknown"
+"""``state`` before any flag is known (no sensor has answered yet)."""
 PowerEvent = dict[str, Any]
 
 FAULT_AFTER_FAILURES = 3
@@ -301,8 +304,8 @@ class PowerStatus:
     """What the monitor knows at one moment; :meth:`to_dict` is the ``telemetry/power`` payload.
 
     ``state`` holds NUT flags separated by spaces (``"OL CHRG"``, ``"OB DISCHRG LB"``,
-    ``"FSD OB DISCHRG LB"``); ``""`` until the source is known. ``feeding`` is the source that
-    feeds the kit, debounced. ``ts`` is Unix time; ``seq`` counts statuses from 1.
+    ``"FSD OB DISCHRG LB"``); ``"unknown"`` while nothing is known. ``feeding`` is the source
+    that feeds the kit, debounced. ``ts`` is ISO 8601 UTC; ``seq`` counts statuses from 1.
     """
 
     state: str
@@ -312,16 +315,16 @@ class PowerStatus:
     ups: UpsStatus
     sensor_faults: tuple[SensorName, ...]
     shutdown_in_s: float | None
-    ts: float
+    ts: str
     seq: int
 
     @property
     def flags(self) -> frozenset[str]:
-        return frozenset(self.state.split())
+        return frozenset(self.state.split()) - {UNKNOWN_STATE}
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ts": round(self.ts, 3),
+            "ts": self.ts,
             "seq": self.seq,
             "state": self.state,
             "feeding": self.feeding,
@@ -350,10 +353,10 @@ TELEMETRY_SCHEMA: dict[str, Any] = {
     "$id": "urn:dropkit:telemetry:power",
     "title": "dropkit/<kit_id>/telemetry/power",
     **_object({
-        "ts": {"type": "number", "description": "Unix time of the sample, seconds"},
+        "ts": {"type": "string", "format": "date-time"},
         "seq": {"type": "integer", "minimum": 1},
-        "state": {"type": "string", "pattern": f"^({_FLAG}( {_FLAG})*)?$",
-                  "description": "NUT flags separated by spaces; empty until known"},
+        "state": {"type": "string", "pattern": f"^({UNKNOWN_STATE}|{_FLAG}( {_FLAG})*)$",
+                  "description": "NUT flags separated by spaces, or unknown"},
         "feeding": {"enum": ["mains", "battery", None]},
         "sources": _object({"mains": _SOURCE_SCHEMA, "battery": _SOURCE_SCHEMA}),
         "ups": _object({"percent": _nullable("number", minimum=0),
@@ -364,8 +367,10 @@ TELEMETRY_SCHEMA: dict[str, Any] = {
                           "uniqueItems": True},
         "shutdown_in_s": _nullable("number", minimum=0),
     }),
+    "additionalProperties": True,
 }
-"""JSON Schema (draft 2020-12) of :meth:`PowerStatus.to_dict`, as in docs/power.md."""
+"""JSON Schema (draft 2020-12) of :meth:`PowerStatus.to_dict`, as in docs/power.md. Other
+top-level keys are allowed: the daemon adds its own (``kit_id``, ``mode``, ``queue_depth``)."""
 
 
 # -- debounce -----------------------------------------------------------------------------
@@ -453,6 +458,8 @@ class StepOutcome:
 
 @dataclass(frozen=True)
 class ShutdownReport:
+    """What a :class:`ShutdownSequence` did."""
+
     steps: tuple[StepOutcome, ...]
     """The four steps then the command, in the order they ran."""
 
@@ -523,12 +530,15 @@ def _ignore(_: object) -> None:
     return None
 
 
+Reading = PowerReading | GaugeReading
+
+
 @dataclass
 class _Sensor:
     """The monitor's bookkeeping for one driver."""
 
     name: SensorName
-    read: Callable[[], PowerReading | GaugeReading]
+    read: Callable[[], Reading]
     configure: Callable[[], None] | None
     every_poll: bool
     """Read at every poll (the mains watch) or only at samples."""
@@ -540,7 +550,6 @@ class _Sensor:
     """The last good reading; None while faulted."""
 
 
-Reading = PowerReading | GaugeReading
 _ReadJob = tuple[SensorName, Callable[[], Reading], Callable[[], None] | None]
 
 
@@ -746,8 +755,9 @@ class PowerMonitor:
     def _open_fail_input(self, loop: asyncio.AbstractEventLoop) -> None:
         from gpiozero import DigitalInputDevice
 
-        device = DigitalInputDevice(self.config.fail_gpio, pull_up=None,
-                                    active_state=self.config.fail_gpio_active_high,
+        # Pulled towards its inactive level, so an undriven line never reads as a failure.
+        device = DigitalInputDevice(self.config.fail_gpio,
+                                    pull_up=not self.config.fail_gpio_active_high,
                                     pin_factory=self._pin_factory)
         # gpiozero calls back on its own thread: hand the edge to the loop.
         device.when_activated = lambda: loop.call_soon_threadsafe(self._power_failed)
@@ -830,11 +840,12 @@ class PowerMonitor:
     def _publish(self, now: float, *, force: bool) -> PowerStatus | None:
         """Emit a power event if OL/OB, LB or FSD changed; the status then, or when forced."""
         flags = self._state_flags()
+        state = " ".join(flags) or UNKNOWN_STATE
         principal = " ".join(flag for flag in flags if flag not in ("CHRG", "DISCHRG"))
         if principal != self._principal:
-            log.info("power %s -> %s", self._principal or "unknown", principal)
+            log.info("power %s -> %s", self._principal or UNKNOWN_STATE, principal)
             self._emit({"type": "power", "from": self._principal or None, "to": principal,
-                        "state": " ".join(flags)})
+                        "state": state})
             self._principal = principal
         elif not force:
             return None
@@ -845,7 +856,7 @@ class PowerMonitor:
 
         self._seq += 1
         status = PowerStatus(
-            state=" ".join(flags),
+            state=state,
             feeding=None if self._mains.value is None else (
                 "mains" if self._mains.value else "battery"),
             mains=SourceStatus.of(last("mains"), self.config.mains_present_volts),
@@ -855,7 +866,7 @@ class PowerMonitor:
                                 if sensor.faulted_since is not None),
             shutdown_in_s=(0.0 if self._fsd else None if self._shutdown_at is None
                            else max(0.0, self._shutdown_at - now)),
-            ts=time.time(),
+            ts=now_iso(),
             seq=self._seq,
         )
         self.status = status
@@ -863,7 +874,7 @@ class PowerMonitor:
         return status
 
     def _emit(self, event: PowerEvent) -> None:
-        self._call(self._on_event, {**event, "ts": round(time.time(), 3)})
+        self._call(self._on_event, {**event, "ts": now_iso()})
 
     @staticmethod
     def _call(callback: Callable[[Any], object], value: object) -> None:

@@ -9,7 +9,8 @@ Once only: a job goes ``pending`` → ``sending`` (committed before a byte is se
 (after the printer took the whole receipt and answered a status query behind it). A printer
 that refuses (silent, offline, paper out, cover open) was sent nothing: the job stays
 ``pending`` and is tried again. Whenever it is not known whether the paper came out (the kit
-stopped mid-send, the connection broke while sending, the printer fell silent right after)
+stopped mid-send, the connection broke while sending, the printer fell silent or stopped
+right after)
 the job becomes ``unsure`` and is never printed again by itself: staff see it and reprint or
 clear it. A missing receipt can be reprinted at a tap; a double one cannot be taken back.
 """
@@ -56,7 +57,8 @@ PRINT_JOBS_SCHEMA = """
         updated_at TEXT NOT NULL,
         note TEXT NOT NULL DEFAULT ''
     );
-    CREATE INDEX print_jobs_by_state ON print_jobs (state, id)
+    CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
+    CREATE INDEX print_jobs_by_order ON print_jobs (order_id)
 """
 """The ``print_jobs`` table: a migration for :data:`agent.store.MIGRATIONS` (no ``;`` inside
 a statement, as the migrations are split on it)."""
@@ -120,8 +122,14 @@ class PrintingConfig:
 # -- in the caller's transaction ---------------------------------------------------------------
 
 def enqueue_receipt(db: sqlite3.Connection, order_id: str, now: str) -> int:
-    """Queue a new sale's receipt; call it inside the sale's transaction. Returns the job id."""
-    return _insert_job(db, order_id, "receipt", now)
+    """Queue a new sale's receipt; call it inside the sale's transaction. Returns the job id.
+
+    An order has one receipt job: for an order that has it already (a retried request), its
+    id is returned and nothing is added.
+    """
+    queued = db.execute("SELECT id FROM print_jobs WHERE order_id = ? AND kind = 'receipt'",
+                        (order_id,)).fetchone()
+    return queued["id"] if queued is not None else _insert_job(db, order_id, "receipt", now)
 
 
 def enqueue_reprint(db: sqlite3.Connection, order_id: str, now: str) -> int:

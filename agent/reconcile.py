@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -70,6 +71,37 @@ def _before(now: str, seconds: float) -> str:
         timespec="milliseconds")
 
 
+def _lost_sales(db: sqlite3.Connection, now: str, resend_after: float) -> list[sqlite3.Row]:
+    """Relayed sales that HQ will not answer without a new copy.
+
+    HQ answers one kit's sales in the order they were sent, so a sale with no answer while a
+    later one was answered after it went out was lost on the way (a broker that died after its
+    PUBACK). Without such evidence HQ may just be slow: a sale is sent again only after
+    ``resend_after`` seconds, then twice that, and so on, so repeats never pile onto a backlog.
+    """
+    grace = min(resend_after, 2.0)
+    waiting = db.execute("SELECT order_id, seq, relayed_at, resends FROM orders "
+                         "WHERE status = 'relayed' AND relayed_at <= ? ORDER BY seq",
+                         (_before(now, grace),)).fetchall()
+    if not waiting:
+        return []
+    answered = db.execute(
+        "SELECT reconciled_at, seq FROM orders WHERE reconciled_at >= ? ORDER BY reconciled_at",
+        (min(row["relayed_at"] for row in waiting),)).fetchall()
+    # latest_seq_after[i]: the highest seq answered at or after answered[i]'s time.
+    latest_seq_after = [0] * (len(answered) + 1)
+    for i in range(len(answered) - 1, -1, -1):
+        latest_seq_after[i] = max(answered[i]["seq"], latest_seq_after[i + 1])
+    times = [row["reconciled_at"] for row in answered]
+    lost = []
+    for row in waiting:
+        overtaken = latest_seq_after[bisect.bisect_right(times, row["relayed_at"])] > row["seq"]
+        backoff = resend_after * 2 ** min(row["resends"], 10)
+        if overtaken or row["relayed_at"] <= _before(now, backoff):
+            lost.append(row)
+    return lost
+
+
 def sweep(db: sqlite3.Connection, kit_id: str, now: str, *, mismatch_after: float,
           refund_after: float, resend_after: float) -> list[dict[str, Any]]:
     """Raise mismatches, mark refunds due and queue resends; returns the events raised."""
@@ -88,13 +120,11 @@ def sweep(db: sqlite3.Connection, kit_id: str, now: str, *, mismatch_after: floa
                        "sold_at": row["created_at"], "detail": "HQ has not settled this sale"})
     for event in events:
         outbox.record_event(db, event, kit_id, now)
-    resend = db.execute(
-        "SELECT o.order_id, (SELECT payload FROM outbox WHERE kind = 'sale' AND key = o.order_id "
-        "ORDER BY id LIMIT 1) AS payload FROM orders o WHERE o.status = 'relayed' "
-        "AND o.relayed_at <= ?", (_before(now, resend_after),)).fetchall()
-    for row in resend:
+    for row in _lost_sales(db, now, resend_after):
         # Back to queued: relayed again once the broker has the new copy.
-        db.execute("INSERT INTO outbox (kind, key, payload, created_at) VALUES ('sale', ?, ?, ?)",
-                   (row["order_id"], row["payload"], now))
-        db.execute("UPDATE orders SET status = 'queued' WHERE order_id = ?", (row["order_id"],))
+        db.execute("INSERT INTO outbox (kind, key, payload, created_at) SELECT 'sale', key, "
+                   "payload, ? FROM outbox WHERE kind = 'sale' AND key = ? ORDER BY id LIMIT 1",
+                   (now, row["order_id"]))
+        db.execute("UPDATE orders SET status = 'queued', resends = resends + 1 "
+                   "WHERE order_id = ?", (row["order_id"],))
     return events

@@ -111,6 +111,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE orders ADD COLUMN ack_reason TEXT;
     ALTER TABLE orders ADD COLUMN mismatch_at TEXT;
     ALTER TABLE orders ADD COLUMN refund_due_at TEXT;
+    ALTER TABLE orders ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX orders_open ON orders (status, created_at)
         WHERE status IN ('queued', 'relayed');
     CREATE INDEX outbox_key ON outbox (kind, key);

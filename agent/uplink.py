@@ -51,10 +51,11 @@ class Uplink:
         self.host = url.hostname or "localhost"
         self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         v5 = config.protocol == "5"
+        # A persistent session: the broker keeps HQ's acks for the kit while it is away.
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=config.client_id or f"dropkit-{kit_id}",
                                   protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                                  **({} if v5 else {"clean_session": True}))
+                                  **({} if v5 else {"clean_session": False}))
         if url.scheme == "mqtts":
             self.client.tls_set(ca_certs=config.ca_file or None,
                                 certfile=config.cert_file or None,
@@ -150,13 +151,17 @@ class Uplink:
 
     def _run_network(self) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
 
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = self.config.session_expiry_s
         delay = self.config.reconnect_min_s
         while not self._stopping.is_set():
             try:
                 if self.config.protocol == "5":
                     self.client.connect(self.host, self.port, self.config.keepalive_s,
-                                        clean_start=True)
+                                        clean_start=False, properties=session)
                 else:
                     self.client.connect(self.host, self.port, self.config.keepalive_s)
             except (OSError, ssl.SSLError) as exc:

@@ -69,7 +69,7 @@ def test_broker_and_agent_killed_mid_drain_of_5000(kit_factory, tmp_path, manife
     broker = Broker(tmp_path / "broker", persistence=True).start()
     hq = Hq(broker, tmp_path / "hq.db").start()
     broker.stop()
-    config = kit_config(tmp_path / "agent.toml", broker, manifest, resend_after_s=3.0)
+    config = kit_config(tmp_path / "agent.toml", broker, manifest, resend_after_s=20.0)
     state_dir = tmp_path / "state"
     kit = kit_factory(state_dir, config)
     with kit.client() as client:
