@@ -200,7 +200,7 @@ def test_a_failed_card_payment_is_voided_and_its_stock_returns(kit: Kit) -> None
     kinds = [r[0] for r in db.execute("SELECT kind FROM receipts ORDER BY seq")]
     assert kinds == ["sale", "void", "sale", "refund"]
     outbox = [r[0] for r in db.execute("SELECT kind FROM outbox ORDER BY id")]
-    assert outbox == ["order", "void", "order", "refund"]
+    assert outbox == ["sale", "void", "sale", "refund"]
 
 
 def test_loading_a_new_manifest_keeps_what_was_sold(kit: Kit, tmp_path: Path) -> None:
