@@ -20,8 +20,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from hw.printer import PrinterConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropkit/agent.toml")
 CONFIG_ENV = "DROPKIT_CONFIG"
@@ -131,11 +134,114 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class PrintingConfig:
+    """The ``[printer]`` section: where the receipt printer is and how the queue watches it.
+
+    >>> PrintingConfig(kind="usb", vendor_id=0x04B8, product_id=0x0202).driver_config().kind
+    'usb'
+    """
+
+    enabled: bool = True
+    kind: str = field(default="network", metadata=_check(
+        "one of 'network', 'usb', 'serial'", lambda v: v in ("network", "usb", "serial")))
+    host: str = "127.0.0.1"
+    port: int = field(default=9100, metadata=_check("an integer from 0 to 65535", _port))
+    vendor_id: int = field(default=0, metadata=_check(
+        "a USB vendor id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
+    product_id: int = field(default=0, metadata=_check(
+        "a USB product id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
+    device: str = "/dev/ttyUSB0"
+    baudrate: int = field(default=9600, metadata=_check("a positive integer", _positive))
+    profile: str = "default"
+    width_mm: int = field(default=80, metadata=_check("58 or 80", lambda v: v in (58, 80)))
+    timeout_s: float = field(default=2.0, metadata=_check(
+        "a number of seconds from 0.1 to 30", lambda v: 0.1 <= v <= 30))
+    status_interval_s: float = field(default=5.0, metadata=_check(
+        "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600))
+    header: str = ""
+
+    def driver_config(self) -> PrinterConfig:
+        """The driver's view of this section (:class:`hw.printer.PrinterConfig`)."""
+        from hw.printer import PrinterConfig as DriverConfig
+
+        return DriverConfig(kind=self.kind, host=self.host, port=self.port,  # type: ignore[arg-type]
+                            vendor_id=self.vendor_id, product_id=self.product_id,
+                            device=self.device, baudrate=self.baudrate, profile=self.profile,
+                            width_mm=self.width_mm, timeout_s=self.timeout_s)
+
+
+
+def _pin(value: int) -> bool:
+    return -1 <= value <= 53
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """The ``[scanner]`` section: which input devices are barcode scanners.
+
+    ``names`` and ``ids`` are comma-separated: name substrings and ``vendor:product`` in hex.
+    With neither, any device with Enter and the digits counts (a plain keyboard too: name it in
+    ``exclude_names``).
+    """
+
+    enabled: bool = True
+    names: str = ""
+    ids: str = field(default="", metadata=_check(
+        "comma-separated vendor:product ids in hex, e.g. '05e0:1200'",
+        lambda v: all(_usb_id(i) for i in _items(v))))
+    exclude_names: str = ""
+    scan_timeout_s: float = field(default=0.3, metadata=_seconds(0.02, 10))
+    rescan_interval_s: float = field(default=1.0, metadata=_seconds(0.05, 60))
+
+    def match(self) -> Any:
+        from hw.scanner import ScannerMatch
+
+        return ScannerMatch(names=_items(self.names), ids=_items(self.ids),
+                            exclude_names=_items(self.exclude_names))
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    """The ``[panel]`` section: BCM pin numbers of the buttons and LEDs; -1 for not fitted."""
+
+    enabled: bool = True
+    offline_button: int = field(default=17, metadata=_check("a BCM pin 0-53 or -1", _pin))
+    reprint_button: int = field(default=27, metadata=_check("a BCM pin 0-53 or -1", _pin))
+    shutdown_button: int = field(default=-1, metadata=_check("a BCM pin 0-53 or -1", _pin))
+    mode_led: int = field(default=22, metadata=_check("a BCM pin 0-53 or -1", _pin))
+    uplink_led: int = field(default=23, metadata=_check("a BCM pin 0-53 or -1", _pin))
+    power_led: int = field(default=24, metadata=_check("a BCM pin 0-53 or -1", _pin))
+    long_press_s: float = field(default=3.0, metadata=_seconds(0.5, 30))
+
+    def pins(self) -> dict[str, int | None]:
+        """The pin map :class:`hw.panel.Panel` takes (None: not fitted)."""
+        return {name: (None if pin < 0 else pin) for name, pin in (
+            ("offline_button", self.offline_button), ("reprint_button", self.reprint_button),
+            ("shutdown_button", self.shutdown_button), ("mode_led", self.mode_led),
+            ("uplink_led", self.uplink_led), ("power_led", self.power_led))}
+
+
+def _items(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _usb_id(value: str) -> bool:
+    vendor, _, product = value.partition(":")
+    try:
+        return 0 <= int(vendor, 16) <= 0xFFFF and 0 <= int(product, 16) <= 0xFFFF
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class Config:
     kit: KitConfig = field(default_factory=KitConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     orders: OrdersConfig = field(default_factory=OrdersConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    printer: PrintingConfig = field(default_factory=PrintingConfig)
+    scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    panel: PanelConfig = field(default_factory=PanelConfig)
     source: str = "(defaults)"
 
     @property
@@ -161,7 +267,8 @@ class Config:
 
 
 _SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
-                  "mqtt": MqttConfig}
+                  "mqtt": MqttConfig, "printer": PrintingConfig, "scanner": ScannerConfig,
+                  "panel": PanelConfig}
 
 
 def _describe(kind: type) -> str:

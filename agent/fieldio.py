@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.printing import EventSink, PrintingConfig
+from agent.config import PrintingConfig
+from agent.printing import EventSink
 from agent.store import Store
 
 if TYPE_CHECKING:

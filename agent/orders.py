@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent import outbox, receipts
+from agent import outbox, printing, receipts
 from agent.manifest import Manifest, apply_manifest, current_manifest, valid_sku
 from agent.store import Store
 
@@ -145,10 +145,11 @@ def _move_stock(db: sqlite3.Connection, sku: str, sold_delta: int, reason: str,
 
 
 def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
-                now: str) -> tuple[dict[str, Any], bool]:
+                now: str, print_receipt: bool = False) -> tuple[dict[str, Any], bool]:
     """Sell the order, or answer the first result for a retried ``order_id``.
 
-    Returns ``(order view, created)``.
+    With ``print_receipt``, the receipt's print job is queued in the same transaction, so a
+    confirmed sale always has its receipt coming. Returns ``(order view, created)``.
     """
     existing = db.execute("SELECT fingerprint FROM orders WHERE order_id = ?",
                           (request.order_id,)).fetchone()
@@ -187,7 +188,9 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
          for n, li in enumerate(lines)])
     view = order_view(db, request.order_id)
     outbox.enqueue(db, "sale", request.order_id,
-             {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
+                   {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
+    if print_receipt:
+        printing.enqueue_receipt(db, request.order_id, now)
     return view, True  # type: ignore[return-value]
 
 
@@ -274,16 +277,19 @@ def settle_payment(db: sqlite3.Connection, order_id: str, paid: bool,
 class Orders:
     """The order book of one kit: the async face of the rules above, over the store."""
 
-    def __init__(self, store: Store, kit_id: str, max_lines: int = 20, max_qty: int = 99) -> None:
+    def __init__(self, store: Store, kit_id: str, max_lines: int = 20, max_qty: int = 99,
+                 print_receipts: bool = False) -> None:
         self.store, self.kit_id = store, kit_id
         self.max_lines, self.max_qty = max_lines, max_qty
+        self.print_receipts = print_receipts
 
     def parse(self, data: object) -> OrderRequest:
         return parse_order_request(data, self.max_lines, self.max_qty)
 
     async def place(self, request: OrderRequest, trace_id: str) -> tuple[dict[str, Any], bool]:
         return await self.store.write(
-            lambda db: place_order(db, request, self.kit_id, trace_id, now_iso()))
+            lambda db: place_order(db, request, self.kit_id, trace_id, now_iso(),
+                                   self.print_receipts))
 
     async def get(self, order_id: str) -> dict[str, Any] | None:
         return await self.store.read(lambda db: order_view(db, order_id))

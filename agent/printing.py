@@ -23,16 +23,14 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from agent.config import _check, _port, _positive
+from agent.config import PrintingConfig
 from agent.store import Store
 from hw.printer import (
     NOT_RESPONDING,
-    PrinterConfig,
     PrinterError,
-    PrinterKind,
     PrinterNotReady,
     PrinterStatus,
     Receipt,
@@ -45,23 +43,6 @@ if TYPE_CHECKING:
     from escpos.escpos import Escpos
 
 log = logging.getLogger(__name__)
-
-PRINT_JOBS_SCHEMA = """
-    CREATE TABLE print_jobs (
-        id INTEGER PRIMARY KEY,
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        kind TEXT NOT NULL CHECK (kind IN ('receipt', 'reprint')),
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'sending', 'printed', 'unsure', 'checked')),
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        note TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
-    CREATE INDEX print_jobs_by_order ON print_jobs (order_id)
-"""
-"""The ``print_jobs`` table: a migration for :data:`agent.store.MIGRATIONS` (no ``;`` inside
-a statement, as the migrations are split on it)."""
 
 EventSink = Callable[[str, dict[str, Any]], object]
 """Where the queue reports: ``(kind, data)``, as :meth:`agent.events.EventHub.publish` takes."""
@@ -82,41 +63,6 @@ class UnknownOrder(LookupError):
     def __init__(self, order_id: str) -> None:
         super().__init__(f"no order {order_id}")
         self.order_id = order_id
-
-
-@dataclass(frozen=True)
-class PrintingConfig:
-    """The ``[printer]`` section: where the receipt printer is and how the queue watches it.
-
-    >>> PrintingConfig(kind="usb", vendor_id=0x04B8, product_id=0x0202).driver_config().kind
-    'usb'
-    """
-
-    enabled: bool = True
-    kind: str = field(default="network", metadata=_check(
-        "one of 'network', 'usb', 'serial'", lambda v: v in ("network", "usb", "serial")))
-    host: str = "127.0.0.1"
-    port: int = field(default=9100, metadata=_check("an integer from 0 to 65535", _port))
-    vendor_id: int = field(default=0, metadata=_check(
-        "a USB vendor id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
-    product_id: int = field(default=0, metadata=_check(
-        "a USB product id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
-    device: str = "/dev/ttyUSB0"
-    baudrate: int = field(default=9600, metadata=_check("a positive integer", _positive))
-    profile: str = "default"
-    width_mm: int = field(default=80, metadata=_check("58 or 80", lambda v: v in (58, 80)))
-    timeout_s: float = field(default=2.0, metadata=_check(
-        "a number of seconds from 0.1 to 30", lambda v: 0.1 <= v <= 30))
-    status_interval_s: float = field(default=5.0, metadata=_check(
-        "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600))
-    header: str = ""
-
-    def driver_config(self) -> PrinterConfig:
-        """The driver's view of this section (:class:`hw.printer.PrinterConfig`)."""
-        return PrinterConfig(kind=cast(PrinterKind, self.kind), host=self.host, port=self.port,
-                             vendor_id=self.vendor_id, product_id=self.product_id,
-                             device=self.device, baudrate=self.baudrate, profile=self.profile,
-                             width_mm=self.width_mm, timeout_s=self.timeout_s)
 
 
 # -- in the caller's transaction ---------------------------------------------------------------

@@ -116,6 +116,21 @@ MIGRATIONS: list[str] = [
         WHERE status IN ('queued', 'relayed');
     CREATE INDEX outbox_key ON outbox (kind, key);
     """,
+    # 3: the print queue (agent/printing.py).
+    """
+    CREATE TABLE print_jobs (
+        id INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL REFERENCES orders (order_id),
+        kind TEXT NOT NULL CHECK (kind IN ('receipt', 'reprint')),
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'printed', 'unsure', 'checked')),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
+    CREATE INDEX print_jobs_by_order ON print_jobs (order_id);
+    """,
 ]
 
 
