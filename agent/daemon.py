@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__, outbox
 from agent.auth import StaffAuth
 from agent.config import Config
+from agent.devices import Devices
 from agent.events import EventHub
 from agent.manifest import ManifestConflict, ManifestError, read_manifest
 from agent.mode import Mode
@@ -85,11 +86,13 @@ class Agent:
         self.started = time.monotonic()
         self.store = Store(wiring.state_dir / "dropkit.db")
         self.orders = Orders(self.store, self.kit_id, config.orders.max_lines,
-                             config.orders.max_qty)
+                             config.orders.max_qty,
+                             print_receipts=config.printer.enabled or wiring.simulated)
         self.events = EventHub()
         self.mode = Mode()
         self.mode.on_change(self._mode_changed)
         self.uplink: Uplink | None = None
+        self.devices = Devices(self)
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -122,15 +125,18 @@ class Agent:
                                  self.events, self.telemetry,
                                  password=self.config.mqtt.password(self.config.source))
             await self.uplink.start()
+        await self.devices.start()
 
     async def stop(self) -> None:
-        """Say goodbye to the broker, finish the background writes, close the store."""
+        """Stop the devices, say goodbye to the broker, finish the writes, close the store."""
+        await self.devices.stop()
         if self.uplink is not None:
             await self.uplink.stop()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.store.close()
 
-    def _in_background(self, job: Any) -> None:
+    def background(self, job: Any) -> None:
+        """Run ``job`` on the loop; the agent waits for it before closing the store."""
         task = asyncio.get_running_loop().create_task(job)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -140,7 +146,7 @@ class Agent:
         log.info("mode %s%s", state, f" ({', '.join(reasons)})" if reasons else "")
         if self.store.is_open:
             event = {"type": "mode", "state": state, "reasons": reasons}
-            self._in_background(self.record_event(event))
+            self.background(self.record_event(event))
 
     async def record_event(self, event: dict[str, Any]) -> None:
         """A durable event for remote ops: into the outbox, then out over the uplink."""
@@ -150,6 +156,22 @@ class Agent:
     def outbox_changed(self) -> None:
         if self.uplink is not None:
             self.uplink.wake()
+
+    def sale_made(self, view: dict[str, Any]) -> None:
+        """A sale is durable: tell the staff pages, the uplink and the printer."""
+        self.events.publish("order", view)
+        self.outbox_changed()
+        self.devices.sale_made()
+
+    def power_state(self) -> str:
+        """NUT-style power status words, ``unknown`` without power sensors."""
+        return "unknown"
+
+    async def request_shutdown(self) -> None:
+        """Staff held the panel's shutdown button."""
+        log.warning("shutdown requested from the panel")
+        self.events.publish("alert", {"type": "shutdown_requested"})
+        await self.record_event({"type": "shutdown_requested", "source": "panel"})
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
         """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
@@ -183,8 +205,8 @@ class Agent:
             "staff_latch": self.mode.latched,
             "uplink": self.uplink.health() if self.uplink else {"state": "off"},
             "queue_depth": await self.orders.queue_depth(),
-            "power": {"state": "unknown"},
-            "devices": {},
+            "power": {"state": self.power_state()},
+            "devices": self.devices.health(),
             "manifest": {"version": manifest["version"], "hash": manifest["hash"]},
         }
 

@@ -23,7 +23,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from agent.manifest import ManifestConflict, ManifestError, parse_manifest
-from agent.orders import Refusal
+from agent.orders import Refusal, now_iso
+from agent.printing import UnknownOrder, jobs_to_check, mark_checked
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -111,8 +112,7 @@ def build_app(agent: Agent) -> Starlette:
         order_request = agent.orders.parse(await read_json(request, limit))
         view, created = await agent.orders.place(order_request, trace_id)
         if created:
-            agent.events.publish("order", view)
-            agent.outbox_changed()
+            agent.sale_made(view)
             log.info("order %s sold: receipt #%d total %d cents trace %s",
                      view["order_id"], view["receipt"]["seq"], view["total_cents"], trace_id)
             view = await agent.confirm_online(view)
@@ -159,6 +159,50 @@ def build_app(agent: Agent) -> Starlette:
         view = await agent.orders.settle_payment(order_id_of(request), result == "paid")
         agent.events.publish("order", view)
         return JSONResponse(view)
+
+    async def reprint(request: Request) -> Response:
+        try:
+            job = await agent.devices.reprint(order_id_of(request))
+        except UnknownOrder:
+            raise Refusal(404, "not_found", f"no order {order_id_of(request)[:64]}") from None
+        return JSONResponse({"job_id": job, "order_id": order_id_of(request)})
+
+    async def print_jobs(request: Request) -> Response:
+        return JSONResponse({"unsure": await agent.store.read(jobs_to_check)})
+
+    async def print_job_checked(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not await agent.store.write(lambda db: mark_checked(db, job_id, now_iso())):
+            raise Refusal(409, "not_unsure", f"print job {job_id} is not waiting for a check")
+        return JSONResponse({"job_id": job_id, "state": "checked"})
+
+    async def sim_control(request: Request) -> Response:
+        sim = agent.devices.sim
+        if sim is None:
+            raise Refusal(404, "not_simulated", "simulator controls exist in dropkit sim only")
+        data = await read_json(request, limit)
+        if not isinstance(data, dict):
+            raise Refusal(422, "invalid", "the body must be a JSON object")
+        device = request.path_params["device"]
+        try:
+            if device == "scan":
+                sim.scan(field(data, "text", str, ""))
+            elif device == "button":
+                button = field(data, "button", str, "")
+                if field(data, "long", bool, False):
+                    agent.background(sim.long_press(button))
+                else:
+                    sim.press(button)
+            elif device == "paper":
+                sim.set_paper(field(data, "level", str, ""))
+            elif device == "printer":
+                sim.set_printer_silent(field(data, "silent", bool, False))
+                sim.set_cover_open(field(data, "cover_open", bool, False))
+            else:
+                raise Refusal(404, "not_found", f"no simulator control {device[:40]}")
+        except ValueError as exc:
+            raise Refusal(422, "invalid", str(exc)) from None
+        return JSONResponse(sim.state())
 
     async def set_mode(request: Request) -> Response:
         data = await read_json(request, limit)
@@ -222,6 +266,11 @@ def build_app(agent: Agent) -> Starlette:
         Route("/api/staff/orders/{order_id}/void", staff(void), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/refund", staff(refund), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/payment", staff(payment), methods=["POST"]),
+        Route("/api/staff/orders/{order_id}/reprint", staff(reprint), methods=["POST"]),
+        Route("/api/staff/print-jobs", staff(print_jobs)),
+        Route("/api/staff/print-jobs/{job_id:int}/checked", staff(print_job_checked),
+              methods=["POST"]),
+        Route("/api/staff/sim/{device}", staff(sim_control), methods=["POST"]),
         Route("/api/staff/mode", staff(set_mode), methods=["POST"]),
         Route("/api/staff/manifest", staff(load_manifest), methods=["PUT"]),
     ]

@@ -73,8 +73,12 @@ def test_kill_9_twenty_times_loses_no_confirmed_order(kit_factory, tmp_path: Pat
     # None twice: one order row, one sale link and one outbox message per order id.
     assert db.execute("SELECT count(*), count(DISTINCT order_id) FROM orders").fetchone() == \
         db.execute("SELECT count(*), count(DISTINCT order_id) FROM receipts").fetchone()
-    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == \
-        db.execute("SELECT count(*) FROM orders").fetchone()[0]
+    orders = db.execute("SELECT count(*) FROM orders").fetchone()[0]
+    assert db.execute("SELECT count(*), count(DISTINCT key) FROM outbox WHERE kind = 'sale'"
+                      ).fetchone() == (orders, orders)
+    # Each sale has exactly one receipt print job, queued with it.
+    assert db.execute("SELECT count(*), count(DISTINCT order_id) FROM print_jobs "
+                      "WHERE kind = 'receipt'").fetchone() == (orders, orders)
     # Stock agrees with the lines sold.
     for sku, sold in db.execute("SELECT sku, sold FROM items"):
         lines = db.execute("SELECT coalesce(sum(qty), 0) FROM order_lines WHERE sku = ?",
