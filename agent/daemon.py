@@ -27,9 +27,10 @@ from agent.auth import StaffAuth
 from agent.config import Config
 from agent.devices import Devices
 from agent.events import EventHub
+from agent.kitpower import KitPower
 from agent.manifest import ManifestConflict, ManifestError, read_manifest
 from agent.mode import Mode
-from agent.orders import Orders, now_iso
+from agent.orders import Orders, Refusal, now_iso
 from agent.sdnotify import keep_watchdog_fed, notify, watchdog_interval
 from agent.store import Store
 
@@ -93,6 +94,9 @@ class Agent:
         self.mode.on_change(self._mode_changed)
         self.uplink: Uplink | None = None
         self.devices = Devices(self)
+        self.power = KitPower(self)
+        self.exit_requested: Callable[[], None] = lambda: None
+        self._stopped = False
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -126,14 +130,27 @@ class Agent:
                                  password=self.config.mqtt.password(self.config.source))
             await self.uplink.start()
         await self.devices.start()
+        await self.power.start()
 
     async def stop(self) -> None:
         """Stop the devices, say goodbye to the broker, finish the writes, close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.power.stop()
         await self.devices.stop()
         if self.uplink is not None:
             await self.uplink.stop()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.settle_background()
         self.store.close()
+
+    def request_exit(self) -> None:
+        """The shutdown sequence is done: the daemon exits (and the kit powers off)."""
+        self.exit_requested()
+
+    async def settle_background(self) -> None:
+        """Wait for the background writes started so far."""
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     def background(self, job: Any) -> None:
         """Run ``job`` on the loop; the agent waits for it before closing the store."""
@@ -165,13 +182,20 @@ class Agent:
 
     def power_state(self) -> str:
         """NUT-style power status words, ``unknown`` without power sensors."""
-        return "unknown"
+        return self.power.state()
 
     async def request_shutdown(self) -> None:
-        """Staff held the panel's shutdown button."""
+        """Staff held the panel's shutdown button: the orderly shutdown, at once."""
         log.warning("shutdown requested from the panel")
-        self.events.publish("alert", {"type": "shutdown_requested"})
-        await self.record_event({"type": "shutdown_requested", "source": "panel"})
+        if not self.power.request_shutdown("panel"):
+            self.events.publish("alert", {"type": "shutdown_requested"})
+            await self.record_event({"type": "shutdown_requested", "source": "panel",
+                                     "detail": "no power monitor: shut the kit down by hand"})
+
+    def check_taking_orders(self) -> None:
+        """Raise the 503 that new orders get once the shutdown has begun."""
+        if self.power.refusal:
+            raise Refusal(503, "shutting_down", self.power.refusal, retry_after=300)
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
         """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
@@ -182,8 +206,12 @@ class Agent:
 
     async def telemetry(self) -> dict[str, Any]:
         """The ``telemetry/power`` payload, less ``ts`` and ``seq`` (the uplink adds them)."""
-        return {"kit_id": self.kit_id, "state": "unknown", "feeding": None, "sources": {},
-                "ups": None, "mode": self.mode.state,
+        status = self.power.status
+        power = status.to_dict() if status else {"state": "unknown", "feeding": None,
+                                                 "sources": {}, "ups": None}
+        power.pop("ts", None)
+        power.pop("seq", None)
+        return {"kit_id": self.kit_id, **power, "mode": self.mode.state,
                 "queue_depth": await self.orders.queue_depth()}
 
     async def set_staff_latch(self, latched: bool) -> None:
@@ -205,7 +233,7 @@ class Agent:
             "staff_latch": self.mode.latched,
             "uplink": self.uplink.health() if self.uplink else {"state": "off"},
             "queue_depth": await self.orders.queue_depth(),
-            "power": {"state": self.power_state()},
+            "power": self.power.health(),
             "devices": self.devices.health(),
             "manifest": {"version": manifest["version"], "hash": manifest["hash"]},
         }
@@ -242,6 +270,7 @@ async def serve(config: Config, wiring: Wiring) -> None:
     agent = Agent(config, wiring)
     await agent.start()
     server = _server(agent)
+    agent.exit_requested = lambda: setattr(server, "should_exit", True)
     watchdog = None
     try:
         serving = asyncio.create_task(server.serve())
@@ -265,4 +294,5 @@ async def serve(config: Config, wiring: Wiring) -> None:
         if watchdog is not None:
             watchdog.cancel()
         await agent.stop()
+        await agent.power.wait_for_shutdown()
         log.info("stopped; store closed")

@@ -83,10 +83,12 @@ def build_app(agent: Agent) -> Starlette:
             raise Refusal(422, "invalid", "the body must be a JSON object")
         return data
 
-    def field(data: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...],
+              default: Any) -> Any:
         value = data.get(name, default)
-        if not isinstance(value, kind) or (kind is str and len(value) > 500):
-            raise Refusal(422, "invalid", f"{name} must be {kind.__name__}")
+        if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool) or \
+                (isinstance(value, str) and len(value) > 500):
+            raise Refusal(422, "invalid", f"{name} has the wrong type")
         return value
 
     async def index(request: Request) -> Response:
@@ -106,6 +108,7 @@ def build_app(agent: Agent) -> Starlette:
         return JSONResponse(await agent.orders.manifest())
 
     async def place_order(request: Request) -> Response:
+        agent.check_taking_orders()
         trace_id = request.headers.get("x-trace-id") or uuid.uuid4().hex
         if len(trace_id) > 64 or not trace_id.isascii():
             trace_id = uuid.uuid4().hex
@@ -177,7 +180,7 @@ def build_app(agent: Agent) -> Starlette:
         return JSONResponse({"job_id": job_id, "state": "checked"})
 
     async def sim_control(request: Request) -> Response:
-        sim = agent.devices.sim
+        sim, power = agent.devices.sim, agent.power.sim
         if sim is None:
             raise Refusal(404, "not_simulated", "simulator controls exist in dropkit sim only")
         data = await read_json(request, limit)
@@ -185,6 +188,23 @@ def build_app(agent: Agent) -> Starlette:
             raise Refusal(422, "invalid", "the body must be a JSON object")
         device = request.path_params["device"]
         try:
+            if device == "power" and power is not None:
+                action = field(data, "action", str, "")
+                if action == "pull_mains":
+                    power.pull_mains()
+                elif action == "restore_mains":
+                    power.restore_mains()
+                elif action in ("unplug", "plug"):
+                    getattr(power, action)(field(data, "sensor", str, ""))
+                elif action == "load":
+                    power.set_load(float(field(data, "amps", (int, float), 0.8)))
+                elif action == "scenario":
+                    power.run_scenario(field(data, "name", str, "live"))
+                    power.speed = float(field(data, "speed", (int, float), 1.0))
+                else:
+                    raise ValueError("action must be pull_mains, restore_mains, unplug, plug, "
+                                     "load or scenario")
+                return JSONResponse(power.snapshot())
             if device == "scan":
                 sim.scan(field(data, "text", str, ""))
             elif device == "button":

@@ -33,10 +33,10 @@ import shlex
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from agent.config import ConfigError, _check
+from agent.config import PowerConfig
 from agent.orders import now_iso
 from hw.power import INA219, INA226, MAX17048, GaugeReading, PowerReading, SMBusLike
 
@@ -67,103 +67,6 @@ RATE_DEADBAND_PERCENT_PER_HOUR = 0.5
 """Gauge rate within ± this is neither charging nor discharging."""
 
 _CURRENT_MONITORS = {"ina219": INA219, "ina226": INA226}
-
-
-# -- configuration ------------------------------------------------------------------------
-
-
-def _i2c_address(value: int) -> bool:
-    return 0x03 <= value <= 0x77
-
-
-def _positive(value: float) -> bool:
-    return value > 0
-
-
-def _command_line(value: str) -> bool:
-    try:
-        return bool(shlex.split(value))
-    except ValueError:
-        return False
-
-
-_CHIP = _check('"ina219", "ina226" or "none"', lambda v: v in (*_CURRENT_MONITORS, "none"))
-_ADDRESS = _check("a 7-bit I2C address from 0x03 to 0x77", _i2c_address)
-_POSITIVE = _check("a positive number", _positive)
-
-
-@dataclass(frozen=True)
-class PowerConfig:
-    """``[power]``: the sensors, the poll, the thresholds and the shutdown (docs/power.md).
-
-    Field checks follow :mod:`agent.config`; checks across fields raise :class:`ConfigError`
-    from here, naming the key.
-
-    >>> PowerConfig(critical_percent=30)
-    Traceback (most recent call last):
-    ...
-    agent.config.ConfigError: [power] critical_percent: expected below low_percent (20), got 30
-    """
-
-    enabled: bool = True
-    bus: int = field(default=1, metadata=_check("an I2C bus number from 0 to 255",
-                                                lambda v: 0 <= v <= 255))
-    mains_chip: str = field(default="ina219", metadata=_CHIP)
-    mains_address: int = field(default=0x40, metadata=_ADDRESS)
-    mains_shunt_ohms: float = field(default=0.1, metadata=_POSITIVE)
-    mains_max_amps: float = field(default=3.2, metadata=_POSITIVE)
-    battery_chip: str = field(default="ina226", metadata=_CHIP)
-    battery_address: int = field(default=0x41, metadata=_ADDRESS)
-    battery_shunt_ohms: float = field(default=0.01, metadata=_POSITIVE)
-    battery_max_amps: float = field(default=4.096, metadata=_POSITIVE)
-    gauge_address: int = field(default=0x36, metadata=_ADDRESS)
-    poll_interval_s: float = field(default=0.1, metadata=_check(
-        "a number of seconds from 0.01 to 5", lambda v: 0.01 <= v <= 5))
-    sample_interval_s: float = field(default=1.0, metadata=_check(
-        "a number of seconds from 0.1 to 60", lambda v: 0.1 <= v <= 60))
-    debounce_polls: int = field(default=2, metadata=_check(
-        "an integer from 1 to 50", lambda v: 1 <= v <= 50))
-    mains_present_volts: float = field(default=4.5, metadata=_POSITIVE)
-    battery_present_volts: float = field(default=2.5, metadata=_POSITIVE)
-    low_percent: int = field(default=20, metadata=_check(
-        "a whole percent from 1 to 100", lambda v: 1 <= v <= 100))
-    critical_percent: int = field(default=8, metadata=_check(
-        "a whole percent from 0 to 99", lambda v: 0 <= v <= 99))
-    low_minutes: int = field(default=15, metadata=_check(
-        "whole minutes from 1 to 1440", lambda v: 1 <= v <= 1440))
-    critical_minutes: int = field(default=5, metadata=_check(
-        "whole minutes from 0 to 1439", lambda v: 0 <= v <= 1439))
-    dead_time_s: int = field(default=30, metadata=_check(
-        "whole seconds from 1 to 3600", lambda v: 1 <= v <= 3600))
-    shutdown_delay_s: int = field(default=10, metadata=_check(
-        "whole seconds from 0 to 600", lambda v: 0 <= v <= 600))
-    step_timeout_s: int = field(default=10, metadata=_check(
-        "whole seconds from 1 to 120", lambda v: 1 <= v <= 120))
-    shutdown_command: str = field(default="systemctl poweroff", metadata=_check(
-        'a command line such as "systemctl poweroff"', _command_line))
-    fail_gpio: str = ""
-    """A gpiozero pin name ("GPIO6", "6", "BOARD31") of a power-fail line; "" for none."""
-    fail_gpio_active_high: bool = True
-
-    def __post_init__(self) -> None:
-        for key, value, limit in (("critical_percent", self.critical_percent, "low_percent"),
-                                  ("critical_minutes", self.critical_minutes, "low_minutes")):
-            if value >= getattr(self, limit):
-                raise ConfigError(f"[power] {key}: expected below {limit} "
-                                  f"({getattr(self, limit)}), got {value}")
-        if self.sample_interval_s < self.poll_interval_s:
-            raise ConfigError(f"[power] sample_interval_s: expected at least poll_interval_s "
-                              f"({self.poll_interval_s}), got {self.sample_interval_s}")
-        for name in ("mains", "battery"):
-            chip = getattr(self, f"{name}_chip")
-            if chip == "none":
-                continue
-            shunt, amps = getattr(self, f"{name}_shunt_ohms"), getattr(self, f"{name}_max_amps")
-            try:
-                _CURRENT_MONITORS[chip].calibration_for(shunt, amps)
-            except ValueError as exc:
-                raise ConfigError(f"[power] {name}_max_amps: expected a current the {chip} can "
-                                  f"calibrate for with a {shunt} ohm shunt: {exc}") from None
 
 
 # -- sensors ------------------------------------------------------------------------------
@@ -428,10 +331,11 @@ class ShutdownSteps:
     """What the daemon does when the kit must stop; each is awaited in this order.
 
     - ``stop_taking_orders()``: new orders get 503 with a clear message from now on.
-    - ``flush_outbox(timeout_s)``: relay what is queued if the uplink is connected; return
-      whether the outbox is empty (False at once when not connected).
-    - ``publish_final(status)``: publish this last telemetry (state ``FSD ...``) and return once
-      it, and the ``shutdown`` event handed to ``on_event`` before it, are delivered.
+    - ``flush_outbox(timeout_s)``: relay what is queued (the ``shutdown`` event, handed to
+      ``on_event`` just before, included) if the uplink is connected; return whether the
+      outbox is empty (False at once when not connected).
+    - ``publish_final(status)``: publish this last telemetry (state ``FSD ...``) and return
+      once it is delivered.
     - ``close_store()``: commit what is queued and close the store.
     """
 
@@ -622,7 +526,7 @@ class PowerMonitor:
         """Poll every ``poll_interval_s`` (on a fixed beat) until cancelled, then close."""
         loop = asyncio.get_running_loop()
         try:
-            if self.config.fail_gpio:
+            if self.config.fail_gpio >= 0:
                 self._open_fail_input(loop)
             beat = loop.time()
             while True:
@@ -795,7 +699,7 @@ class PowerMonitor:
             return
         self._pending_detail = reason[1]
         self._shutdown_at = now + self.config.shutdown_delay_s
-        log.warning("%s: shutdown in %d s unless mains returns", reason[1],
+        log.warning("%s: shutdown in %g s unless mains returns", reason[1],
                     self.config.shutdown_delay_s)
         self._emit({"type": "shutdown_pending", "in_s": self.config.shutdown_delay_s,
                     "reason": reason[0], "detail": reason[1]})
@@ -811,7 +715,7 @@ class PowerMonitor:
             blind_s = now - max(gauge.faulted_since, self._on_battery_since)
             if blind_s >= self.config.dead_time_s:
                 return ("battery_level_unknown", f"on battery with no charge reading for "
-                        f"{blind_s:.0f} s (dead_time_s {self.config.dead_time_s})")
+                        f"{blind_s:.0f} s (dead_time_s {self.config.dead_time_s:g})")
         return None
 
     def _commit(self, now: float, reason: str, detail: str) -> None:

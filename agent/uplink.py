@@ -142,6 +142,24 @@ class Uplink:
             if not waiting:
                 self._waiters.pop(order_id, None)
 
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every outbox message is relayed; False when ``timeout`` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.wake()
+        while loop.time() < deadline:
+            if self.connected and not self._inflight and not self._acked and \
+                    await self.store.read(outbox.depth) == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def publish_final_telemetry(self, timeout: float = 3.0) -> None:
+        """The last telemetry before power-off, QoS 1, delivered before this returns."""
+        if self.connected:
+            info = await self._send_telemetry(qos=1)
+            await asyncio.to_thread(info.wait_for_publish, timeout)
+
     def publish_telemetry_now(self) -> None:
         """A power change: tell remote ops at once, not at the next interval."""
         if self.connected:
@@ -302,12 +320,12 @@ class Uplink:
             if self.connected:
                 await self._send_telemetry()
 
-    async def _send_telemetry(self) -> None:
+    async def _send_telemetry(self, qos: int = 0) -> Any:
         self._telemetry_seq += 1
         seq = self._telemetry_seq
         payload = {**await self.telemetry(), "ts": now_iso(), "seq": seq}
-        self.client.publish(f"{self.prefix}/telemetry/power",
-                            json.dumps(payload, separators=(",", ":")), qos=0)
+        return self.client.publish(f"{self.prefix}/telemetry/power",
+                                   json.dumps(payload, separators=(",", ":")), qos=qos)
 
     async def _watch_health(self) -> None:
         while True:
