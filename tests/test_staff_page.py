@@ -70,3 +70,30 @@ def test_staff_void_a_failed_card_payment_from_the_page(kit: Kit, page) -> None:
     page.locator("[data-sku=TEE-BLK-M]").filter(has_text="40 left").wait_for()
     page.get_by_role("button", name="Force offline").click()
     page.locator("#mode").filter(has_text="offline (latched)").wait_for()
+
+
+def test_simulator_controls_pull_the_mains_and_scan_into_the_cart(kit: Kit, page) -> None:
+    page.goto(kit.url + "/")
+    page.locator("#token").fill(kit.token)
+    page.get_by_role("button", name="Unlock").click()
+    page.locator("#sim").wait_for()
+    page.locator("#power").filter(has_text="OL").wait_for()
+    page.get_by_role("button", name="Pull mains").click()
+    page.locator("#power").filter(has_text="OB").wait_for(timeout=5000)
+    page.locator("#power").filter(has_text="(battery)").wait_for()
+    page.get_by_role("button", name="Restore mains").click()
+    page.locator("#power").filter(has_text="OL").wait_for(timeout=5000)
+    # A scanned SKU lands in the cart; a scanned receipt hash finds its order.
+    page.locator("#scan-text").fill("ZINE-07")
+    page.get_by_role("button", name="Scan", exact=True).click()
+    page.locator("#cart li").filter(has_text="1 × Zine no. 7").wait_for()
+    page.get_by_role("button", name="Place order").click()
+    page.locator("#message").filter(has_text="queued").wait_for()
+    with kit.client() as client:
+        order = client.get("/api/orders", headers=kit.staff).json()["orders"][0]
+    page.locator("#scan-text").fill(order["receipt"]["hash"])
+    page.get_by_role("button", name="Scan", exact=True).click()
+    page.locator("#message").filter(has_text=f"order {order['order_id']}").wait_for()
+    # Paper out is an alert staff see.
+    page.get_by_role("button", name="Paper out").click()
+    page.locator("#alerts").filter(has_text="paper out").wait_for(timeout=15000)

@@ -85,9 +85,22 @@ async function loadHealth() {
   $("mode").className = `badge ${data.mode}`;
   $("uplink").textContent = `uplink ${data.uplink.state}`;
   $("queue").textContent = `queue ${data.queue_depth}`;
-  $("power").textContent = `power ${data.power.state}`;
+  showPower(data.power);
+  $("sim").hidden = !(data.simulated && token);
   $("latch").textContent = data.staff_latch ? "Release offline latch" : "Force offline";
   $("latch").dataset.latched = data.staff_latch ? "1" : "";
+}
+
+function showPower(power) {
+  const ups = power.ups && power.ups.percent !== null ? ` ${Math.round(power.ups.percent)}%` : "";
+  $("power").textContent = `power ${power.state}${power.feeding ? ` (${power.feeding})` : ""}${ups}`;
+  $("power").className = `badge ${power.state.startsWith("OB") || power.state.includes("FSD")
+    ? "offline" : "online"}`;
+  const rig = power.simulated_rig;
+  if (rig) {
+    $("rig").textContent = `rig: ${rig.scenario}, mains ${rig.mains_present ? "in" : "out"}, `
+      + `battery ${Math.round(rig.battery_percent)}%, load ${rig.load_amps} A`;
+  }
 }
 
 function orderActions(order) {
@@ -124,7 +137,16 @@ async function loadOrders() {
       `#${order.receipt.seq} · ${money(order.total_cents)} · ${order.payment.method} `
       + `(${order.payment.status}) · ${order.lines.map((l) => `${l.qty}× ${l.name}`).join(", ")}`);
     li.dataset.orderId = order.order_id;
-    if (token) li.append(el("div", { className: "order-actions" }, ...orderActions(order)));
+    if (token) {
+      const actions = orderActions(order);
+      if (order.status !== "voided") {
+        actions.push(el("button", { type: "button", onclick: async () => {
+          const r = await api("POST", `/api/staff/orders/${order.order_id}/reprint`, {}, true);
+          say(r.ok ? "Reprint queued" : r.data.detail, !r.ok);
+        } }, "Reprint"));
+      }
+      li.append(el("div", { className: "order-actions" }, ...actions));
+    }
     return li;
   }));
 }
@@ -200,6 +222,33 @@ function alert(event) {
   loadOrders();
 }
 
+function scanned(event) {
+  const scan = JSON.parse(event.data);
+  if (scan.kind === "sku") {
+    const item = items.find((i) => i.sku === scan.sku);
+    if (item && item.available - (cart.get(scan.sku) || 0) > 0) {
+      cart.set(scan.sku, (cart.get(scan.sku) || 0) + 1);
+      renderAll();
+      say(`Scanned ${item.name}`);
+    } else {
+      say(`Scanned ${scan.sku}: none left`, true);
+    }
+  } else if (scan.kind === "receipt") {
+    say(scan.order_id ? `Receipt scanned: order ${scan.order_id}` : "Receipt not from this kit",
+      !scan.order_id);
+    const row = document.querySelector(`[data-order-id="${scan.order_id}"]`);
+    if (row) row.scrollIntoView();
+  } else {
+    say(`Unknown barcode: ${scan.text}`, true);
+  }
+}
+
+async function simulate(device, body) {
+  const r = await api("POST", `/api/staff/sim/${device}`, body, true);
+  if (!r.ok) say(r.data.detail, true);
+  loadHealth();
+}
+
 function listen() {
   const events = new EventSource("/api/events");
   events.addEventListener("order", refresh);
@@ -207,12 +256,23 @@ function listen() {
   events.addEventListener("mode", loadHealth);
   events.addEventListener("uplink", loadHealth);
   events.addEventListener("alert", alert);
+  events.addEventListener("scan", scanned);
+  events.addEventListener("power", (event) => showPower(JSON.parse(event.data)));
 }
 
 $("place").addEventListener("click", placeOrder);
 $("token-save").addEventListener("click", unlock);
 $("token-clear").addEventListener("click", () => { lockStaff(); refresh(); });
 $("latch").addEventListener("click", toggleLatch);
+document.querySelectorAll("[data-power]").forEach((b) => b.addEventListener("click",
+  () => simulate("power", { action: b.dataset.power, sensor: b.dataset.sensor })));
+document.querySelectorAll("[data-scenario]").forEach((b) => b.addEventListener("click",
+  () => simulate("power", { action: "scenario", name: b.dataset.scenario, speed: 20 })));
+document.querySelectorAll("[data-paper]").forEach((b) => b.addEventListener("click",
+  () => simulate("paper", { level: b.dataset.paper })));
+document.querySelectorAll("[data-button]").forEach((b) => b.addEventListener("click",
+  () => simulate("button", { button: b.dataset.button })));
+$("scan").addEventListener("click", () => simulate("scan", { text: $("scan-text").value }));
 showStaff();
 refresh();
 listen();
