@@ -64,7 +64,10 @@ class Uplink:
         if config.username:
             self.client.username_pw_set(config.username, password or None)
         self.client.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
-        self.client.max_inflight_messages_set(config.inflight_window)
+        # The outbox window is ours (_drain); paho must never hold a message back, or one it
+        # queued could go out after a later one we handed it (status and discovery messages
+        # take paho's in-flight slots too).
+        self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._thread_connected
         self.client.on_disconnect = self._thread_disconnected
