@@ -88,7 +88,7 @@ class Agent:
         self.store = Store(wiring.state_dir / "dropkit.db")
         self.orders = Orders(self.store, self.kit_id, config.orders.max_lines,
                              config.orders.max_qty,
-                             print_receipts=config.printer.enabled or wiring.simulated)
+                             print_receipts=config.printer.enabled)
         self.events = EventHub()
         self.mode = Mode()
         self.mode.on_change(self._mode_changed)

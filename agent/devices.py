@@ -54,7 +54,8 @@ class Devices:
         if agent.wiring.simulated:
             self.sim = SimulatedDevices(agent.wiring.state_dir, panel_pins=panel_pins,
                                         long_press_s=config.panel.long_press_s).start()
-            printer_config = self.sim.printer_config(config.printer)
+            if config.printer.enabled:
+                printer_config = self.sim.printer_config(config.printer)
             discover, pin_factory, panel_pins = (self.sim.discover_scanners,
                                                  self.sim.pin_factory, self.sim.panel_pins)
         if printer_config.enabled:
