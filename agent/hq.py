@@ -1,8 +1,10 @@
 """``dropkit hq``: the reference reconciler that keeps the central ledger and answers every sale.
 
 It subscribes to every kit's ``orders`` with a persistent session (the broker keeps orders for
-it while it is down), records each message once (repeats are dropped by kit and order id, and
-answered again), checks each sale against central stock and publishes an ack to the kit:
+it while it is down), records each message once (repeats are dropped by kit and receipt link,
+and answered again), applies each kit's messages in receipt-chain order (one that arrives ahead
+of a missing link waits for it, up to ``--hold-s``), checks each sale against central stock and
+publishes an ack to the kit:
 ``{"order_id", "result": "accepted" | "rejected", "reason", "trace_id"}``. Voids and refunds
 with restock put the stock back. The ack is published only after the ledger has committed, and
 paho acknowledges the message to the broker only after that, so a crash anywhere repeats work
@@ -14,10 +16,13 @@ and sales never seen settled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,15 +61,31 @@ CREATE TABLE IF NOT EXISTS links (
     PRIMARY KEY (kit_id, seq)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chains (kit_id TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS held (
+    kit_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    held_at REAL NOT NULL,
+    PRIMARY KEY (kit_id, seq)
+);
 """
+HOLD_S = 5.0
 
 
 class Ledger:
-    """The central ledger in SQLite; :meth:`record` is the whole reconciliation rule."""
+    """The central ledger in SQLite; :meth:`record` is the whole reconciliation rule.
 
-    def __init__(self, path: str | Path) -> None:
+    Each kit's messages are applied in receipt-chain order, so central stock is decided the
+    way the kit sold: one that arrives ahead of a missing link is held (durably) until the link
+    comes, or for ``hold_s`` seconds, after which the gap is skipped and reported.
+    """
+
+    def __init__(self, path: str | Path, hold_s: float = HOLD_S) -> None:
         self.db = connect(path)
         self.db.executescript(SCHEMA)
+        self.hold_s = hold_s
+        self.lock = threading.Lock()  # paho's thread records; the main thread releases holds
 
     def load_stock(self, manifest: Manifest) -> None:
         """Central stock per SKU: the manifest's ``qty`` is what all kits may sell together."""
@@ -78,31 +99,83 @@ class Ledger:
         self.db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT (name) "
                         "DO UPDATE SET value = value + 1", (name,))
 
-    def record(self, kit_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
-        """Take one message from a kit; returns the ack to send it (None: nothing to answer)."""
+    def record(self, kit_id: str, message: dict[str, Any],
+               now: float | None = None) -> list[dict[str, Any]]:
+        """Take one message from a kit; returns the acks to send (none while it is held)."""
         kind, order_id = message.get("type"), message.get("order_id")
         receipt = message.get("receipt") or {}
         if not isinstance(order_id, str) or kind not in ("sale", "void", "refund") \
                 or not isinstance(receipt, dict) or not isinstance(receipt.get("seq"), int):
             raise ValueError("not a sale, void or refund with an order_id and a receipt seq")
-        now = now_iso()
+        seq = receipt["seq"]
+        with self.lock, self._transaction():
+            if self.db.execute("SELECT 1 FROM links WHERE kit_id = ? AND seq = ?",
+                               (kit_id, seq)).fetchone():
+                self._count("duplicates")
+                return [self._sale(kit_id, message)] if kind == "sale" else []
+            expected = self._next_seq(kit_id)
+            if seq > expected:
+                self.db.execute("INSERT OR IGNORE INTO held VALUES (?, ?, ?, ?)",
+                                (kit_id, seq, json.dumps(message), time.monotonic()
+                                 if now is None else now))
+                return []
+            acks = self._apply(kit_id, message)
+            if seq == expected:
+                acks += self._apply_held(kit_id, seq + 1)
+            return acks
+
+    def release_overdue(self, now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Skip the gap before messages held longer than ``hold_s``; ``(kit, ack)`` to send."""
+        now = time.monotonic() if now is None else now
+        released = []
+        with self.lock, self._transaction():
+            for kit_id, first in self.db.execute(
+                    "SELECT kit_id, min(seq) FROM held GROUP BY kit_id HAVING min(held_at) <= ?",
+                    (now - self.hold_s,)).fetchall():
+                log.warning("kit %s: receipt links #%d to #%d never came; going on without them",
+                            kit_id, self._next_seq(kit_id), first - 1)
+                released += [(kit_id, ack) for ack in self._apply_held(kit_id, first)]
+        return released
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            seen = self.db.execute("INSERT OR IGNORE INTO links VALUES (?, ?, ?, ?, ?, ?)",
-                                   (kit_id, receipt["seq"], kind, order_id,
-                                    str(receipt.get("hash", "")), now)).rowcount == 0
-            ack = self._sale(kit_id, message, now) if kind == "sale" else None
-            if kind != "sale" and not seen:
-                self._undo(kit_id, order_id, kind, bool(message.get("restock")))
-            if seen:
-                self._count("duplicates")
-            self.db.execute("COMMIT")
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return ack
+        self.db.execute("COMMIT")
 
-    def _sale(self, kit_id: str, message: dict[str, Any], now: str) -> dict[str, Any]:
+    def _next_seq(self, kit_id: str) -> int:
+        row = self.db.execute("SELECT next_seq FROM chains WHERE kit_id = ?",
+                              (kit_id,)).fetchone()
+        return row[0] if row else 1
+
+    def _apply_held(self, kit_id: str, seq: int) -> list[dict[str, Any]]:
+        """Apply held messages from ``seq`` on while the chain has no gap."""
+        acks = []
+        while row := self.db.execute("SELECT message FROM held WHERE kit_id = ? AND seq = ?",
+                                     (kit_id, seq)).fetchone():
+            self.db.execute("DELETE FROM held WHERE kit_id = ? AND seq = ?", (kit_id, seq))
+            acks += self._apply(kit_id, json.loads(row[0]))
+            seq += 1
+        return acks
+
+    def _apply(self, kit_id: str, message: dict[str, Any]) -> list[dict[str, Any]]:
+        kind, order_id, receipt = message["type"], message["order_id"], message["receipt"]
+        self.db.execute("INSERT INTO links VALUES (?, ?, ?, ?, ?, ?)",
+                        (kit_id, receipt["seq"], kind, order_id, str(receipt.get("hash", "")),
+                         now_iso()))
+        self.db.execute("INSERT INTO chains VALUES (?, ?) ON CONFLICT (kit_id) DO UPDATE SET "
+                        "next_seq = max(next_seq, excluded.next_seq)",
+                        (kit_id, receipt["seq"] + 1))
+        if kind == "sale":
+            return [self._sale(kit_id, message)]
+        self._undo(kit_id, order_id, kind, bool(message.get("restock")))
+        return []
+
+    def _sale(self, kit_id: str, message: dict[str, Any]) -> dict[str, Any]:
         order_id = message["order_id"]
         row = self.db.execute("SELECT result, reason, trace_id FROM sales WHERE kit_id = ? "
                               "AND order_id = ?", (kit_id, order_id)).fetchone()
@@ -112,7 +185,7 @@ class Ledger:
             self.db.execute(
                 "INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kit_id, order_id, message["receipt"]["seq"], int(message.get("total_cents", 0)),
-                 json.dumps(lines), result, reason, str(message.get("trace_id", "")), now))
+                 json.dumps(lines), result, reason, str(message.get("trace_id", "")), now_iso()))
             row = {"result": result, "reason": reason, "trace_id": message.get("trace_id", "")}
             log.info("kit %s order %s %s%s trace %s", kit_id, order_id, result,
                      f" ({reason})" if reason else "", row["trace_id"] or "-")
@@ -149,6 +222,10 @@ class Ledger:
         lines = [f"rejected: kit {r['kit_id']} order {r['order_id']} (receipt #{r['seq']}): "
                  f"{r['reason']}" for r in self.db.execute(
                      "SELECT * FROM sales WHERE result = 'rejected' ORDER BY received_at")]
+        for kit_id, first, n in self.db.execute(
+                "SELECT kit_id, min(seq), count(*) FROM held GROUP BY kit_id ORDER BY kit_id"):
+            lines.append(f"held: kit {kit_id} has {n} message(s) from receipt #{first} on "
+                         f"waiting for #{self._next_seq(kit_id)}")
         for kit in self.db.execute("SELECT kit_id, max(seq) AS top, count(*) AS n FROM links "
                                    "GROUP BY kit_id ORDER BY kit_id"):
             if kit["n"] != kit["top"]:
@@ -161,7 +238,7 @@ class Ledger:
         return lines
 
 
-def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None,
+def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: float = HOLD_S,
            client_id: str = "dropkit-hq", shared_group: str = "", topic_prefix: str = "dropkit",
            username: str = "", password: str = "", ca_file: str = "",
            stop: threading.Event | None = None) -> None:
@@ -170,7 +247,7 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None,
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    ledger = Ledger(db_path)
+    ledger = Ledger(db_path, hold_s)
     if stock is not None:
         ledger.load_stock(stock)
         log.info("central stock %s loaded: %d SKUs", stock.version, len(stock.items))
@@ -201,11 +278,11 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None,
             data = json.loads(msg.payload)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-            ack = ledger.record(kit_id, data)
+            acks = ledger.record(kit_id, data)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignored garbage on %s (%s): %r", msg.topic, exc, msg.payload[:100])
             return
-        if ack is not None:
+        for ack in acks:
             client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
     client.on_connect, client.on_message = connected, message
@@ -219,7 +296,9 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None,
             signal.signal(sig, lambda *_: stop.set())
     client.loop_start()
     try:
-        stop.wait()
+        while not stop.wait(0.5):
+            for kit_id, ack in ledger.release_overdue():
+                client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
     finally:
         client.disconnect()
         client.loop_stop()

@@ -87,6 +87,28 @@ def test_payloads_match_their_schemas(kit_factory, tmp_path, validators) -> None
     broker.stop()
 
 
+def test_hq_applies_each_kits_chain_in_order(tmp_path: Path) -> None:
+    from agent.hq import Ledger
+    from agent.manifest import parse_manifest
+
+    ledger = Ledger(tmp_path / "hq.db")
+    ledger.load_stock(parse_manifest({"version": "c", "items": [
+        {"sku": "A-1", "name": "A", "price_cents": 1, "qty": 2}]}))
+
+    def sale(seq: int) -> dict:
+        return {"type": "sale", "order_id": f"order-{seq:04}", "receipt": {"seq": seq,
+                "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": 1}], "total_cents": 1}
+
+    # The broker hands #2 and #3 over before #1: nothing is decided until #1 comes, then the
+    # three are applied as the kit sold them (and the third finds central stock gone).
+    assert ledger.record("kit-b", sale(3)) == []
+    assert ledger.record("kit-b", sale(2)) == []
+    acks = ledger.record("kit-b", sale(1))
+    assert [(a["order_id"], a["result"]) for a in acks] == [
+        ("order-0001", "accepted"), ("order-0002", "accepted"), ("order-0003", "rejected")]
+    assert ledger.db.execute("SELECT count(*) FROM held").fetchone()[0] == 0
+
+
 def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
     from agent.hq import Ledger
     from agent.manifest import parse_manifest
@@ -99,11 +121,15 @@ def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
         return {"type": "sale", "order_id": f"order-{seq:04}", "receipt": {"seq": seq,
                 "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": qty}], "total_cents": qty}
 
-    assert ledger.record("kit-a", sale(1, 1))["result"] == "accepted"
-    rejected = ledger.record("kit-a", sale(3, 1))
-    assert rejected["result"] == "rejected" and "central stock has 0 left" in rejected["reason"]
+    assert [a["result"] for a in ledger.record("kit-a", sale(1, 1))] == ["accepted"]
+    # #3 before #2: held for the missing link, then taken without it after hold_s.
+    assert ledger.record("kit-a", sale(3, 1), now=100.0) == []
+    assert ledger.release_overdue(now=100.0 + ledger.hold_s - 1) == []
+    [(kit, rejected)] = ledger.release_overdue(now=100.0 + ledger.hold_s)
+    assert kit == "kit-a" and rejected["result"] == "rejected"
+    assert "central stock has 0 left" in rejected["reason"]
     # A repeat is answered the same and counted, not sold twice.
-    assert ledger.record("kit-a", sale(1, 1))["result"] == "accepted"
+    assert [a["result"] for a in ledger.record("kit-a", sale(1, 1))] == ["accepted"]
     with pytest.raises(ValueError):
         ledger.record("kit-a", {"type": "sale", "order_id": 7})
     ledger.db.close()

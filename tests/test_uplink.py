@@ -54,7 +54,14 @@ def test_broker_down_while_500_orders_are_taken(kit_factory, tmp_path, manifest)
     wait_for(lambda: health(kit)["queue_depth"] == 0, 30, "queue drained")
     # Exactly once, and in the order they were sold.
     sales = hq.query("SELECT order_id, seq FROM sales ORDER BY rowid")
-    assert [order_id for order_id, _ in sales] == ids
+    arrived = [order_id for order_id, _ in sales]
+    first_wrong = next((n for n, (a, b) in enumerate(zip(arrived, ids, strict=True)) if a != b),
+                       None)
+    assert first_wrong is None, (
+        f"out of order at receipt #{first_wrong + 1}: HQ got "
+        f"{hq.query('SELECT seq FROM sales ORDER BY rowid')[first_wrong - 2:first_wrong + 5]}"
+        "\nHQ connections:\n" + "".join(line for line in hq.log if "connected" in line)
+        + "kit uplink:\n" + "".join(line for line in kit.log if "uplink" in line))
     assert [seq for _, seq in sales] == list(range(1, 501))
     with kit.client() as client:
         wait_for(lambda: {client.get(f"/api/orders/{i}").json()["status"] for i in ids}
