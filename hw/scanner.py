@@ -126,6 +126,11 @@ class ScanDecoder:
 
     def feed(self, event: InputEvent) -> Scan | None:
         """Consume one event; return a Scan when it completes a valid one."""
+        if event.type == ecodes.EV_SYN and event.code == ecodes.SYN_DROPPED:
+            # The kernel's buffer overflowed (the reader fell behind): keys of this scan are
+            # lost, so it is junk whatever follows.
+            self._junk_keys.append("SYN_DROPPED")
+            return None
         if event.type != ecodes.EV_KEY:
             return None
         ts = event.timestamp()

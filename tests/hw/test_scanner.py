@@ -287,3 +287,19 @@ def test_failing_scan_callback_does_not_stop_the_reader(caplog: pytest.LogCaptur
     with caplog.at_level(logging.ERROR, logger="hw.scanner"):
         asyncio.run(scenario())
     assert "handler bug" in caplog.text
+
+
+def test_a_scan_with_events_lost_by_the_kernel_is_dropped(caplog) -> None:
+    from evdev import InputEvent, ecodes
+
+    from hw.scanner import ScanDecoder
+    from simulators.scanner import VirtualScanner
+
+    decoder = ScanDecoder("test scanner")
+    events = VirtualScanner().scan("12345")
+    # The kernel reports lost events with SYN_DROPPED in the middle of the stream.
+    lost = InputEvent(events[4].sec, events[4].usec, ecodes.EV_SYN, ecodes.SYN_DROPPED, 0)
+    results = [decoder.feed(e) for e in [*events[:4], lost, *events[6:]]]
+    assert [r for r in results if r is not None] == []
+    assert "SYN_DROPPED" in caplog.text
+    assert [r.text for r in map(decoder.feed, VirtualScanner().scan("678")) if r] == ["678"]

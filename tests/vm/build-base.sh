@@ -1,0 +1,62 @@
+#!/bin/bash
+# The base of the VM test image, built once and cached by the harness: Debian trixie (minbase)
+# with the kernel, systemd and udev, which is what a Raspberry Pi OS Lite card starts from, plus
+# gpio-sim built out of tree because Debian's kernel leaves CONFIG_GPIO_SIM out.
+# Usage: build-base.sh OUT_DIR   (needs root and the Debian mirror; writes OUT_DIR/rootfs)
+set -euo pipefail
+
+out=$(realpath "$1")
+root=$out/rootfs
+build=$out/build # a copy of the rootfs with compiler and kernel source, never shipped
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mkdir -p "$out"
+
+cleanup() {
+  umount "$build/proc" "$root/proc" 2>/dev/null || true
+  rm -rf "$build"
+}
+trap cleanup EXIT
+
+started=$SECONDS
+debootstrap --variant=minbase --include=linux-image-amd64,systemd-sysv,udev,kmod \
+  trixie "$root" "$mirror" >"$out/debootstrap.log"
+echo "base: debootstrap $((SECONDS - started)) s"
+
+kernel=$(ls "$root/lib/modules")
+# shellcheck disable=SC2016 # a dpkg-query format, not a shell expression
+kernel_version=$(chroot "$root" dpkg-query -W -f '${Version}' "linux-image-$kernel")
+series=$(cut -d. -f1,2 <<<"$kernel")
+cp -a "$root" "$build"
+cp /etc/resolv.conf "$build/etc/resolv.conf"
+mount -t proc proc "$build/proc"
+chroot "$build" sh -c "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+  apt-get install -qy --no-install-recommends linux-headers-$kernel \
+  linux-source-$series=$kernel_version make gcc xz-utils >/dev/null"
+
+# gpio-sim needs irq_sim, which Debian also leaves out: link it into the module, and use the
+# exported generic_handle_irq() where irq_sim calls the unexported irq_to_desc().
+source_tarball=$(ls "$build"/usr/src/linux-source-*.tar.xz)
+work=$build/root/gpio-sim
+mkdir -p "$work"
+tar -xJf "$source_tarball" -C "$work" --wildcards --strip-components=3 \
+  '*/drivers/gpio/gpio-sim.c' '*/drivers/gpio/gpiolib.h' '*/kernel/irq/irq_sim.c'
+mv "$work/gpio-sim.c" "$work/gpio-sim-main.c"
+sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' "$work/irq_sim.c"
+printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-main.o irq_sim.o\n' >"$work/Kbuild"
+chroot "$build" make -s -C "/usr/src/linux-headers-$kernel" M=/root/gpio-sim modules
+mkdir -p "$root/lib/modules/$kernel/updates"
+cp "$work/gpio-sim.ko" "$root/lib/modules/$kernel/updates/"
+chroot "$root" depmod -a "$kernel"
+echo "base: gpio-sim module $((SECONDS - started)) s"
+
+# An initramfs with only what mounts the root (virtio disk, ext4) unpacks in a fraction of the
+# time of Debian's "most" under software emulation.
+sed -i -e 's/^MODULES=.*/MODULES=list/' -e 's/^COMPRESS=.*/COMPRESS=gzip/' \
+  "$root/etc/initramfs-tools/initramfs.conf"
+printf 'virtio_pci\nvirtio_blk\next4\n' >>"$root/etc/initramfs-tools/modules"
+mount -t proc proc "$root/proc"
+chroot "$root" update-initramfs -u -k "$kernel" >/dev/null
+umount "$root/proc"
+
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_Packages
+echo "base: done in $((SECONDS - started)) s"

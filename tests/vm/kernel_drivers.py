@@ -1,0 +1,176 @@
+"""Runs inside the test VM (the kit's own virtualenv): hw/ drivers against a real kernel.
+
+- power: INA219 (0x40), INA226 (0x41) and MAX17048 (0x36) on i2c-stub through i2c-dev. i2c-stub
+  keeps plain register memory, so this proves transport and byte order, not chip behaviour (the
+  simulators do that). A register image is stored as the chip would put it on the wire, high
+  byte first: an SMBus word write sends the low byte of its value first, so the value written is
+  the register with its bytes swapped.
+- scanner: a uinput keyboard typing like a barcode scanner, read by hw.scanner's watcher through
+  evdev with grab, unplugged and plugged back.
+
+Prints one ``PASS name`` or ``FAIL name: why`` line per check and exits 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import sys
+import time
+from pathlib import Path
+
+failures: list[str] = []
+
+
+def check(name: str, ok: bool, why: str = "") -> None:
+    print(f"PASS {name}" if ok else f"FAIL {name}: {why}", flush=True)
+    if not ok:
+        failures.append(name)
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) < 1e-9 + 1e-6 * abs(b)
+
+
+def stub_bus() -> int:
+    for adapter in Path("/sys/bus/i2c/devices").glob("i2c-*"):
+        if "stub" in (adapter / "name").read_text():
+            return int(adapter.name.split("-")[1])
+    raise SystemExit("FAIL i2c-stub: no stub adapter (modprobe i2c-stub chip_addr=...)")
+
+
+def power_drivers() -> None:
+    from smbus2 import SMBus
+
+    from hw.power import INA219, INA226, MAX17048, swap_word_bytes
+
+    with SMBus(stub_bus()) as bus:
+        def put(address: int, register: int, value: int) -> None:
+            bus.write_word_data(address, register, swap_word_bytes(value))
+
+        # INA219: 0.1 ohm, 3.2 A: Current_LSB = 3.2 / 32768 = 97.65625 uA,
+        # Cal = trunc(0.04096 / (Current_LSB * 0.1)) = 4194 (0x1062), Power_LSB = 20 * LSB.
+        ina219 = INA219(bus, 0x40, shunt_ohms=0.1, max_expected_amps=3.2)
+        check("ina219 calibration", ina219.calibration.register == 4194,
+              str(ina219.calibration.register))
+        put(0x40, 0x05, 0)  # a browned-out chip: calibration 0
+        put(0x40, 0x01, 0x1F40)  # shunt 8000 * 10 uV = 80 mV
+        put(0x40, 0x02, (1275 << 3) | 0x2)  # bus 1275 * 4 mV = 5.1 V, CNVR set
+        put(0x40, 0x04, 8192)  # current 8192 * 97.65625 uA = 0.8 A
+        put(0x40, 0x03, 2090)  # power 2090 * 1.953125 mW = 4.08203125 W
+        reading = ina219.read()
+        check("ina219 volts", close(reading.volts, 5.1), str(reading.volts))
+        check("ina219 shunt volts", close(reading.shunt_volts, 0.08), str(reading.shunt_volts))
+        check("ina219 amps", close(reading.amps, 0.8), str(reading.amps))
+        check("ina219 watts", close(reading.watts, 4.08203125), str(reading.watts))
+        check("ina219 conversion ready", reading.conversion_ready and not reading.overflow)
+        # The driver found calibration 0 and wrote it again, byte-swapped onto the wire.
+        check("ina219 recalibrated", reading.recalibrated)
+        written = swap_word_bytes(bus.read_word_data(0x40, 0x05))
+        check("ina219 calibration on the wire", written == 4194, hex(written))
+        config = swap_word_bytes(bus.read_word_data(0x40, 0x00))
+        check("ina219 config on the wire", config == 0x399F, hex(config))
+
+        # INA226: ids TI 0x5449, die 0x2260; 0.01 ohm, 4.096 A: Current_LSB = 125 uA,
+        # Cal = trunc(0.00512 / (125e-6 * 0.01)) = 4096, Power_LSB = 25 * LSB = 3.125 mW.
+        ina226 = INA226(bus, 0x41, shunt_ohms=0.01, max_expected_amps=4.096)
+        put(0x41, 0xFE, 0x5449)
+        put(0x41, 0xFF, 0x2260)
+        check("ina226 identify", ina226.identify())
+        put(0x41, 0x05, 4096)
+        put(0x41, 0x01, 0xFC18)  # shunt -1000 * 2.5 uV = -2.5 mV (charging)
+        put(0x41, 0x02, 2960)  # bus 2960 * 1.25 mV = 3.7 V
+        put(0x41, 0x04, 0xF060)  # current -4000 * 125 uA = -0.5 A
+        put(0x41, 0x03, 592)  # power 592 * 3.125 mW = 1.85 W
+        put(0x41, 0x06, 0x0008)  # mask/enable: CVRF
+        reading = ina226.read()
+        check("ina226 volts", close(reading.volts, 3.7), str(reading.volts))
+        check("ina226 shunt volts", close(reading.shunt_volts, -0.0025),
+              str(reading.shunt_volts))
+        check("ina226 amps", close(reading.amps, -0.5), str(reading.amps))
+        check("ina226 watts", close(reading.watts, 1.85), str(reading.watts))
+        check("ina226 conversion ready", reading.conversion_ready and not reading.recalibrated)
+
+        # MAX17048: VCELL 78.125 uV/LSB; SOC high byte %, low byte 1/256 %; CRATE 0.208 %/h.
+        gauge = MAX17048(bus, 0x36)
+        put(0x36, 0x08, 0x0012)
+        check("max17048 identify", gauge.identify())
+        put(0x36, 0x02, 49920)  # 49920 * 78.125 uV = 3.9 V
+        put(0x36, 0x04, 0x4B80)  # 75 + 128/256 = 75.5 %
+        put(0x36, 0x16, 0xFFF6)  # -10 * 0.208 = -2.08 %/h
+        put(0x36, 0x1A, 0x0000)  # status: no alerts
+        reading = gauge.read()
+        check("max17048 cell volts", close(reading.cell_volts, 3.9), str(reading.cell_volts))
+        check("max17048 percent", close(reading.percent, 75.5), str(reading.percent))
+        check("max17048 rate", close(reading.rate_percent_per_hour, -2.08),
+              str(reading.rate_percent_per_hour))
+
+
+async def scanner_driver() -> None:
+    from evdev import InputDevice, UInput, ecodes, list_devices
+
+    from hw.scanner import ScannerMatch, ScannerWatcher
+    from simulators.scanner import VirtualScanner
+
+    name = "VM Barcode Scanner"
+    keys = [code for code in ecodes.KEY if 0 < code < 0x100]
+    scans: asyncio.Queue = asyncio.Queue()
+    presence: asyncio.Queue = asyncio.Queue()
+    watcher = ScannerWatcher(scans.put_nowait, lambda n, present: presence.put_nowait(present),
+                             match=ScannerMatch(names=("VM Barcode",)), rescan_interval=0.2)
+    watching = asyncio.create_task(watcher.run())
+
+    def plug() -> UInput:
+        return UInput({ecodes.EV_KEY: keys}, name=name, vendor=0x05E0, product=0x1200)
+
+    async def type_text(device: UInput, text: str) -> None:
+        # At a scanner's pace: each key report, then a pause (evdev's buffer for a reader is
+        # small, and a real scanner types a few hundred keys a second).
+        for event in VirtualScanner().scan(text):
+            device.write_event(event)
+            if event.type == ecodes.EV_SYN:
+                await asyncio.sleep(0.001)
+
+    scanner = plug()
+    check("scanner present", await asyncio.wait_for(presence.get(), 5))
+    # Grabbed: no other reader gets the keys (a console would not see the scan).
+    [path] = [p for p in list_devices() if Path(f"/sys/class/input/{Path(p).name}/device/name")
+              .read_text().strip() == name]
+    other = InputDevice(path)
+    try:
+        other.grab()
+        check("scanner grabbed", False, "a second grab succeeded")
+    except OSError as exc:
+        check("scanner grabbed", exc.errno == errno.EBUSY, str(exc))
+    other.close()
+    barcodes = ["4006381333931", "SKU-ZINE-07", "a1B2!c3#D4$", "0" * 40]
+    for text in barcodes:
+        await type_text(scanner, text)
+    got = [(await asyncio.wait_for(scans.get(), 5)).text for _ in barcodes]
+    check("scanner decodes through the kernel", got == barcodes, repr(got))
+    scanner.close()  # unplugged
+    check("scanner gone", not await asyncio.wait_for(presence.get(), 5))
+    plugged = time.monotonic()
+    scanner = plug()
+    check("scanner back", await asyncio.wait_for(presence.get(), 5))
+    await type_text(scanner, "AFTER-REPLUG")
+    again = await asyncio.wait_for(scans.get(), 5)
+    resumed = time.monotonic() - plugged
+    check("scanning resumes within 2 s of the replug",
+          again.text == "AFTER-REPLUG" and resumed < 2, f"{again.text} after {resumed:.2f} s")
+    scanner.close()
+    watching.cancel()
+    await asyncio.gather(watching, return_exceptions=True)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    power_drivers()
+    asyncio.run(scanner_driver())
+    print(f"{len(failures)} failed" if failures else "all kernel driver checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
