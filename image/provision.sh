@@ -40,8 +40,17 @@ say "installing Debian packages"
 apt-get -q update
 apt-get -qy install --no-install-recommends "${runtime_packages[@]}" "${build_packages[@]}"
 
+# gpiozero's pin factory on Bookworm and the Pi 5 is lgpio, which PyPI ships only as source
+# needing liblgpio: Raspberry Pi OS packages it, and the venv sees it through the system
+# site-packages. (Debian has no such package: the VM test image goes without, so no panel.)
+venv_options=()
+if apt-cache show python3-lgpio >/dev/null 2>&1; then
+  apt-get -qy install --no-install-recommends python3-lgpio
+  venv_options+=(--system-site-packages)
+fi
+
 say "installing dropkit into $venv"
-python3 -m venv "$venv"
+python3 -m venv "${venv_options[@]}" "$venv"
 pip_options=(--quiet --disable-pip-version-check)
 [ -n "${PIP_CACHE_DIR:-}" ] || pip_options+=(--no-cache-dir)
 "$venv/bin/pip" install "${pip_options[@]}" "$wheel"
