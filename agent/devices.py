@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from agent import printing
@@ -78,11 +79,16 @@ class Devices:
                 set_latch=agent.set_staff_latch, latched=lambda: agent.mode.latched,
                 request_reprint_last=self.reprint_last, request_shutdown=agent.request_shutdown)
             try:
+                from gpiozero.exc import PinFactoryFallback
+
                 from hw.panel import Panel
 
-                self.panel = Panel(asyncio.get_running_loop(), self.controller.handle,
-                                   panel_pins, long_press=config.panel.long_press_s,
-                                   pin_factory=pin_factory)
+                # gpiozero warns once per pin library it cannot load; the outcome is one line.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PinFactoryFallback)
+                    self.panel = Panel(asyncio.get_running_loop(), self.controller.handle,
+                                       panel_pins, long_press=config.panel.long_press_s,
+                                       pin_factory=pin_factory)
             except Exception as exc:  # no GPIO here (not a Pi, or pins taken): no panel
                 self.panel_error = f"{type(exc).__name__}: {exc}"
                 log.warning("panel unavailable: %s", self.panel_error)

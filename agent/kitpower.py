@@ -118,7 +118,7 @@ class KitPower:
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type", "")
-        log.log(logging.WARNING if kind in ALERTS else logging.INFO, "power: %s", event)
+        log.debug("power event: %s", event)  # agent.power has logged it in words already
         if kind in ALERTS:
             self.agent.events.publish("alert", event)
         self.agent.background(self.agent.record_event(event))
