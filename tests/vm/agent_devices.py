@@ -1,0 +1,98 @@
+"""Runs inside the test VM: the running dropkit-agent.service reads power from i2c-stub and a
+scan from a uinput scanner, through its own sandbox, and shows them in /api/health and
+/api/events. Prints ``PASS``/``FAIL`` lines; exits 1 on any failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from evdev import UInput, ecodes
+from smbus2 import SMBus
+
+from hw.power import swap_word_bytes
+from simulators.scanner import VirtualScanner
+
+AGENT = "http://127.0.0.1:8080"
+# Register images (value as the chip holds it): mains INA219 at 5.1 V and 0.8 A with its
+# calibration for 0.1 ohm / 3.2 A; battery INA226 at 3.7 V charging 0.5 A (0.01 ohm / 4.096 A);
+# the gauge at 75.5 % and 3.9 V.
+IMAGES = {0x40: {0x00: 0x399F, 0x01: 0x1F40, 0x02: (1275 << 3) | 2, 0x03: 2090, 0x04: 8192,
+                 0x05: 4194},
+          0x41: {0x00: 0x4127, 0x01: 0xFC18, 0x02: 2960, 0x03: 592, 0x04: 0xF060, 0x05: 4096,
+                 0x06: 0x0008, 0xFE: 0x5449, 0xFF: 0x2260},
+          0x36: {0x02: 49920, 0x04: 0x4B80, 0x08: 0x0012, 0x16: 0x0000, 0x1A: 0x0000}}
+failures = []
+
+
+def check(name: str, ok: bool, why: object = "") -> None:
+    print(f"PASS {name}" if ok else f"FAIL {name}: {why}", flush=True)
+    if not ok:
+        failures.append(name)
+
+
+def health() -> dict:
+    with urllib.request.urlopen(AGENT + "/api/health", timeout=5) as answer:
+        return json.load(answer)
+
+
+def wait_for(probe, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if value := probe():
+                return value
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return None
+
+
+def main() -> int:
+    bus = next(int(a.name.split("-")[1]) for a in Path("/sys/bus/i2c/devices").glob("i2c-*")
+               if "stub" in (a / "name").read_text())
+    with SMBus(bus) as smbus:
+        for address, registers in IMAGES.items():
+            for register, value in registers.items():
+                smbus.write_word_data(address, register, swap_word_bytes(value))
+    config = Path("/etc/dropkit/agent.toml")
+    config.write_text(config.read_text()
+                      + f'\n[power]\nbus = {bus}\n[scanner]\nnames = "VM Barcode"\n')
+    scanner = UInput({ecodes.EV_KEY: [c for c in ecodes.KEY if 0 < c < 0x100]},
+                     name="VM Barcode Scanner", vendor=0x05E0, product=0x1200)
+    subprocess.run(["systemctl", "restart", "dropkit-agent.service"], check=True)
+
+    power = wait_for(lambda: (p := health()["power"])["ups"]["percent"] is not None and p, 30)
+    check("agent reads power", power is not None, "no power reading in 30 s")
+    if power:
+        check("mains volts", power["sources"]["mains"]["volts"] == 5.1, power["sources"])
+        check("battery volts", power["sources"]["battery"]["volts"] == 3.7, power["sources"])
+        check("battery percent", power["ups"]["percent"] == 75.5, power["ups"])
+        check("on line, charging", power["state"].split() == ["OL", "CHRG"], power["state"])
+        check("no sensor faults", power["sensor_faults"] == [], power["sensor_faults"])
+    scanners = wait_for(lambda: health()["devices"]["scanners"], 10)
+    check("agent has the scanner", scanners == ["VM Barcode Scanner"], scanners)
+
+    seen: list[str] = []
+    stream = urllib.request.urlopen(AGENT + "/api/events", timeout=20)
+    threading.Thread(target=lambda: seen.extend(line.decode() for line in stream),
+                     daemon=True).start()
+    time.sleep(0.5)
+    for event in VirtualScanner().scan("SAMPLE-1"):
+        scanner.write_event(event)
+        if event.type == ecodes.EV_SYN:
+            time.sleep(0.001)
+    scan = wait_for(lambda: next((line for line in seen if '"kind": "sku"' in line), None), 10)
+    check("a scan reaches the staff page's events", scan is not None and "SAMPLE-1" in scan,
+          seen[-5:])
+    print(f"{len(failures)} failed" if failures else "agent read the kernel's devices")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
