@@ -198,12 +198,14 @@ def build_app(agent: Agent) -> Starlette:
                     getattr(power, action)(field(data, "sensor", str, ""))
                 elif action == "load":
                     power.set_load(float(field(data, "amps", (int, float), 0.8)))
+                elif action == "mains_volts":  # a sagging supply: a brown-out drill
+                    power.set_mains_volts(float(field(data, "volts", (int, float), 5.1)))
                 elif action == "scenario":
                     power.run_scenario(field(data, "name", str, "live"))
                     power.speed = float(field(data, "speed", (int, float), 1.0))
                 else:
                     raise ValueError("action must be pull_mains, restore_mains, unplug, plug, "
-                                     "load or scenario")
+                                     "load, mains_volts or scenario")
                 return JSONResponse(power.snapshot())
             if device == "scan":
                 sim.scan(field(data, "text", str, ""))

@@ -42,6 +42,13 @@ def test_pulling_the_mains_shows_on_battery_and_back(kit: Kit) -> None:
         assert power(kit)["feeding"] == "battery"
         control(kit, client, action="restore_mains")
         wait_for(lambda: power(kit)["state"].startswith("OL"), 5, "back on line")
+        # A supply sagging below what the UPS accepts is as good as no mains.
+        assert control(kit, client, action="mains_volts", volts=4.2)["mains_volts"] == 4.2
+        wait_for(lambda: power(kit)["state"].startswith("OB"), 5, "on battery in a brown-out")
+        control(kit, client, action="mains_volts", volts=5.1)
+        wait_for(lambda: power(kit)["state"].startswith("OL"), 5, "back on line")
+        bad = client.post("/api/staff/sim/power", json={"action": "melt"}, headers=kit.staff)
+        assert bad.status_code == 422 and "mains_volts" in bad.json()["detail"]
     transitions = [(e["from"], e["to"]) for e in power_events(kit.state_dir)
                    if e["type"] == "power"]
     assert ("OL", "OB") in transitions and ("OB", "OL") in transitions
