@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from evdev import UInput, ecodes
+from kernel_drivers import check, failures, stub_bus  # beside this script in the VM
 from smbus2 import SMBus
 
 from hw.power import swap_word_bytes
@@ -27,13 +28,6 @@ IMAGES = {0x40: {0x00: 0x399F, 0x01: 0x1F40, 0x02: (1275 << 3) | 2, 0x03: 2090, 
           0x41: {0x00: 0x4127, 0x01: 0xFC18, 0x02: 2960, 0x03: 592, 0x04: 0xF060, 0x05: 4096,
                  0x06: 0x0008, 0xFE: 0x5449, 0xFF: 0x2260},
           0x36: {0x02: 49920, 0x04: 0x4B80, 0x08: 0x0012, 0x16: 0x0000, 0x1A: 0x0000}}
-failures = []
-
-
-def check(name: str, ok: bool, why: object = "") -> None:
-    print(f"PASS {name}" if ok else f"FAIL {name}: {why}", flush=True)
-    if not ok:
-        failures.append(name)
 
 
 def health() -> dict:
@@ -54,8 +48,7 @@ def wait_for(probe, seconds: float):
 
 
 def main() -> int:
-    bus = next(int(a.name.split("-")[1]) for a in Path("/sys/bus/i2c/devices").glob("i2c-*")
-               if "stub" in (a / "name").read_text())
+    bus = stub_bus()
     with SMBus(bus) as smbus:
         for address, registers in IMAGES.items():
             for register, value in registers.items():

@@ -1,5 +1,6 @@
 """hw/ drivers against a real Linux kernel in the test VM: i2c-stub for power, uinput for the
-scanner. The checks themselves run inside the VM (kernel_drivers.py, in the kit's virtualenv)."""
+scanner. The checks run inside the VM, in the kit's virtualenv: kernel_drivers.py drives the
+drivers itself; agent_devices.py has the running dropkit-agent.service read the devices."""
 
 from __future__ import annotations
 
@@ -7,41 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.vmboot import boot, build_or_reuse_image
+from tests.vm.vmboot import BootResult, boot, build_or_reuse_image
 
 pytestmark = pytest.mark.vm
 HERE = Path(__file__).resolve().parent
+CHECKS = [HERE / "kernel_drivers.py", HERE / "agent_devices.py"]
 
-SCRIPT = """
+
+def run_checks(script: str, *, stop_agent: bool) -> BootResult:
+    """Load i2c-stub (the three power chips) and uinput, then run ``script`` in the VM."""
+    # The kit's own agent would read these devices too (and grab the scanner).
+    stop = "systemctl stop dropkit-agent.service" if stop_agent else ""
+    result = boot(build_or_reuse_image(), f"""
 set -euo pipefail
-# The kit's own agent would read these devices too (and grab the scanner): stop it first.
-systemctl stop dropkit-agent.service
+{stop}
 modprobe i2c-dev
 modprobe i2c-stub chip_addr=0x36,0x40,0x41
 modprobe uinput
-/opt/dropkit/venv/bin/python kernel_drivers.py
-"""
+/opt/dropkit/venv/bin/python {script}
+""", files=CHECKS)
+    print(result.output)
+    assert result.returncode == 0, result.output or result.console[-3000:]
+    assert "FAIL" not in result.output
+    return result
 
 
 def test_power_and_scanner_drivers_through_the_kernel() -> None:
-    result = boot(build_or_reuse_image(), SCRIPT, files=[HERE / "kernel_drivers.py"])
-    print(result.output)
-    assert result.returncode == 0, result.output
+    result = run_checks("kernel_drivers.py", stop_agent=True)
     assert "all kernel driver checks passed" in result.output
-    assert "FAIL" not in result.output
-
-
-AGENT_SCRIPT = """
-set -euo pipefail
-modprobe i2c-dev
-modprobe i2c-stub chip_addr=0x36,0x40,0x41
-modprobe uinput
-/opt/dropkit/venv/bin/python agent_devices.py
-"""
 
 
 def test_the_running_agent_reads_power_and_scans_from_the_kernel() -> None:
-    result = boot(build_or_reuse_image(), AGENT_SCRIPT, files=[HERE / "agent_devices.py"])
-    print(result.output)
-    assert result.returncode == 0, result.output or result.console[-3000:]
+    result = run_checks("agent_devices.py", stop_agent=False)
     assert "agent read the kernel's devices" in result.output
