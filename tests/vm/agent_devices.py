@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from evdev import UInput, ecodes
-from kernel_drivers import check, failures, stub_bus  # beside this script in the VM
+from kernel_drivers import SCAN_TIMEOUT_S, check, failures, stub_bus  # beside this script in the VM
 from smbus2 import SMBus
 
 from hw.power import swap_word_bytes
@@ -55,7 +55,8 @@ def main() -> int:
                 smbus.write_word_data(address, register, swap_word_bytes(value))
     config = Path("/etc/dropkit/agent.toml")
     config.write_text(config.read_text()
-                      + f'\n[power]\nbus = {bus}\n[scanner]\nnames = "VM Barcode"\n')
+                      + f'\n[power]\nbus = {bus}\n[scanner]\nnames = "VM Barcode"\n'
+                      f"scan_timeout_s = {SCAN_TIMEOUT_S}\n")
     scanner = UInput({ecodes.EV_KEY: [c for c in ecodes.KEY if 0 < c < 0x100]},
                      name="VM Barcode Scanner", vendor=0x05E0, product=0x1200)
     subprocess.run(["systemctl", "restart", "dropkit-agent.service"], check=True)
