@@ -142,6 +142,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from agent import drill
+
+    if args.list:
+        return drill.list_drills(sys.stdout)
+    if args.name is None:
+        drill.list_drills(sys.stderr)
+        return _fail("name a drill, or all")
+    try:
+        return drill.run_drills(args.name, keep=args.keep, out=sys.stdout,
+                                state_dir=Path(args.state_dir) if args.state_dir else None,
+                                config=Path(args.config) if args.config else None)
+    except drill.DrillError as exc:
+        return _fail(str(exc))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="dropkit", description=__doc__)
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -161,6 +177,19 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1; 0.0.0.0 for phones)")
     sim.set_defaults(func=cmd_sim)
+
+    drill = sub.add_parser("drill", help="rehearse a bad day on the simulators: a timeline "
+                                         "and a verdict (exit 0 pass, 1 fail, 3 skipped)")
+    drill.add_argument("name", nargs="?", help="a drill (see --list), or all")
+    drill.add_argument("--list", action="store_true", help="list the drills")
+    drill.add_argument("--state-dir", metavar="DIR",
+                       help="run in DIR/<drill> and keep it (default: a temporary directory, "
+                            "removed unless it failed)")
+    drill.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    drill.add_argument("--config", metavar="PATH",
+                       help="this kit's config under the drill's own settings ([mqtt] is left "
+                            "out)")
+    drill.set_defaults(func=cmd_drill)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
