@@ -93,11 +93,14 @@ def _lost_sales(db: sqlite3.Connection, now: str, resend_after: float) -> list[s
     for i in range(len(answered) - 1, -1, -1):
         latest_seq_after[i] = max(answered[i]["seq"], latest_seq_after[i + 1])
     times = [row["reconciled_at"] for row in answered]
+    cutoffs: dict[int, str] = {}  # resends so far -> sent before this is overdue
     lost = []
     for row in waiting:
         overtaken = latest_seq_after[bisect.bisect_right(times, row["relayed_at"])] > row["seq"]
-        backoff = resend_after * 2 ** min(row["resends"], 10)
-        if overtaken or row["relayed_at"] <= _before(now, backoff):
+        resends = min(row["resends"], 10)
+        if resends not in cutoffs:
+            cutoffs[resends] = _before(now, resend_after * 2 ** resends)
+        if overtaken or row["relayed_at"] <= cutoffs[resends]:
             lost.append(row)
     return lost
 

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -34,6 +35,7 @@ from agent.store import Store
 log = logging.getLogger(__name__)
 
 ACK_SAMPLES = 50
+READ_AHEAD = 256  # outbox rows fetched per store read during a drain
 
 
 class Uplink:
@@ -82,7 +84,9 @@ class Uplink:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
-        self._handed_upto = 0  # highest outbox id handed to paho by this process
+        # Rows read ahead of the window, so a PUBACK frees a slot without a store round trip.
+        self._ready: deque[sqlite3.Row] = deque()
+        self._read_upto = 0  # highest outbox id read by this process (handed or in _ready)
         self._acked: list[int] = []
         self._flushing = False
         self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
@@ -302,20 +306,23 @@ class Uplink:
             await self._wake.wait()
             self._wake.clear()
             while self.connected and len(self._inflight) < window:
-                after, room = self._handed_upto, window - len(self._inflight)
-                rows = await self.store.read(lambda db, a=after, r=room: outbox.pending(db, a, r))
-                if not rows or not self.connected:
-                    break
-                for row in rows:
-                    topic = f"{self.prefix}/{outbox.TOPIC_OF_KIND[row['kind']]}"
-                    info = self.client.publish(
-                        topic, outbox.with_message_id(row["payload"], row["id"]), qos=1)
-                    # paho keeps a handed message and re-sends it after a reconnect itself, so
-                    # it is never handed twice by one process.
-                    self._inflight[info.mid] = row["id"]
-                    self._handed_upto = row["id"]
-                    if row["kind"] == "sale":
-                        self._sent_at.setdefault(row["key"], time.monotonic())
+                if not self._ready:
+                    rows = await self.store.read(
+                        lambda db, a=self._read_upto: outbox.pending(db, a, READ_AHEAD))
+                    if not rows:
+                        break
+                    self._ready.extend(rows)
+                    self._read_upto = rows[-1]["id"]
+                    continue  # connected may have changed while the store read
+                row = self._ready.popleft()
+                topic = f"{self.prefix}/{outbox.TOPIC_OF_KIND[row['kind']]}"
+                info = self.client.publish(
+                    topic, outbox.with_message_id(row["payload"], row["id"]), qos=1)
+                # paho keeps a handed message and re-sends it after a reconnect itself, so
+                # it is never handed twice by one process.
+                self._inflight[info.mid] = row["id"]
+                if row["kind"] == "sale":
+                    self._sent_at.setdefault(row["key"], time.monotonic())
 
     async def _publish_telemetry(self) -> None:
         while True:

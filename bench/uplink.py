@@ -82,8 +82,11 @@ def main() -> None:
         broker.start()
         try:
             listener = Listener(broker, "dropkit/+/orders")
-            live = kit_config(tmp_path / "on.toml", broker, manifest,
-                              inflight_window=WINDOW, resend_after_s=3600.0)
+            live = kit_config(tmp_path / "on.toml", broker, manifest, inflight_window=WINDOW,
+                              resend_after_s=3600.0, reconcile_check_s=30.0)
+            # The printer is a device of its own; the simulated one would render every
+            # receipt inside the agent's process while it drains.
+            live.write_text(live.read_text() + "[printer]\nenabled = false\n")
             kit = Kit(tmp_path / "state", live).start()
             first = listener.next("/orders", timeout=30)[3]
             seen = 1

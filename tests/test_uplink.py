@@ -93,7 +93,14 @@ def test_broker_and_agent_killed_mid_drain_of_5000(kit_factory, tmp_path, manife
     kit.kill()
     kit = kit_factory(state_dir, config)
     wait_for(lambda: at_hq() == 5000, 120, "all 5000 at HQ")
-    wait_for(lambda: health(kit)["queue_depth"] == 0, 60, "queue drained")
+    try:
+        wait_for(lambda: health(kit)["queue_depth"] == 0, 60, "queue drained")
+    except AssertionError as timeout:
+        db = sqlite3.connect(state_dir / "dropkit.db")
+        stuck = db.execute("SELECT id, kind, key FROM outbox WHERE relayed_at IS NULL "
+                           "ORDER BY id LIMIT 20").fetchall()
+        raise AssertionError(f"{timeout}\nhealth: {health(kit)}\nnot relayed: {stuck}\n"
+                             f"kit log:\n{''.join(kit.log[-40:])}") from None
     rows = hq.query("SELECT order_id, count(*) FROM sales GROUP BY order_id")
     assert len(rows) == 5000 and {n for _, n in rows} == {1}
     assert {order_id for order_id, _ in rows} == set(ids)
