@@ -203,9 +203,16 @@ class ScannerConfig:
 
 @dataclass(frozen=True)
 class PanelConfig:
-    """The ``[panel]`` section: BCM pin numbers of the buttons and LEDs; -1 for not fitted."""
+    """The ``[panel]`` section: BCM pin numbers of the buttons and LEDs; -1 for not fitted.
+
+    ``chip``: -1 leaves the pins to gpiozero's default pin factory, which finds a Pi's own GPIO
+    chip; a number puts them on ``/dev/gpiochip<chip>`` through lgpio, where on a board that is
+    not a Pi (the test VM's gpio-sim chip) the pins are the chip's line numbers.
+    """
 
     enabled: bool = True
+    chip: int = field(default=-1, metadata=_check(
+        "a gpiochip number from 0 to 255, or -1 for gpiozero's choice", lambda v: -1 <= v <= 255))
     offline_button: int = field(default=17, metadata=_check("a BCM pin 0-53 or -1", _pin))
     reprint_button: int = field(default=27, metadata=_check("a BCM pin 0-53 or -1", _pin))
     shutdown_button: int = field(default=-1, metadata=_check("a BCM pin 0-53 or -1", _pin))

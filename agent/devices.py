@@ -1,9 +1,10 @@
 """The kit's field devices as the daemon runs them: receipt printer, scanners, panel.
 
-``dropkit run`` reads the real ones (python-escpos, evdev, gpiozero's default pin factory);
-``dropkit sim`` puts the same parts on the simulators (an ESC/POS printer on loopback, a
-virtual scanner, gpiozero's MockFactory). A device that is missing or fails never stops the
-daemon: it shows in ``/api/health`` and sales go on.
+``dropkit run`` reads the real ones (python-escpos, evdev, gpiozero's default pin factory or
+lgpio on the gpiochip that ``[panel] chip`` names); ``dropkit sim`` puts the same parts on the
+simulators (an ESC/POS printer on loopback, a virtual scanner, gpiozero's MockFactory). A
+device that is missing or fails never stops the daemon: it shows in ``/api/health`` and sales
+go on.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class Devices:
 
                 from hw.panel import Panel
 
+                if pin_factory is None and config.panel.chip >= 0:
+                    from hw.gpiochip import chip_pin_factory
+
+                    pin_factory = chip_pin_factory(config.panel.chip)
                 # gpiozero warns once per pin library it cannot load; the outcome is one line.
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", PinFactoryFallback)

@@ -115,6 +115,7 @@ class Panel:
         self._pin_factory = pin_factory
         self._buttons: list[Button] = []
         self._leds: dict[str, LED] = {}
+        self._patterns: dict[str, LedPattern] = {}
         try:
             self._wire_buttons(wiring)
             for name in LED_NAMES:
@@ -126,14 +127,19 @@ class Panel:
             raise
 
     def set_led(self, name: LedName, pattern: LedPattern) -> None:
-        """Light, darken or blink an LED; an LED that is not fitted is left alone."""
+        """Light, darken or blink an LED; an LED that is not fitted is left alone.
+
+        Setting the pattern an LED already shows changes nothing: a blink goes on undisturbed
+        (started again, it would begin with its "on" half each time).
+        """
         if name not in LED_NAMES:
             raise ValueError(f"unknown LED {name!r}; expected one of {LED_NAMES}")
         if pattern not in LED_PATTERNS:
             raise ValueError(f"unknown LED pattern {pattern!r}; expected one of {LED_PATTERNS}")
         led = self._leds.get(name)
-        if led is None:
+        if led is None or self._patterns.get(name) == pattern:
             return
+        self._patterns[name] = pattern
         if pattern == "on":
             led.on()
         elif pattern == "off":
@@ -151,6 +157,7 @@ class Panel:
             button.close()
         self._buttons.clear()
         self._leds.clear()
+        self._patterns.clear()
 
     def __enter__(self) -> Panel:
         return self

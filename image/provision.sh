@@ -21,7 +21,8 @@ runtime_packages=(
   network-manager dnsmasq-base wpasupplicant  # the kit's access point, DHCP and DNS
   libusb-1.0-0                # USB receipt printers through python-escpos and pyusb
 )
-# evdev has no wheel on PyPI: pip compiles it, then the compiler goes again.
+# evdev has no wheel on PyPI (nor lgpio for every Python): pip compiles them, then the compiler
+# goes again.
 build_packages=(gcc libc6-dev linux-libc-dev python3-dev)
 
 say() { printf 'provision: %s\n' "$*"; }
@@ -35,25 +36,30 @@ not_installed() {
 }
 
 export DEBIAN_FRONTEND=noninteractive
+apt-get -q update
+# gpiozero's pin factory on Bookworm and the Pi 5 is lgpio. Raspberry Pi OS packages it, and
+# the venv sees it through the system site-packages. Elsewhere (Debian: the VM test image) it
+# comes from PyPI, built from source: its wheels stop short of every Python, and PYPI=1 makes
+# its setup.py link in its own copy of liblgpio (SWIG makes the binding), as no distro ships
+# that library.
+venv_options=()
+pypi_lgpio=()
+if apt-cache show python3-lgpio >/dev/null 2>&1; then
+  runtime_packages+=(python3-lgpio)
+  venv_options+=(--system-site-packages)
+else
+  build_packages+=(swig)
+  pypi_lgpio=(lgpio==0.2.2.0)
+fi
 mapfile -t build_only < <(not_installed "${build_packages[@]}")
 say "installing Debian packages"
-apt-get -q update
 apt-get -qy install --no-install-recommends "${runtime_packages[@]}" "${build_packages[@]}"
-
-# gpiozero's pin factory on Bookworm and the Pi 5 is lgpio, which PyPI ships only as source
-# needing liblgpio: Raspberry Pi OS packages it, and the venv sees it through the system
-# site-packages. (Debian has no such package: the VM test image goes without, so no panel.)
-venv_options=()
-if apt-cache show python3-lgpio >/dev/null 2>&1; then
-  apt-get -qy install --no-install-recommends python3-lgpio
-  venv_options+=(--system-site-packages)
-fi
 
 say "installing dropkit into $venv"
 python3 -m venv "${venv_options[@]}" "$venv"
 pip_options=(--quiet --disable-pip-version-check)
 [ -n "${PIP_CACHE_DIR:-}" ] || pip_options+=(--no-cache-dir)
-"$venv/bin/pip" install "${pip_options[@]}" "$wheel"
+PYPI=1 "$venv/bin/pip" install "${pip_options[@]}" "$wheel" "${pypi_lgpio[@]}"
 ln -sf "$venv/bin/dropkit" /usr/local/bin/dropkit
 if [ ${#build_only[@]} -gt 0 ]; then
   apt-get -qy purge --autoremove "${build_only[@]}"

@@ -139,6 +139,21 @@ def test_leds_light_darken_and_blink() -> None:
     asyncio.run(scenario())
 
 
+def test_a_blink_set_again_goes_on_blinking() -> None:
+    """The agent sets every LED twice a second: a blink must not start over each time."""
+
+    async def scenario() -> None:
+        factory, recorder = MockFactory(), Recorder()
+        with make_panel(recorder, factory) as panel:
+            toggles = 0
+            for _ in range(5):  # 2.5 s
+                panel.set_led("power", "blink_slow")
+                toggles += await count_toggles(factory, POWER_LED, 0.5)
+            assert toggles >= 2  # off after 1 s, on again after 2 s
+
+    asyncio.run(scenario())
+
+
 def test_unfitted_led_is_left_alone_and_bad_names_are_refused() -> None:
     async def scenario() -> None:
         factory, recorder = MockFactory(), Recorder()

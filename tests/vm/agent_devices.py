@@ -1,19 +1,31 @@
-"""Runs inside the test VM: the running dropkit-agent.service reads power from i2c-stub and a
-scan from a uinput scanner, through its own sandbox, and shows them in /api/health and
-/api/events. Prints ``PASS``/``FAIL`` lines; exits 1 on any failure."""
+"""Runs inside the test VM: the running dropkit-agent.service reads power from i2c-stub, a
+scan from a uinput scanner and its panel on a gpio-sim chip (``[panel] chip``), through its own
+sandbox, and shows them in /api/health and /api/events; its panel LEDs show on the chip's lines.
+Prints ``PASS``/``FAIL`` lines; exits 1 on any failure."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 from evdev import UInput, ecodes
-from kernel_drivers import SCAN_TIMEOUT_S, check, failures, stub_bus  # beside this script in the VM
+from kernel_drivers import (  # beside this script in the VM
+    PANEL_PINS,
+    SCAN_TIMEOUT_S,
+    check,
+    failures,
+    levels,
+    panel_chip,
+    push,
+    stub_bus,
+)
 from smbus2 import SMBus
 
 from hw.power import swap_word_bytes
@@ -47,16 +59,47 @@ def wait_for(probe, seconds: float):
     return None
 
 
+def latch_is(latched: bool) -> bool:
+    return ("staff_latch" in health()["mode_reasons"]) == latched
+
+
+async def panel(lines: Path) -> None:
+    """The offline button toggles the staff latch; the LEDs show power, uplink and the latch."""
+    state = wait_for(lambda: (p := health()["devices"]["panel"])["state"] == "ready" and p, 10)
+    check("agent has the panel on the gpio-sim chip", bool(state),
+          health()["devices"]["panel"])
+    if not state:
+        return
+    # On mains with no uplink: power on, uplink off, mode off (offline for the uplink).
+    seen = {led: await levels(lines, led, 1) for led in ("power_led", "uplink_led", "mode_led")}
+    check("panel LEDs show mains, no uplink, offline",
+          seen == {"power_led": {"1"}, "uplink_led": {"0"}, "mode_led": {"0"}}, seen)
+    for latched in (True, False):
+        push(lines, "offline_button", down=True)
+        await asyncio.sleep(0.3)
+        push(lines, "offline_button", down=False)
+        check(f"an offline press {'sets' if latched else 'releases'} the staff latch",
+              bool(wait_for(partial(latch_is, latched), 10)), health()["mode_reasons"])
+        # Forced offline, the mode LED blinks slowly (1 s on, 1 s off) while the agent sets
+        # the pattern again twice a second. The agent takes up to 0.5 s to show a change.
+        await asyncio.sleep(1)
+        seen = await levels(lines, "mode_led", 2.5)
+        check(f"mode LED {'blinks' if latched else 'is off'}",
+              seen == ({"0", "1"} if latched else {"0"}), seen)
+
+
 def main() -> int:
     bus = stub_bus()
     with SMBus(bus) as smbus:
         for address, registers in IMAGES.items():
             for register, value in registers.items():
                 smbus.write_word_data(address, register, swap_word_bytes(value))
+    chip, lines = panel_chip()
     config = Path("/etc/dropkit/agent.toml")
     config.write_text(config.read_text()
                       + f'\n[power]\nbus = {bus}\n[scanner]\nnames = "VM Barcode"\n'
-                      f"scan_timeout_s = {SCAN_TIMEOUT_S}\n")
+                      f"scan_timeout_s = {SCAN_TIMEOUT_S}\n[panel]\nchip = {chip}\n"
+                      + "".join(f"{part} = {pin}\n" for part, pin in PANEL_PINS.items()))
     scanner = UInput({ecodes.EV_KEY: [c for c in ecodes.KEY if 0 < c < 0x100]},
                      name="VM Barcode Scanner", vendor=0x05E0, product=0x1200)
     subprocess.run(["systemctl", "restart", "dropkit-agent.service"], check=True)
@@ -84,6 +127,7 @@ def main() -> int:
     scan = wait_for(lambda: next((line for line in seen if '"kind": "sku"' in line), None), 10)
     check("a scan reaches the staff page's events", scan is not None and "SAMPLE-1" in scan,
           seen[-5:])
+    asyncio.run(panel(lines))
     print(f"{len(failures)} failed" if failures else "agent read the kernel's devices")
     return 1 if failures else 0
 

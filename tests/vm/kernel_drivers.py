@@ -7,6 +7,9 @@
   the register with its bytes swapped.
 - scanner: a uinput keyboard typing like a barcode scanner, read by hw.scanner's watcher through
   evdev with grab, unplugged and plugged back.
+- panel: hw.panel through gpiozero's lgpio pins (hw.gpiochip) on a gpio-sim chip: a button is a
+  line the test pulls down and up through gpio-sim's sysfs ``pull`` (as a switch to ground
+  would), an LED a line whose level gpio-sim's ``value`` shows.
 
 Prints one ``PASS name`` or ``FAIL name: why`` line per check and exits 1 on any failure.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +29,11 @@ failures: list[str] = []
 # Software emulation can stall the VM for a few hundred ms between two keys; the half-scan
 # timeout (0.3 s on a kit) is the unit tests' business, not this transport check's.
 SCAN_TIMEOUT_S = 2.0
+# The panel on the lines of one gpio-sim chip (off a Pi, a pin is the chip's line number).
+PANEL_LINES = 8
+PANEL_PINS = {"offline_button": 1, "reprint_button": 2, "mode_led": 5, "uplink_led": 6,
+              "power_led": 7}
+LONG_PRESS_S = 1.0
 
 
 def check(name: str, ok: bool, why: str = "") -> None:
@@ -41,6 +51,35 @@ def stub_bus() -> int:
         if "stub" in (adapter / "name").read_text():
             return int(adapter.name.split("-")[1])
     raise SystemExit("FAIL i2c-stub: no stub adapter (modprobe i2c-stub chip_addr=...)")
+
+
+def panel_chip() -> tuple[int, Path]:
+    """A live gpio-sim chip for the panel: its number N (``/dev/gpiochipN``), and the sysfs
+    directory of its lines (``sim_gpioK/pull``, ``sim_gpioK/value``)."""
+    from guest import make_gpio_sim_chip, settle  # beside this script in the VM
+
+    device = make_gpio_sim_chip("panel", PANEL_LINES)
+    settle()  # udev hands the node to group gpio, the agent's
+    return (int(device.name.removeprefix("gpiochip")),
+            Path("/sys/bus/gpio/devices", device.name).resolve())
+
+
+def sim_line(lines: Path, part: str, attribute: str) -> Path:
+    return lines / f"sim_gpio{PANEL_PINS[part]}" / attribute
+
+
+def push(lines: Path, button: str, down: bool) -> None:
+    """Press (pull the line to ground) or release (back to its pull-up) a panel button."""
+    sim_line(lines, button, "pull").write_text("pull-down" if down else "pull-up")
+
+
+async def levels(lines: Path, led: str, seconds: float) -> set[str]:
+    """The levels an LED's line showed over ``seconds``."""
+    seen, deadline = set(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.add(sim_line(lines, led, "value").read_text().strip())
+        await asyncio.sleep(0.02)
+    return seen
 
 
 def power_drivers() -> None:
@@ -168,10 +207,69 @@ async def scanner_driver() -> None:
     await asyncio.gather(watching, return_exceptions=True)
 
 
+async def panel_driver() -> None:
+    # lgpio makes a notification FIFO in $LG_WD, else in the working directory: the 9p share.
+    os.environ.setdefault("LG_WD", tempfile.mkdtemp(prefix="lgpio-"))
+    from hw.gpiochip import chip_pin_factory
+    from hw.panel import Panel, PanelEvent, PanelFact
+
+    chip, lines = panel_chip()
+    events: asyncio.Queue[PanelEvent] = asyncio.Queue()
+
+    async def next_fact(timeout: float = 5) -> PanelFact | None:
+        try:
+            return (await asyncio.wait_for(events.get(), timeout)).fact
+        except TimeoutError:
+            return None
+
+    async def press(button: str, seconds: float = 0.3) -> None:
+        push(lines, button, down=True)
+        await asyncio.sleep(seconds)
+        push(lines, button, down=False)
+
+    factory = chip_pin_factory(chip)
+    with Panel(asyncio.get_running_loop(), events.put_nowait, PANEL_PINS,
+               long_press=LONG_PRESS_S, pin_factory=factory) as panel:
+        # gpiozero asked for pull-ups; the kernel passed the bias on to gpio-sim.
+        buttons = ("offline_button", "reprint_button")
+        pulls = [sim_line(lines, b, "pull").read_text().strip() for b in buttons]
+        values = [sim_line(lines, b, "value").read_text().strip() for b in buttons]
+        check("panel buttons pulled up through the kernel",
+              pulls == ["pull-up"] * 2 and values == ["1"] * 2, f"{pulls} {values}")
+        await press("reprint_button")
+        fact = await next_fact()
+        check("panel reprint press", fact == PanelFact.REPRINT_PRESSED, str(fact))
+        await press("offline_button")
+        fact = await next_fact()
+        check("panel offline press, on release", fact == PanelFact.OFFLINE_PRESSED, str(fact))
+        push(lines, "offline_button", down=True)
+        pressed = time.monotonic()
+        fact = await next_fact(LONG_PRESS_S + 10)
+        held = time.monotonic() - pressed
+        push(lines, "offline_button", down=False)
+        check("panel long press requests shutdown",
+              fact == PanelFact.SHUTDOWN_REQUESTED and held >= LONG_PRESS_S,
+              f"{fact} after {held:.2f} s")
+        fact = await next_fact(1)
+        check("panel long press is no offline press", fact is None, str(fact))
+
+        panel.set_led("mode", "on")
+        seen = await levels(lines, "mode_led", 0.1)
+        check("panel LED on", seen == {"1"}, str(seen))
+        panel.set_led("mode", "off")
+        seen = await levels(lines, "mode_led", 0.1)
+        check("panel LED off", seen == {"0"}, str(seen))
+        panel.set_led("uplink", "blink_fast")
+        seen = await levels(lines, "uplink_led", 1)
+        check("panel LED blinks", seen == {"0", "1"}, str(seen))
+    factory.close()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     power_drivers()
     asyncio.run(scanner_driver())
+    asyncio.run(panel_driver())
     print(f"{len(failures)} failed" if failures else "all kernel driver checks passed")
     return 1 if failures else 0
 
