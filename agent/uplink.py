@@ -88,6 +88,8 @@ class Uplink:
         self._ready: deque[sqlite3.Row] = deque()
         self._read_upto = 0  # highest outbox id read by this process (handed or in _ready)
         self._acked: list[int] = []
+        self._pubacks: list[int] = []  # paho mids acknowledged, not yet seen by the loop
+        self._pubacks_lock = threading.Lock()
         self._flushing = False
         self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
         self._ack_latencies: deque[tuple[float, float]] = deque(maxlen=ACK_SAMPLES)
@@ -214,7 +216,12 @@ class Uplink:
         self._call(self._disconnected, str(reason_code))
 
     def _thread_published(self, client, userdata, mid, reason_code, properties) -> None:
-        self._call(self._published, mid)
+        # PUBACKs come in bursts during a drain: one wake-up of the loop takes them all.
+        with self._pubacks_lock:
+            self._pubacks.append(mid)
+            first = len(self._pubacks) == 1
+        if first:
+            self._call(self._published)
 
     def _thread_message(self, client, userdata, message) -> None:
         self._call(self._message, message.topic, message.payload)
@@ -247,11 +254,15 @@ class Uplink:
         self._update_health()
         self.events.publish("uplink", {"state": self.state})
 
-    def _published(self, mid: int) -> None:
-        outbox_id = self._inflight.pop(mid, None)
-        if outbox_id is None:
-            return  # telemetry, status or discovery: nothing durable waits on it
-        self._acked.append(outbox_id)
+    def _published(self) -> None:
+        with self._pubacks_lock:
+            mids, self._pubacks = self._pubacks, []
+        # Telemetry, status and discovery are not in _inflight: nothing durable waits on them.
+        acked = [outbox_id for mid in mids
+                 if (outbox_id := self._inflight.pop(mid, None)) is not None]
+        if not acked:
+            return
+        self._acked += acked
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush_acked())
