@@ -258,6 +258,14 @@ def _server(agent: Agent) -> Any:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Staff pages' event streams end first, or the stop would wait them out.
+            agent.events.close()
+            super().handle_exit(sig, frame)
+
+        def stop_serving(self) -> None:
+            self.handle_exit(signal.SIGTERM, None)
+
     config = uvicorn.Config(build_app(agent), host=agent.wiring.host, port=agent.wiring.port,
                             lifespan="off", access_log=False, log_config=None,
                             http="auto", loop="asyncio", timeout_graceful_shutdown=5,
@@ -270,7 +278,7 @@ async def serve(config: Config, wiring: Wiring) -> None:
     agent = Agent(config, wiring)
     await agent.start()
     server = _server(agent)
-    agent.exit_requested = lambda: setattr(server, "should_exit", True)
+    agent.exit_requested = server.stop_serving
     watchdog = None
     try:
         serving = asyncio.create_task(server.serve())

@@ -251,10 +251,13 @@ def build_app(agent: Agent) -> Starlette:
                 yield f"event: health\ndata: {json.dumps(await agent.health())}\n\n"
                 while True:
                     try:
-                        kind, data = await asyncio.wait_for(queue.get(), 15)
+                        event = await asyncio.wait_for(queue.get(), 15)
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue
+                    if event is None:
+                        return  # the daemon is stopping; the page reconnects to the next one
+                    kind, data = event
                     yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})

@@ -273,3 +273,14 @@ def test_orders_survive_sigterm_with_requests_in_flight(kit_factory, tmp_path: P
     db = sqlite3.connect(tmp_path / "term" / "dropkit.db")
     stored = {r[0] for r in db.execute("SELECT order_id FROM orders")}
     assert set(confirmed) <= stored
+
+
+def test_sigterm_ends_open_event_streams_rather_than_waiting_them_out(kit: Kit) -> None:
+    with kit.client() as client, client.stream("GET", "/api/events") as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "event: health"
+        assert kit.stop() == 0
+        rest = list(lines)  # ends: the daemon closed the stream, the client did not
+    assert not any(line.startswith("event: ") for line in rest)
+    log = "".join(kit.log)
+    assert "store closed" in log and "graceful shutdown exceeded" not in log
