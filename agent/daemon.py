@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -277,6 +278,9 @@ async def serve(config: Config, wiring: Wiring) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     agent = Agent(config, wiring)
     await agent.start()
+    # What start-up made (modules, config, the app) lives as long as the process: keep it out
+    # of the collector's passes, which would otherwise walk it again and again.
+    gc.freeze()
     server = _server(agent)
     agent.exit_requested = server.stop_serving
     watchdog = None
