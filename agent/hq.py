@@ -10,6 +10,8 @@ with restock put the stock back. The ack is published only after the ledger has 
 paho acknowledges the message to the broker only after that, so a crash anywhere repeats work
 rather than losing it.
 
+Several instances may share the load (``--shared-group``) on one ledger: see :class:`Group`.
+
 ``dropkit hq report`` lists what needs a person: rejected sales, gaps in a kit's receipt chain,
 and sales never seen settled.
 """
@@ -22,7 +24,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,13 +81,18 @@ class Ledger:
     Each kit's messages are applied in receipt-chain order, so central stock is decided the
     way the kit sold: one that arrives ahead of a missing link is held (durably) until the link
     comes, or for ``hold_s`` seconds, after which the gap is skipped and reported.
+
+    Several processes may share one ledger file: every change is one ``BEGIN IMMEDIATE``
+    transaction (WAL, waiting up to 30 s for the lock), the held messages are in the ledger and
+    stamped with the wall clock, so the instance that applies a missing link applies the
+    messages another instance held behind it, in the same transaction.
     """
 
     def __init__(self, path: str | Path, hold_s: float = HOLD_S) -> None:
         self.db = connect(path)
         self.db.executescript(SCHEMA)
         self.hold_s = hold_s
-        self.lock = threading.Lock()  # paho's thread records; the main thread releases holds
+        self.lock = threading.Lock()  # paho's threads record; the main thread releases holds
 
     def load_stock(self, manifest: Manifest) -> None:
         """Central stock per SKU: the manifest's ``qty`` is what all kits may sell together."""
@@ -116,7 +123,7 @@ class Ledger:
             expected = self._next_seq(kit_id)
             if seq > expected:
                 self.db.execute("INSERT OR IGNORE INTO held VALUES (?, ?, ?, ?)",
-                                (kit_id, seq, json.dumps(message), time.monotonic()
+                                (kit_id, seq, json.dumps(message), time.time()
                                  if now is None else now))
                 return []
             acks = self._apply(kit_id, message)
@@ -126,7 +133,7 @@ class Ledger:
 
     def release_overdue(self, now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Skip the gap before messages held longer than ``hold_s``; ``(kit, ack)`` to send."""
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         released = []
         with self.lock, self._transaction():
             for kit_id, first in self.db.execute(
@@ -238,6 +245,73 @@ class Ledger:
         return lines
 
 
+class Group:
+    """One instance's view of its ``--shared-group``: which instances are online, and which
+    offline ones' sessions it drains.
+
+    The broker deals a shared subscription's messages round robin to every session in the group,
+    connected or not (Mosquitto does), so an instance that is down (killed, stopped, cut off)
+    would hold its share of every kit's orders in its persistent session, and the others would
+    wait for those receipt links. Each instance announces itself on a retained status topic
+    (``online``; its will says ``offline``), and the online instance with the smallest client id
+    connects under the client id of every offline one, resuming its session and so taking over
+    its share, until that instance comes back (which takes its session back) or stops being
+    offline. ``open_session(peer, ended)`` connects such a session, calls ``ended()`` when its
+    connection ends, and returns a function that disconnects it (the broker keeps the session).
+    """
+
+    def __init__(self, me: str,
+                 open_session: Callable[[str, Callable[[], None]], Callable[[], None]],
+                 retry_s: float = 2.0) -> None:
+        self.me = me
+        self.open_session = open_session
+        self.retry_s = retry_s
+        self.status: dict[str, str] = {}
+        self.adopted: dict[str, Callable[[], None]] = {}  # peer: its close()
+        self.ended: set[str] = set()  # adopted sessions whose connection ended on its own
+        self.retry_at: dict[str, float] = {}
+
+    def seen(self, peer: str, status: str) -> None:
+        """A status message (from the broker's thread)."""
+        if peer != self.me:
+            self.status[peer] = status
+
+    def wanted(self) -> set[str]:
+        """The sessions this instance should be draining now."""
+        status = dict(self.status)
+        if min({self.me} | {peer for peer, s in status.items() if s == "online"}) != self.me:
+            return set()
+        return {peer for peer, s in status.items() if s == "offline"}
+
+    def step(self, now: float) -> None:
+        """Adopt and give back sessions as :meth:`wanted` says (from one thread only).
+
+        An adopted session whose connection ended (the instance came back and took it, or the
+        broker went away) is adopted again only ``retry_s`` later, so an instance that is
+        coming back is not pushed out of its own session before its ``online`` arrives.
+        """
+        wanted = self.wanted()
+        for peer in [p for p in self.adopted if p in self.ended or p not in wanted]:
+            self.adopted.pop(peer)()
+            if peer in self.ended:
+                log.info("the session of HQ instance %s was taken back (or the broker went "
+                         "away)", peer)
+                self.retry_at[peer] = now + self.retry_s
+            else:
+                log.info("gave back the session of HQ instance %s", peer)
+            self.ended.discard(peer)
+        for peer in sorted(wanted - self.adopted.keys()):
+            if self.retry_at.get(peer, 0.0) <= now:
+                log.info("adopting the session of HQ instance %s, which is offline", peer)
+                self.adopted[peer] = self.open_session(peer, lambda p=peer: self.ended.add(p))
+
+    def close(self) -> None:
+        """Disconnect the adopted sessions; the broker keeps them for whoever adopts them next."""
+        for close in self.adopted.values():
+            close()
+        self.adopted.clear()
+
+
 def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: float = HOLD_S,
            client_id: str = "dropkit-hq", shared_group: str = "", topic_prefix: str = "dropkit",
            username: str = "", password: str = "", ca_file: str = "",
@@ -246,6 +320,7 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
     ledger = Ledger(db_path, hold_s)
     if stock is not None:
@@ -256,20 +331,7 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
     subscription = f"{topic_prefix}/+/orders"
     if shared_group:
         subscription = f"$share/{shared_group}/{subscription}"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
-    if url.scheme == "mqtts":
-        client.tls_set(ca_certs=ca_file or None)
-    if username:
-        client.username_pw_set(username, password or None)
-
-    def connected(client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused HQ: %s", reason_code)
-            return
-        log.info("HQ connected (session %s); subscribing %s",
-                 "resumed" if flags.session_present else "new", subscription)
-        client.subscribe(subscription, qos=1)
+    statuses = f"{topic_prefix}/hq/{shared_group}/"
 
     def message(client, userdata, msg) -> None:
         parts = msg.topic.split("/")
@@ -285,12 +347,59 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
         for ack in acks:
             client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
-    client.on_connect, client.on_message = connected, message
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 7 * 24 * 3600
-    client.reconnect_delay_set(0.5, 30)
-    client.connect_async(url.hostname or "localhost", url.port or 1883, 30, clean_start=False,
-                         properties=properties)
+    def session(session_id: str) -> mqtt.Client:
+        """A client of the persistent session ``session_id`` (clean start off, so the broker
+        keeps orders for it while it is away); connects once its loop starts."""
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=session_id,
+                             protocol=mqtt.MQTTv5)
+        if url.scheme == "mqtts":
+            client.tls_set(ca_certs=ca_file or None)
+        if username:
+            client.username_pw_set(username, password or None)
+        client.on_message = message
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 7 * 24 * 3600
+        client.reconnect_delay_set(0.5, 30)
+        client.connect_async(url.hostname or "localhost", url.port or 1883, 30,
+                             clean_start=False, properties=properties)
+        return client
+
+    def adopt(peer: str, ended: Callable[[], None]) -> Callable[[], None]:
+        client = session(peer)
+
+        def disconnected(client, userdata, flags, reason_code, properties) -> None:
+            client.loop_stop()  # from its own thread: no reconnect; Group.step decides
+            ended()
+
+        def close() -> None:
+            client.on_disconnect = None
+            client.disconnect()
+            client.loop_stop()
+
+        client.on_disconnect = disconnected
+        client.loop_start()
+        return close
+
+    group = Group(client_id, adopt) if shared_group else None
+    client = session(client_id)
+
+    def connected(client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused HQ: %s", reason_code)
+            return
+        log.info("HQ connected (session %s); subscribing %s",
+                 "resumed" if flags.session_present else "new", subscription)
+        if group is None:
+            client.subscribe(subscription, qos=1)
+            return
+        client.subscribe([(subscription, 1), (statuses + "+", 1)])
+        client.publish(statuses + client_id, "online", qos=1, retain=True)
+
+    client.on_connect = connected
+    if group is not None:
+        client.will_set(statuses + client_id, "offline", qos=1, retain=True)
+        client.message_callback_add(statuses + "+", lambda c, u, msg: group.seen(
+            msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace")))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -299,8 +408,13 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
         while not stop.wait(0.5):
             for kit_id, ack in ledger.release_overdue():
                 client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+            if group is not None:
+                group.step(time.monotonic())
     finally:
-        client.disconnect()
+        if group is not None:
+            group.close()
+        # With a will (in a shared group) the broker publishes it: this instance is offline.
+        client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
         client.loop_stop()
         ledger.db.close()
         log.info("HQ stopped")

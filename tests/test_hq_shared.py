@@ -1,0 +1,146 @@
+"""Two ``dropkit hq`` in one ``--shared-group`` on one central ledger, against a real Mosquitto
+and a real kit: they share the kit's orders, and when one is killed the other takes its share."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.harness import Child
+from agent.hq import Group
+from tests.conftest import write_manifest
+from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """The brokers and HQs a test starts, killed at its end even when it fails."""
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.kill()
+
+
+def shared_hq(broker: Broker, db: Path, client_id: str, children: list[Child]) -> Hq:
+    """An HQ instance of group ``hq``; a message ahead of a missing link would be held longer
+    than this test runs, so any link that does not come in time leaves orders unsettled."""
+    hq = Hq(broker, db)
+    hq.extra_args = ["--shared-group", "hq", "--client-id", client_id, "--hold-s", "300"]
+    children.append(hq)
+    return hq.start()
+
+
+def applied(hq: Hq) -> int:
+    """Sales this instance applied to the ledger (its log says ``kit K order O accepted``)."""
+    return sum(" order " in line and " accepted" in line for line in hq.log)
+
+
+def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path,
+                                                           children) -> None:
+    broker = Broker(tmp_path / "broker")
+    children.append(broker.start())
+    db = tmp_path / "hq.db"
+    hq_a = shared_hq(broker, db, "hq-a", children)
+    hq_b = shared_hq(broker, db, "hq-b", children)
+    manifest = write_manifest(tmp_path / "stock.toml", [("A-1", "Item A", 250, 100_000)])
+    kit = kit_factory(tmp_path / "state", kit_config(tmp_path / "agent.toml", broker, manifest))
+    ids: list[str] = []
+
+    def sell(n: int) -> None:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: kit.place([{"sku": "A-1", "qty": 1}]), range(n)))
+        assert {a.status for a in answers} == {201}, [a.data for a in answers if a.status != 201]
+        ids.extend(a.data["order_id"] for a in answers)
+
+    def at_hq() -> int:
+        return hq_a.query("SELECT count(*) FROM sales")[0][0]
+
+    store = kit.open_store()
+
+    def all_reconciled() -> bool:
+        return store.execute("SELECT count(*) FROM orders WHERE status = 'reconciled'"
+                             ).fetchone()[0] == len(ids)
+
+    # Both up: each message goes to one of them (no repeats), and both apply a share.
+    sell(200)
+    wait_for(lambda: at_hq() == 200, 60, "200 sales at HQ")
+    wait_for(all_reconciled, 60, "200 orders reconciled at the kit")
+    assert hq_a.query("SELECT value FROM counters WHERE name = 'duplicates'") == []
+    shares = applied(hq_a), applied(hq_b)
+    print(f"both up: hq-a applied {shares[0]}, hq-b {shares[1]}")
+    assert sum(shares) == 200 and min(shares) >= 20, shares
+
+    # kill -9 one mid-stream: the broker keeps dealing it every other message, which the other
+    # drains by adopting its session.
+    with concurrent.futures.ThreadPoolExecutor(1) as seller:
+        selling = seller.submit(sell, 300)
+        wait_for(lambda: at_hq() >= 260, 60, "selling again")
+        hq_a.kill()
+        killed_at = applied(hq_b)
+        selling.result()
+    wait_for(lambda: at_hq() == 500, 60, "500 sales at HQ")
+    wait_for(all_reconciled, 60, "500 orders reconciled at the kit")
+    assert any("adopting the session of HQ instance hq-a" in line for line in hq_b.log)
+    assert applied(hq_b) > killed_at
+
+    # hq-a comes back and takes its session back (once: hq-b does not take it again), and both
+    # share again.
+    hq_a = shared_hq(broker, db, "hq-a", children)
+    b_before = applied(hq_b)
+    sell(100)
+    wait_for(lambda: at_hq() == 600, 60, "600 sales at HQ")
+    wait_for(all_reconciled, 60, "600 orders reconciled at the kit")
+    assert applied(hq_a) > 0 and applied(hq_b) > b_before
+    assert sum("HQ connected" in line for line in hq_a.log) == 1, "".join(hq_a.log)
+    assert sum("adopting the session" in line for line in hq_b.log) == 1, "".join(hq_b.log)
+
+    # Exactly once each, the whole receipt chain, nothing held, nothing for a person to see.
+    sales = hq_a.query("SELECT order_id, count(*) FROM sales GROUP BY order_id")
+    assert len(sales) == 600 and {n for _, n in sales} == {1}
+    assert {order_id for order_id, _ in sales} == set(ids)
+    assert hq_a.query("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM links") \
+        == [(600, 600, 1, 600)]
+    assert hq_a.query("SELECT count(*) FROM held") == [(0,)]
+    report = subprocess.run([sys.executable, "-m", "agent", "hq", "report", "--db", str(db)],
+                            capture_output=True, text=True, timeout=30)
+    assert (report.returncode, report.stdout) == (0, "no mismatches\n"), report.stdout
+    logs = "".join(hq_a.log + hq_b.log)
+    assert "database is locked" not in logs and "Traceback" not in logs, logs[-3000:]
+    store.close()
+    assert hq_a.stop() == 0 and hq_b.stop() == 0
+    broker.stop()
+
+
+def test_the_first_online_instance_adopts_the_offline_ones() -> None:
+    opened: list[str] = []
+    closed: list[str] = []
+    ended: dict[str, Callable[[], None]] = {}
+
+    def open_session(peer: str, on_end: Callable[[], None]) -> Callable[[], None]:
+        opened.append(peer)
+        ended[peer] = on_end
+        return lambda: closed.append(peer)
+
+    group = Group("hq-b", open_session, retry_s=2.0)
+    group.seen("hq-b", "offline")  # its own will from an earlier run: not a peer
+    group.seen("hq-a", "online")
+    group.seen("hq-c", "offline")
+    group.step(0.0)
+    assert opened == [], "hq-a is online and comes first: hq-c is its to adopt"
+    group.seen("hq-a", "offline")
+    group.step(1.0)
+    assert opened == ["hq-a", "hq-c"]
+    # hq-a comes back: it takes its session (the adopted connection ends), then says online.
+    ended["hq-a"]()
+    group.step(1.5)
+    assert closed == ["hq-a"]
+    group.step(3.0)
+    assert opened == ["hq-a", "hq-c"], "not taken again before retry_s"
+    group.seen("hq-a", "online")
+    group.step(4.0)
+    assert opened == ["hq-a", "hq-c"] and closed == ["hq-a", "hq-c"], "hq-c is hq-a's now"
