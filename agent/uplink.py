@@ -6,13 +6,18 @@ the broker's PUBACK; power telemetry at an interval and at once on every change;
 acks and settles orders with them, and it decides whether the uplink is healthy enough for the
 kit to be online.
 
-paho's network loop runs on a thread of its own (connect, reconnect with exponential backoff and
-jitter); every callback is handed to the asyncio loop, which owns all state.
+paho runs on the agent's asyncio loop through its external-loop interface: the loop watches
+paho's socket and calls ``loop_read`` / ``loop_write``, a task calls ``loop_misc`` for the
+keepalive, and only the blocking connect (TCP and TLS handshake) runs on a worker thread. So
+every callback runs on the loop, which owns all state, and a PUBACK frees an in-flight slot that
+the drain refills within the same loop, with no hand-off between threads (that hand-off held a
+drain to well under half of raw paho's rate).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -71,16 +76,23 @@ class Uplink:
         # take paho's in-flight slots too).
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
-        self.client.on_connect = self._thread_connected
-        self.client.on_disconnect = self._thread_disconnected
-        self.client.on_publish = self._thread_published
-        self.client.on_message = self._thread_message
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.client.on_socket_close = self._on_socket_close
+        self.client.on_socket_register_write = self._on_socket_register_write
+        self.client.on_socket_unregister_write = self._on_socket_unregister_write
 
         self.state = "connecting"
         self.connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = threading.Event()
-        self._network: threading.Thread | None = None
+        self._loop_thread = 0
+        self._stopping = False
+        self._connection: asyncio.Task[None] | None = None
+        self._socket_gone = asyncio.Event()  # paho closed the socket: the connection is over
+        self._serving = False  # a connected socket is watched by the loop
+        self._last_complaint = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
@@ -88,8 +100,6 @@ class Uplink:
         self._ready: deque[sqlite3.Row] = deque()
         self._read_upto = 0  # highest outbox id read by this process (handed or in _ready)
         self._acked: list[int] = []
-        self._pubacks: list[int] = []  # paho mids acknowledged, not yet seen by the loop
-        self._pubacks_lock = threading.Lock()
         self._flushing = False
         self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
         self._ack_latencies: deque[tuple[float, float]] = deque(maxlen=ACK_SAMPLES)
@@ -102,11 +112,11 @@ class Uplink:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.mode.set_uplink_healthy(False)
-        self._network = threading.Thread(target=self._run_network, name="mqtt", daemon=True)
-        self._network.start()
+        self._connection = asyncio.create_task(self._stay_connected())
         for job in (self._drain(), self._publish_telemetry(), self._watch_health(),
-                    self._sweep()):
+                    self._sweep(), self._keep_alive()):
             self._tasks.append(asyncio.create_task(job))
 
     async def stop(self, timeout: float = 3.0) -> None:
@@ -115,14 +125,17 @@ class Uplink:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_acked()
+        self._stopping = True
         if self.connected:
             info = self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True)
-            self._stopping.set()
-            await asyncio.to_thread(info.wait_for_publish, timeout)
-        self._stopping.set()
-        self.client.disconnect()
-        if self._network is not None:
-            await asyncio.to_thread(self._network.join, timeout + 2)
+            await self._published_within(info, timeout)
+        if self.client.socket() is not None:
+            self.client.disconnect()  # written by the loop, then paho closes the socket
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._socket_gone.wait(), timeout)
+        if self._connection is not None:
+            self._connection.cancel()
+            await asyncio.gather(self._connection, return_exceptions=True)
 
     def wake(self) -> None:
         """New rows in the outbox: publish them now rather than at the next tick."""
@@ -166,73 +179,128 @@ class Uplink:
     async def publish_final_telemetry(self, timeout: float = 3.0) -> None:
         """The last telemetry before power-off, QoS 1, delivered before this returns."""
         if self.connected:
-            info = await self._send_telemetry(qos=1)
-            await asyncio.to_thread(info.wait_for_publish, timeout)
+            await self._published_within(await self._send_telemetry(qos=1), timeout)
 
     def publish_telemetry_now(self) -> None:
         """A power change: tell remote ops at once, not at the next interval."""
         if self.connected:
             asyncio.get_running_loop().create_task(self._send_telemetry())
 
-    # -- the network thread ----------------------------------------------------------------
+    # -- paho on the loop ---------------------------------------------------------------
 
-    def _run_network(self) -> None:
-        import paho.mqtt.client as mqtt
+    async def _stay_connected(self) -> None:
+        """Connect, serve the connection until paho closes it, and again, with exponential
+        backoff and jitter so a fleet of kits does not reconnect in step."""
+        loop = asyncio.get_running_loop()
+        delay = self.config.reconnect_min_s
+        while not self._stopping:
+            self._socket_gone.clear()
+            sessions = self.connects
+            try:
+                await asyncio.to_thread(self._connect)
+            except ssl.SSLError as exc:
+                # Not the network: a CA or certificate that does not match the broker's.
+                self._say_once(f"TLS with broker {self.host}:{self.port} failed: {exc}")
+            except OSError as exc:
+                log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
+            else:
+                sock = self.client.socket()
+                if sock is not None:
+                    loop.add_reader(sock, self._readable)
+                    self._serving = True
+                    await self._socket_gone.wait()
+                    self._serving = False
+                if self.connects > sessions:  # it got through: the next try starts afresh
+                    delay = self.config.reconnect_min_s
+            if self._stopping:
+                break
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    def _say_once(self, complaint: str) -> None:
+        """A warning for a lasting fault, once, not at every retry."""
+        if complaint != self._last_complaint:
+            self._last_complaint = complaint
+            log.warning("%s", complaint)
+
+    def _connect(self) -> None:
+        """The blocking part, on a worker thread: TCP, TLS, and CONNECT handed to paho."""
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = self.config.session_expiry_s
-        delay = self.config.reconnect_min_s
-        while not self._stopping.is_set():
-            try:
-                if self.config.protocol == "5":
-                    self.client.connect(self.host, self.port, self.config.keepalive_s,
-                                        clean_start=False, properties=session)
-                else:
-                    self.client.connect(self.host, self.port, self.config.keepalive_s)
-            except (OSError, ssl.SSLError) as exc:
-                log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
-            else:
-                while not self._stopping.is_set():
-                    if self.client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
-                        break
-                if self.connected or self._stopping.is_set():
-                    delay = self.config.reconnect_min_s
-            if self._stopping.is_set():
-                break
-            # Exponential backoff with jitter, so a fleet of kits does not reconnect in step.
-            self._stopping.wait(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.config.reconnect_max_s)
+        if self.config.protocol == "5":
+            session = Properties(PacketTypes.CONNECT)
+            session.SessionExpiryInterval = self.config.session_expiry_s
+            self.client.connect(self.host, self.port, self.config.keepalive_s,
+                                clean_start=False, properties=session)
+        else:
+            self.client.connect(self.host, self.port, self.config.keepalive_s)
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._serving:
+                self.client.loop_misc()  # PINGREQ when due; a silent broker closes the socket
 
-    def _thread_connected(self, client, userdata, flags, reason_code, properties) -> None:
-        self._call(self._connected, not reason_code.is_failure, str(reason_code))
+    def _readable(self) -> None:
+        self.client.loop_read()
 
-    def _thread_disconnected(self, client, userdata, flags, reason_code, properties) -> None:
-        self._call(self._disconnected, str(reason_code))
+    def _writable(self) -> None:
+        self.client.loop_write()
 
-    def _thread_published(self, client, userdata, mid, reason_code, properties) -> None:
-        # PUBACKs come in bursts during a drain: one wake-up of the loop takes them all.
-        with self._pubacks_lock:
-            self._pubacks.append(mid)
-            first = len(self._pubacks) == 1
-        if first:
-            self._call(self._published)
+    def _on_socket_register_write(self, client, userdata, sock) -> None:
+        # paho asks from the connect's worker thread too (its CONNECT packet).
+        self._on_loop(lambda: self.client.socket() is sock and self._loop.add_writer(
+            sock, self._writable))
 
-    def _thread_message(self, client, userdata, message) -> None:
-        self._call(self._message, message.topic, message.payload)
+    def _on_socket_unregister_write(self, client, userdata, sock) -> None:
+        self._on_loop(lambda: self._loop.remove_writer(sock))
+
+    def _on_socket_close(self, client, userdata, sock) -> None:
+        # Called before paho closes the descriptor: forget it while it is still valid.
+        def forget() -> None:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+            self._socket_gone.set()
+        self._on_loop(forget)
+
+    def _on_loop(self, fn: Callable[[], object]) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn)
+
+    @staticmethod
+    async def _published_within(info: Any, timeout: float) -> bool:
+        """Wait on the loop (which delivers the PUBACK) for a QoS 1 message to be acknowledged."""
+        deadline = time.monotonic() + timeout
+        while not info.is_published():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected(not reason_code.is_failure, str(reason_code))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._disconnected(str(reason_code))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._published(mid)
+
+    def _on_message(self, client, userdata, message) -> None:
+        self._message(message.topic, message.payload)
 
     # -- on the event loop -----------------------------------------------------------------
 
     def _connected(self, ok: bool, reason: str) -> None:
         if not ok:
-            log.warning("broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            self._say_once(f"broker {self.host}:{self.port} refused the connection: {reason}")
             return
         self.connected, self.state = True, "connected"
+        self._last_complaint = ""
         self.connects += 1
         log.info("uplink connected to %s:%d", self.host, self.port)
         self.client.subscribe(f"{self.prefix}/acks", qos=1)
@@ -248,21 +316,17 @@ class Uplink:
         self.wake()
 
     def _disconnected(self, reason: str) -> None:
-        if self.connected and not self._stopping.is_set():
+        if self.connected and not self._stopping:
             log.warning("uplink lost the broker: %s", reason)
         self.connected, self.state = False, "disconnected"
         self._update_health()
         self.events.publish("uplink", {"state": self.state})
 
-    def _published(self) -> None:
-        with self._pubacks_lock:
-            mids, self._pubacks = self._pubacks, []
-        # Telemetry, status and discovery are not in _inflight: nothing durable waits on them.
-        acked = [outbox_id for mid in mids
-                 if (outbox_id := self._inflight.pop(mid, None)) is not None]
-        if not acked:
-            return
-        self._acked += acked
+    def _published(self, mid: int) -> None:
+        outbox_id = self._inflight.pop(mid, None)
+        if outbox_id is None:
+            return  # telemetry, status or discovery: nothing durable waits on it
+        self._acked.append(outbox_id)
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush_acked())
