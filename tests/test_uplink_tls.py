@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import new_order_id, write_manifest
@@ -11,6 +12,7 @@ from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
 
 def make_certificates(directory: Path) -> None:
     """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    directory.mkdir(exist_ok=True)
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
@@ -72,5 +74,18 @@ def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
     wait_for(lambda: any("refused the connection" in line for line in other.log), 10,
              "the broker refuses a wrong password")
     assert "kit-secret" not in "".join(other.log)
+    # A CA that did not sign the broker's certificate: refused, said once in words.
+    make_certificates(tmp_path / "other-ca")
+    (tmp_path / "kit-password").write_text("kit-secret\n")
+    stranger = kit_factory(tmp_path / "state3", kit_config(
+        tmp_path / "stranger.toml", broker, manifest, url=url,
+        ca_file=str(tmp_path / "other-ca" / "ca.crt"), username="kit-test",
+        password_file=str(tmp_path / "kit-password")))
+    wait_for(lambda: any("certificate verify failed" in line for line in stranger.log), 10,
+             "a wrong CA is refused with a clear line")
+    with stranger.client() as client:
+        assert client.get("/api/health").json()["uplink"]["state"] != "connected"
+    time.sleep(2)  # several retries later, still one line
+    assert sum("TLS with broker" in line for line in stranger.log) == 1
     hq.stop()
     broker.stop()
