@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,19 @@ class Answer:
     headers: Mapping[str, str]
 
 
+_started: weakref.WeakSet[Child] = weakref.WeakSet()
+
+
+def kill_leftovers() -> int:
+    """``kill -9`` every child started here that still runs (a test that failed half way
+    leaves brokers and kits behind otherwise); returns how many there were."""
+    leftovers = [child for child in list(_started)
+                 if child.proc is not None and child.proc.poll() is None]
+    for child in leftovers:
+        child.kill()
+    return len(leftovers)
+
+
 class Child:
     """A subprocess the caller owns; ``python -m agent ...`` ones keep their output in
     :attr:`log`."""
@@ -121,10 +135,13 @@ class Child:
         self.log: list[str] = []
         self._reader: threading.Thread | None = None
 
+    def _popen(self, args: list[str], **kwargs: Any) -> None:
+        self.proc = subprocess.Popen(args, text=True, **kwargs)
+        _started.add(self)
+
     def _spawn_agent(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._popen([sys.executable, "-m", "agent", *args], stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         # Read its output all along, so the pipe never fills and blocks it.
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -311,8 +328,8 @@ class Broker(Child):
         binary = mosquitto_binary()
         if binary is None:
             raise FileNotFoundError("no mosquitto binary on PATH or in /usr/sbin")
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, text=True)
+        self._popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
 
         def listening() -> bool:
             try:

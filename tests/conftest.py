@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.harness import SimKit, new_order_id
+from agent.harness import SimKit, kill_leftovers, new_order_id
 from agent.harness import write_manifest as write_manifest
 
 
@@ -26,6 +26,13 @@ class Kit(SimKit):
               order_id: str | None = None, method: str = "cash") -> httpx.Response:
         return client.post("/api/orders", json={"order_id": order_id or new_order_id(),
                                                 "lines": lines, "payment": {"method": method}})
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Brokers, HQs and kits a test started are gone after it, even when it failed."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

@@ -6,32 +6,19 @@ from __future__ import annotations
 import concurrent.futures
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from agent.harness import Child
 from agent.hq import Group
 from tests.conftest import write_manifest
 from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
 
 
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    """The brokers and HQs a test starts, killed at its end even when it fails."""
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.kill()
-
-
-def shared_hq(broker: Broker, db: Path, client_id: str, children: list[Child]) -> Hq:
+def shared_hq(broker: Broker, db: Path, client_id: str) -> Hq:
     """An HQ instance of group ``hq``; a message ahead of a missing link would be held longer
     than this test runs, so any link that does not come in time leaves orders unsettled."""
     hq = Hq(broker, db)
     hq.extra_args = ["--shared-group", "hq", "--client-id", client_id, "--hold-s", "300"]
-    children.append(hq)
     return hq.start()
 
 
@@ -40,13 +27,12 @@ def applied(hq: Hq) -> int:
     return sum(" order " in line and " accepted" in line for line in hq.log)
 
 
-def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path,
-                                                           children) -> None:
+def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path) -> None:
     broker = Broker(tmp_path / "broker")
-    children.append(broker.start())
+    broker.start()
     db = tmp_path / "hq.db"
-    hq_a = shared_hq(broker, db, "hq-a", children)
-    hq_b = shared_hq(broker, db, "hq-b", children)
+    hq_a = shared_hq(broker, db, "hq-a")
+    hq_b = shared_hq(broker, db, "hq-b")
     manifest = write_manifest(tmp_path / "stock.toml", [("A-1", "Item A", 250, 100_000)])
     kit = kit_factory(tmp_path / "state", kit_config(tmp_path / "agent.toml", broker, manifest))
     ids: list[str] = []
@@ -90,7 +76,7 @@ def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path
 
     # hq-a comes back and takes its session back (once: hq-b does not take it again), and both
     # share again.
-    hq_a = shared_hq(broker, db, "hq-a", children)
+    hq_a = shared_hq(broker, db, "hq-a")
     b_before = applied(hq_b)
     sell(100)
     wait_for(lambda: at_hq() == 600, 60, "600 sales at HQ")
