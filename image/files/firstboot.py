@@ -32,6 +32,7 @@ STAFF_TOKEN = Path("/etc/dropkit/staff-token")
 AP_TEMPLATE = Path("/opt/dropkit/share/dropkit-ap.nmconnection.in")
 AP_PROFILE = Path("/etc/NetworkManager/system-connections/dropkit-ap.nmconnection")
 PRINTER = Path("/dev/dropkit/printer")
+USB_DEVICES = Path("/sys/bus/usb/devices")
 DONE = Path("/var/lib/dropkit-setup/done")
 ORDER_PAGE = "http://10.42.0.1:8080/"
 # Lower case and digits without 0/o, 1/l/i: easy to read off a slip and type on a tablet.
@@ -112,6 +113,13 @@ def wifi_join_code(ssid: str, passphrase: str) -> str:
     return f"WIFI:T:WPA;S:{escape(ssid)};P:{escape(passphrase)};;"
 
 
+def slip_lines(fields: list[tuple[str, str]]) -> list[str]:
+    """The slip's text: each value on a line of its own, so that no value is split across lines
+    on 58 mm paper, where a line holds only 32 characters."""
+    return ["DROP KIT SETUP", *(line for label, value in fields for line in (f"{label}:", value)),
+            "", "Scan to join the kit's Wi-Fi:"]
+
+
 def escpos_slip(lines: list[str], qr_text: str) -> bytes:
     """ESC/POS for the setup slip: the lines, a QR code drawn by the printer, feed and cut."""
     qr = qr_text.encode()
@@ -131,7 +139,7 @@ def escpos_slip(lines: list[str], qr_text: str) -> bytes:
 def usb_printer_plugged_in() -> bool:
     """A USB interface of the printer class (07) is on the bus, whether or not udev named it."""
     return any(path.read_text().strip() == "07"
-               for path in Path("/sys/bus/usb/devices").glob("*/bInterfaceClass"))
+               for path in USB_DEVICES.glob("*/bInterfaceClass"))
 
 
 def print_slip(slip: bytes) -> str:
@@ -145,8 +153,12 @@ def print_slip(slip: bytes) -> str:
 
     def write() -> None:
         try:
-            with PRINTER.open("wb", buffering=0) as printer:
-                printer.write(slip)
+            # No O_CREAT: a printer unplugged since the check must not leave a plain file at
+            # its name, taken for a printed slip. A raw write may take part: write it all.
+            with open(os.open(PRINTER, os.O_WRONLY | os.O_NOCTTY), "wb", buffering=0) as printer:
+                view = memoryview(slip)
+                while view:
+                    view = view[printer.write(view):]
             outcome.append(f"setup slip printed on {PRINTER}")
         except OSError as exc:
             outcome.append(f"the printer refused the setup slip ({exc.strerror}): copy these down")
@@ -162,16 +174,10 @@ def main() -> None:
     kit_id = pin_kit_id()
     token = staff_token()
     ssid, passphrase = access_point(kit_id)
-    lines = [
-        "DROP KIT SETUP",
-        f"Kit            {kit_id}",
-        f"Wi-Fi network  {ssid}",
-        f"Wi-Fi password {passphrase}",
-        f"Order page     {ORDER_PAGE}",
-        f"Staff token    {token}",
-    ]
-    printed = print_slip(escpos_slip([*lines, "", "Scan to join the kit's Wi-Fi:"],
-                                     wifi_join_code(ssid, passphrase)))
+    fields = [("Kit", kit_id), ("Wi-Fi network", ssid), ("Wi-Fi password", passphrase),
+              ("Order page", ORDER_PAGE), ("Staff token", token)]
+    lines = ["DROP KIT SETUP", *(f"{label:<15}{value}" for label, value in fields)]
+    printed = print_slip(escpos_slip(slip_lines(fields), wifi_join_code(ssid, passphrase)))
     log(printed)
     print("\n".join(["", *lines, printed, ""]), flush=True)
     write_durably(DONE, f"{kit_id}\n", 0o644)
