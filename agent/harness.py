@@ -116,14 +116,11 @@ class Answer:
 _started: weakref.WeakSet[Child] = weakref.WeakSet()
 
 
-def kill_leftovers() -> int:
-    """``kill -9`` every child started here that still runs (a test that failed half way
-    leaves brokers and kits behind otherwise); returns how many there were."""
-    leftovers = [child for child in list(_started)
-                 if child.proc is not None and child.proc.poll() is None]
-    for child in leftovers:
-        child.kill()
-    return len(leftovers)
+def running_children() -> list[Child]:
+    """Every child started here that still runs (a test that failed half way would leave its
+    brokers and kits behind otherwise)."""
+    return [child for child in list(_started)
+            if child.proc is not None and child.proc.poll() is None]
 
 
 class Child:

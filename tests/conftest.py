@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.harness import SimKit, kill_leftovers, new_order_id
+from agent.harness import SimKit, new_order_id, running_children
 from agent.harness import write_manifest as write_manifest
 
 
@@ -30,9 +30,13 @@ class Kit(SimKit):
 
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
-    """Brokers, HQs and kits a test started are gone after it, even when it failed."""
+    """Brokers, HQs and kits a test started are gone after it, even when it failed (those of
+    wider-scoped fixtures, started before it, are theirs to stop)."""
+    before = set(running_children())
     yield
-    kill_leftovers()
+    for child in running_children():
+        if child not in before:
+            child.kill()
 
 
 @pytest.fixture
