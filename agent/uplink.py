@@ -203,6 +203,8 @@ class Uplink:
                 self._say_once(f"TLS with broker {self.host}:{self.port} failed: {exc}")
             except OSError as exc:
                 log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
+            except Exception:  # a bug here must not end the reconnecting for good
+                log.exception("connecting to broker %s:%d failed", self.host, self.port)
             else:
                 sock = self.client.socket()
                 if sock is not None:
