@@ -105,14 +105,14 @@ def cmd_receipts_verify(args: argparse.Namespace) -> int:
 
 def cmd_hq(args: argparse.Namespace) -> int:
     from agent.config import MqttConfig, parse_config
-    from agent.hq import run_hq
+    from agent.hq import HOLD_S, run_hq
     from agent.manifest import read_manifest
 
     # The broker URL is checked by the same rule as the kit's [mqtt] url.
     parse_config({"mqtt": {"url": args.broker}}, source="--broker")
     password = MqttConfig(password_file=args.password_file or "").password("--password-file")
     run_hq(args.broker, args.db, stock=read_manifest(args.stock) if args.stock else None,
-           hold_s=args.hold_s,
+           hold_s=HOLD_S if args.hold_s is None else args.hold_s,
            client_id=args.client_id, shared_group=args.shared_group,
            topic_prefix=args.topic_prefix, username=args.username or "", password=password,
            ca_file=args.ca_file or "")
@@ -206,8 +206,9 @@ def parser() -> argparse.ArgumentParser:
     hq.add_argument("--shared-group", default="",
                     help="share the orders among HQ instances in this group")
     hq.add_argument("--topic-prefix", default="dropkit")
-    hq.add_argument("--hold-s", type=float, default=5.0, metavar="SECONDS",
-                    help="how long a message ahead of a missing receipt link waits for it")
+    hq.add_argument("--hold-s", type=float, metavar="SECONDS",
+                    help="how long a message ahead of a missing receipt link waits for it "
+                         "(default 5)")
     hq.add_argument("--username")
     hq.add_argument("--password-file")
     hq.add_argument("--ca-file")

@@ -19,6 +19,8 @@ from agent import printing
 from agent.orders import now_iso
 
 if TYPE_CHECKING:
+    from gpiozero.pins import Factory
+
     from agent.daemon import Agent
     from agent.fieldio import PanelController, SimulatedDevices
     from agent.printing import PrintQueue
@@ -45,6 +47,7 @@ class Devices:
         self.panel: Panel | None = None
         self.controller: PanelController | None = None
         self.panel_error = ""
+        self._chip_factory: Factory | None = None  # an lgpio factory of [panel] chip
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -87,7 +90,8 @@ class Devices:
                 if pin_factory is None and config.panel.chip >= 0:
                     from hw.gpiochip import chip_pin_factory
 
-                    pin_factory = chip_pin_factory(config.panel.chip)
+                    # Ours to close: gpiozero closes only the default factory it made itself.
+                    pin_factory = self._chip_factory = chip_pin_factory(config.panel.chip)
                 # gpiozero warns once per pin library it cannot load; the outcome is one line.
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", PinFactoryFallback)
@@ -95,6 +99,7 @@ class Devices:
                                        panel_pins, long_press=config.panel.long_press_s,
                                        pin_factory=pin_factory)
             except Exception as exc:  # no GPIO here (not a Pi, or pins taken): no panel
+                self._close_chip_factory()
                 self.panel_error = f"{type(exc).__name__}: {exc}"
                 log.warning("panel unavailable: %s", self.panel_error)
             else:
@@ -108,8 +113,14 @@ class Devices:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.panel is not None:
             self.panel.close()
+        self._close_chip_factory()
         if self.sim is not None:
             self.sim.stop()
+
+    def _close_chip_factory(self) -> None:
+        if self._chip_factory is not None:
+            self._chip_factory.close()
+            self._chip_factory = None
 
     def health(self) -> dict[str, Any]:
         return {

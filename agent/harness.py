@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,21 +105,20 @@ def write_config(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
 
 @dataclass(frozen=True)
 class Answer:
-    """One HTTP answer: the status, the JSON body (None when it is not JSON) and the headers."""
+    """One HTTP answer: the status and the JSON body (None when it is not JSON)."""
 
     status: int
     data: Any
-    headers: Mapping[str, str]
 
 
-_started: weakref.WeakSet[Child] = weakref.WeakSet()
+_running: set[Child] = set()  # strong references: a child nobody holds still runs
 
 
 def running_children() -> list[Child]:
     """Every child started here that still runs (a test that failed half way would leave its
     brokers and kits behind otherwise)."""
-    return [child for child in list(_started)
-            if child.proc is not None and child.proc.poll() is None]
+    _running.difference_update([child for child in _running if child.proc.poll() is not None])
+    return list(_running)
 
 
 class Child:
@@ -134,7 +132,7 @@ class Child:
 
     def _popen(self, args: list[str], **kwargs: Any) -> None:
         self.proc = subprocess.Popen(args, text=True, **kwargs)
-        _started.add(self)
+        _running.add(self)
 
     def _spawn_agent(self, *args: str) -> None:
         self._popen([sys.executable, "-m", "agent", *args], stdout=subprocess.PIPE,
@@ -229,7 +227,7 @@ class SimKit(Child):
             data = json.loads(raw)
         except ValueError:
             data = None
-        return Answer(response.status, data, dict(response.getheaders()))
+        return Answer(response.status, data)
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/api/health").data
@@ -319,6 +317,11 @@ class Broker(Child):
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def kit_mqtt(self, **overrides: Any) -> dict[str, Any]:
+        """A kit's ``[mqtt]`` for this broker, quick to notice it going and coming back."""
+        return {"url": self.url, "reconnect_min_s": 0.1, "reconnect_max_s": 1.0,
+                "telemetry_interval_s": 1.0, "reconcile_check_s": 0.5, **overrides}
 
     def start(self) -> Broker:
         """Start it and return once it listens (FileNotFoundError without mosquitto)."""

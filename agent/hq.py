@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,7 +135,11 @@ class Ledger:
     def release_overdue(self, now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Skip the gap before messages held longer than ``hold_s``; ``(kit, ack)`` to send."""
         now = time.time() if now is None else now
-        released = []
+        released: list[tuple[str, dict[str, Any]]] = []
+        overdue = "SELECT 1 FROM held WHERE held_at <= ? LIMIT 1"
+        with self.lock:  # the write lock only when there is something to release
+            if self.db.execute(overdue, (now - self.hold_s,)).fetchone() is None:
+                return released
         with self.lock, self._transaction():
             for kit_id, first in self.db.execute(
                     "SELECT kit_id, min(seq) FROM held GROUP BY kit_id HAVING min(held_at) <= ?",
@@ -245,6 +250,15 @@ class Ledger:
         return lines
 
 
+@dataclass
+class AdoptedSession:
+    """Another instance's session, connected by this one."""
+
+    close: Callable[[], None]  # disconnect it (the broker keeps the session)
+    # Set from the session's own network thread when its connection ended by itself.
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
 class Group:
     """One instance's view of its ``--shared-group``: which instances are online, and which
     offline ones' sessions it drains.
@@ -256,19 +270,17 @@ class Group:
     (``online``; its will says ``offline``), and the online instance with the smallest client id
     connects under the client id of every offline one, resuming its session and so taking over
     its share, until that instance comes back (which takes its session back) or stops being
-    offline. ``open_session(peer, ended)`` connects such a session, calls ``ended()`` when its
-    connection ends, and returns a function that disconnects it (the broker keeps the session).
+    offline. ``open_session(peer)`` connects such a session and returns its
+    :class:`AdoptedSession`.
     """
 
-    def __init__(self, me: str,
-                 open_session: Callable[[str, Callable[[], None]], Callable[[], None]],
+    def __init__(self, me: str, open_session: Callable[[str], AdoptedSession],
                  retry_s: float = 2.0) -> None:
         self.me = me
         self.open_session = open_session
         self.retry_s = retry_s
         self.status: dict[str, str] = {}
-        self.adopted: dict[str, Callable[[], None]] = {}  # peer: its close()
-        self.ended: set[str] = set()  # adopted sessions whose connection ended on its own
+        self.adopted: dict[str, AdoptedSession] = {}
         self.retry_at: dict[str, float] = {}
 
     def seen(self, peer: str, status: str) -> None:
@@ -291,24 +303,25 @@ class Group:
         coming back is not pushed out of its own session before its ``online`` arrives.
         """
         wanted = self.wanted()
-        for peer in [p for p in self.adopted if p in self.ended or p not in wanted]:
-            self.adopted.pop(peer)()
-            if peer in self.ended:
+        for peer in [p for p, adopted in self.adopted.items()
+                     if adopted.ended.is_set() or p not in wanted]:
+            adopted = self.adopted.pop(peer)
+            adopted.close()
+            if adopted.ended.is_set():
                 log.info("the session of HQ instance %s was taken back (or the broker went "
                          "away)", peer)
                 self.retry_at[peer] = now + self.retry_s
             else:
                 log.info("gave back the session of HQ instance %s", peer)
-            self.ended.discard(peer)
         for peer in sorted(wanted - self.adopted.keys()):
             if self.retry_at.get(peer, 0.0) <= now:
                 log.info("adopting the session of HQ instance %s, which is offline", peer)
-                self.adopted[peer] = self.open_session(peer, lambda p=peer: self.ended.add(p))
+                self.adopted[peer] = self.open_session(peer)
 
     def close(self) -> None:
         """Disconnect the adopted sessions; the broker keeps them for whoever adopts them next."""
-        for close in self.adopted.values():
-            close()
+        for adopted in self.adopted.values():
+            adopted.close()
         self.adopted.clear()
 
 
@@ -345,7 +358,10 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
             log.warning("ignored garbage on %s (%s): %r", msg.topic, exc, msg.payload[:100])
             return
         for ack in acks:
-            client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+            send_ack(client, kit_id, ack)
+
+    def send_ack(client: mqtt.Client, kit_id: str, ack: dict[str, Any]) -> None:
+        client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
     def session(session_id: str) -> mqtt.Client:
         """A client of the persistent session ``session_id`` (clean start off, so the broker
@@ -357,6 +373,10 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
         if username:
             client.username_pw_set(username, password or None)
         client.on_message = message
+        if group is not None:
+            # Every session of the group (an adopted one too) carries the status subscription.
+            client.message_callback_add(statuses + "+", lambda c, u, msg: group.seen(
+                msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace")))
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 7 * 24 * 3600
         client.reconnect_delay_set(0.5, 30)
@@ -364,21 +384,23 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
                              clean_start=False, properties=properties)
         return client
 
-    def adopt(peer: str, ended: Callable[[], None]) -> Callable[[], None]:
+    def adopt(peer: str) -> AdoptedSession:
         client = session(peer)
-
-        def disconnected(client, userdata, flags, reason_code, properties) -> None:
-            client.loop_stop()  # from its own thread: no reconnect; Group.step decides
-            ended()
 
         def close() -> None:
             client.on_disconnect = None
             client.disconnect()
             client.loop_stop()
 
+        adopted = AdoptedSession(close)
+
+        def disconnected(client, userdata, flags, reason_code, properties) -> None:
+            client.loop_stop()  # from its own thread: no reconnect; Group.step decides
+            adopted.ended.set()
+
         client.on_disconnect = disconnected
         client.loop_start()
-        return close
+        return adopted
 
     group = Group(client_id, adopt) if shared_group else None
     client = session(client_id)
@@ -398,8 +420,6 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
     client.on_connect = connected
     if group is not None:
         client.will_set(statuses + client_id, "offline", qos=1, retain=True)
-        client.message_callback_add(statuses + "+", lambda c, u, msg: group.seen(
-            msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace")))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -407,7 +427,7 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
     try:
         while not stop.wait(0.5):
             for kit_id, ack in ledger.release_overdue():
-                client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+                send_ack(client, kit_id, ack)
             if group is not None:
                 group.step(time.monotonic())
     finally:

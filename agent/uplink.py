@@ -76,10 +76,10 @@ class Uplink:
         # take paho's in-flight slots too).
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
+        self.client.on_connect = self._connected
+        self.client.on_disconnect = self._disconnected
+        self.client.on_publish = self._published
+        self.client.on_message = self._message
         self.client.on_socket_close = self._on_socket_close
         self.client.on_socket_register_write = self._on_socket_register_write
         self.client.on_socket_unregister_write = self._on_socket_unregister_write
@@ -283,23 +283,12 @@ class Uplink:
             await asyncio.sleep(0.01)
         return True
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connected(not reason_code.is_failure, str(reason_code))
+    # -- paho's callbacks (on the loop, from loop_read and loop_write) ------------------------
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._disconnected(str(reason_code))
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._published(mid)
-
-    def _on_message(self, client, userdata, message) -> None:
-        self._message(message.topic, message.payload)
-
-    # -- on the event loop -----------------------------------------------------------------
-
-    def _connected(self, ok: bool, reason: str) -> None:
-        if not ok:
-            self._say_once(f"broker {self.host}:{self.port} refused the connection: {reason}")
+    def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._say_once(
+                f"broker {self.host}:{self.port} refused the connection: {reason_code}")
             return
         self.connected, self.state = True, "connected"
         self._last_complaint = ""
@@ -317,14 +306,14 @@ class Uplink:
         self.events.publish("uplink", {"state": self.state})
         self.wake()
 
-    def _disconnected(self, reason: str) -> None:
+    def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self._stopping:
-            log.warning("uplink lost the broker: %s", reason)
+            log.warning("uplink lost the broker: %s", reason_code)
         self.connected, self.state = False, "disconnected"
         self._update_health()
         self.events.publish("uplink", {"state": self.state})
 
-    def _published(self, mid: int) -> None:
+    def _published(self, client, userdata, mid, reason_code, properties) -> None:
         outbox_id = self._inflight.pop(mid, None)
         if outbox_id is None:
             return  # telemetry, status or discovery: nothing durable waits on it
@@ -344,7 +333,8 @@ class Uplink:
         finally:
             self._flushing = False
 
-    def _message(self, topic: str, payload: bytes) -> None:
+    def _message(self, client, userdata, message) -> None:
+        topic, payload = message.topic, message.payload
         if topic != f"{self.prefix}/acks":
             return
         try:

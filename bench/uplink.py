@@ -110,11 +110,11 @@ def drain(tmp_path: Path, broker: Broker, manifest: Path, orders: int,
     kit.stop()
     listener = Listener(broker, "dropkit/+/orders", "dropkit/+/telemetry/power") if listen \
         else None
-    live = kit_config(tmp_path / "on.toml", broker, manifest, inflight_window=WINDOW,
-                      resend_after_s=3600.0, reconcile_check_s=30.0, telemetry_interval_s=0.2)
     # The printer is a device of its own; the simulated one would render every receipt
     # inside the agent's process while it drains.
-    live.write_text(live.read_text() + "[printer]\nenabled = false\n")
+    live = kit_config(tmp_path / "on.toml", broker, manifest,
+                      sections={"printer": {"enabled": False}}, inflight_window=WINDOW,
+                      resend_after_s=3600.0, reconcile_check_s=30.0, telemetry_interval_s=0.2)
     kit = Kit(state, live).start()
     try:
         rate, gap = seen_rates(listener, orders) if listener else (0.0, 0.0)

@@ -128,8 +128,10 @@ class ScanDecoder:
         """Consume one event; return a Scan when it completes a valid one."""
         if event.type == ecodes.EV_SYN and event.code == ecodes.SYN_DROPPED:
             # The kernel's buffer overflowed (the reader fell behind): keys of this scan are
-            # lost, so it is junk whatever follows.
+            # lost, so it is junk whatever follows. A lost Shift release would shift every later
+            # scan: a scanner holds no key between scans, so none is down now.
             self._junk_keys.append("SYN_DROPPED")
+            self._shift_keys_down.clear()
             return None
         if event.type != ecodes.EV_KEY:
             return None

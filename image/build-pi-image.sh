@@ -25,7 +25,7 @@ cp -r "$here/pi-gen/stage-dropkit" "$stage"
 mkdir -p "$files/image" "$files/dist"
 cp -r "$here/provision.sh" "$here/files" "$files/image/"
 cp -r "$checkout/systemd" "$files/"
-python3 -m pip wheel --no-deps --quiet --wheel-dir "$files/dist" "$checkout"
+"$here/build-wheel.sh" "$files/dist"
 
 # The admin account exists for SSH with a key; its password is random and shown nowhere, and
 # pi-gen's first-boot rename wizard stays off so the console shows the kit's setup instead.

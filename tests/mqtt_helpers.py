@@ -7,6 +7,7 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,10 @@ class Listener:
         self.client.disconnect()
 
 
-def kit_config(path: Path, broker: Broker, manifest: Path, **mqtt: Any) -> Path:
+def kit_config(path: Path, broker: Broker, manifest: Path,
+               sections: Mapping[str, Mapping[str, Any]] | None = None, **mqtt: Any) -> Path:
+    """A kit on ``broker`` selling ``manifest``; ``mqtt`` overrides keys of ``[mqtt]``,
+    ``sections`` adds others."""
     return write_config(path, {
         "kit": {"id": "kit-test"}, "orders": {"manifest": str(manifest)},
-        "mqtt": {"url": broker.url, "reconnect_min_s": 0.1, "reconnect_max_s": 1.0,
-                 "telemetry_interval_s": 1.0, "reconcile_check_s": 0.5, **mqtt}})
+        "mqtt": broker.kit_mqtt(**mqtt), **(sections or {})})

@@ -6,10 +6,9 @@ from __future__ import annotations
 import concurrent.futures
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from agent.hq import Group
+from agent.hq import AdoptedSession, Group
 from tests.conftest import write_manifest
 from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
 
@@ -97,6 +96,7 @@ def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path
     assert (report.returncode, report.stdout) == (0, "no mismatches\n"), report.stdout
     logs = "".join(hq_a.log + hq_b.log)
     assert "database is locked" not in logs and "Traceback" not in logs, logs[-3000:]
+    assert "ignored garbage" not in logs, logs[-3000:]
     store.close()
     assert hq_a.stop() == 0 and hq_b.stop() == 0
     broker.stop()
@@ -105,12 +105,12 @@ def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path
 def test_the_first_online_instance_adopts_the_offline_ones() -> None:
     opened: list[str] = []
     closed: list[str] = []
-    ended: dict[str, Callable[[], None]] = {}
+    sessions: dict[str, AdoptedSession] = {}
 
-    def open_session(peer: str, on_end: Callable[[], None]) -> Callable[[], None]:
+    def open_session(peer: str) -> AdoptedSession:
         opened.append(peer)
-        ended[peer] = on_end
-        return lambda: closed.append(peer)
+        sessions[peer] = AdoptedSession(lambda: closed.append(peer))
+        return sessions[peer]
 
     group = Group("hq-b", open_session, retry_s=2.0)
     group.seen("hq-b", "offline")  # its own will from an earlier run: not a peer
@@ -122,7 +122,7 @@ def test_the_first_online_instance_adopts_the_offline_ones() -> None:
     group.step(1.0)
     assert opened == ["hq-a", "hq-c"]
     # hq-a comes back: it takes its session (the adopted connection ends), then says online.
-    ended["hq-a"]()
+    sessions["hq-a"].ended.set()
     group.step(1.5)
     assert closed == ["hq-a"]
     group.step(3.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -55,11 +56,12 @@ def test_broker_down_while_500_orders_are_taken(kit_factory, tmp_path, manifest)
     # Exactly once, and in the order they were sold.
     sales = hq.query("SELECT order_id, seq FROM sales ORDER BY rowid")
     arrived = [order_id for order_id, _ in sales]
+    assert len(arrived) == len(ids)
     first_wrong = next((n for n, (a, b) in enumerate(zip(arrived, ids, strict=True)) if a != b),
                        None)
     assert first_wrong is None, (
         f"out of order at receipt #{first_wrong + 1}: HQ got "
-        f"{hq.query('SELECT seq FROM sales ORDER BY rowid')[first_wrong - 2:first_wrong + 5]}"
+        f"{[seq for _, seq in sales][max(first_wrong - 2, 0):first_wrong + 5]}"
         "\nHQ connections:\n" + "".join(line for line in hq.log if "connected" in line)
         + "kit uplink:\n" + "".join(line for line in kit.log if "uplink" in line))
     assert [seq for _, seq in sales] == list(range(1, 501))
@@ -96,9 +98,9 @@ def test_broker_and_agent_killed_mid_drain_of_5000(kit_factory, tmp_path, manife
     try:
         wait_for(lambda: health(kit)["queue_depth"] == 0, 60, "queue drained")
     except AssertionError as timeout:
-        db = sqlite3.connect(state_dir / "dropkit.db")
-        stuck = db.execute("SELECT id, kind, key FROM outbox WHERE relayed_at IS NULL "
-                           "ORDER BY id LIMIT 20").fetchall()
+        with contextlib.closing(kit.open_store()) as db:
+            stuck = [tuple(row) for row in db.execute(
+                "SELECT id, kind, key FROM outbox WHERE relayed_at IS NULL ORDER BY id LIMIT 20")]
         raise AssertionError(f"{timeout}\nhealth: {health(kit)}\nnot relayed: {stuck}\n"
                              f"kit log:\n{''.join(kit.log[-40:])}") from None
     rows = hq.query("SELECT order_id, count(*) FROM sales GROUP BY order_id")

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from agent.config import machine_kit_id
+from hw.printer import QR_MODULE_DOTS
 
 CONFIG = Path("/etc/dropkit/agent.toml")
 STAFF_TOKEN = Path("/etc/dropkit/staff-token")
@@ -35,6 +36,7 @@ PRINTER = Path("/dev/dropkit/printer")
 USB_DEVICES = Path("/sys/bus/usb/devices")
 DONE = Path("/var/lib/dropkit-setup/done")
 ORDER_PAGE = "http://10.42.0.1:8080/"
+TITLE = "DROP KIT SETUP"
 # Lower case and digits without 0/o, 1/l/i: easy to read off a slip and type on a tablet.
 ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 EMPTY_KIT_ID = re.compile(r'^id = ""', re.MULTILINE)
@@ -116,7 +118,7 @@ def wifi_join_code(ssid: str, passphrase: str) -> str:
 def slip_lines(fields: list[tuple[str, str]]) -> list[str]:
     """The slip's text: each value on a line of its own, so that no value is split across lines
     on 58 mm paper, where a line holds only 32 characters."""
-    return ["DROP KIT SETUP", *(line for label, value in fields for line in (f"{label}:", value)),
+    return [TITLE, *(line for label, value in fields for line in (f"{label}:", value)),
             "", "Scan to join the kit's Wi-Fi:"]
 
 
@@ -128,7 +130,7 @@ def escpos_slip(lines: list[str], qr_text: str) -> bytes:
         b"\x1b@",  # initialise
         "\n".join(lines).encode("ascii", "replace") + b"\n\n",
         b"\x1d(k\x04\x00\x31\x41\x32\x00",  # QR model 2
-        b"\x1d(k\x03\x00\x31\x43\x06",  # 6-dot modules
+        b"\x1d(k\x03\x00\x31\x43" + bytes([QR_MODULE_DOTS]),  # module size, as receipts
         b"\x1d(k\x03\x00\x31\x45\x31",  # error correction M
         b"\x1d(k" + bytes([store_length % 256, store_length // 256]) + b"\x31\x50\x30" + qr,
         b"\x1d(k\x03\x00\x31\x51\x30",  # print the stored code
@@ -176,7 +178,7 @@ def main() -> None:
     ssid, passphrase = access_point(kit_id)
     fields = [("Kit", kit_id), ("Wi-Fi network", ssid), ("Wi-Fi password", passphrase),
               ("Order page", ORDER_PAGE), ("Staff token", token)]
-    lines = ["DROP KIT SETUP", *(f"{label:<15}{value}" for label, value in fields)]
+    lines = [TITLE, *(f"{label:<15}{value}" for label, value in fields)]
     printed = print_slip(escpos_slip(slip_lines(fields), wifi_join_code(ssid, passphrase)))
     log(printed)
     print("\n".join(["", *lines, printed, ""]), flush=True)

@@ -303,3 +303,11 @@ def test_a_scan_with_events_lost_by_the_kernel_is_dropped(caplog) -> None:
     assert [r for r in results if r is not None] == []
     assert "SYN_DROPPED" in caplog.text
     assert [r.text for r in map(decoder.feed, VirtualScanner().scan("678")) if r] == ["678"]
+    # Lost with the events: a Shift release. The scan it was in is junk; the next is not shifted.
+    shift_down = next(e for e in VirtualScanner().scan("A")
+                      if e.type == ecodes.EV_KEY and e.code == ecodes.KEY_LEFTSHIFT)
+    decoder.feed(shift_down)
+    decoder.feed(lost)
+    scans = [r.text for r in map(decoder.feed, [*VirtualScanner().scan("123"),
+                                                *VirtualScanner().scan("456")]) if r]
+    assert scans == ["456"]

@@ -122,7 +122,7 @@ def digest(paths: Iterable[Path], *, salt: str = "") -> str:
     return hasher.hexdigest()[:16]
 
 
-WHEEL_SOURCES = ("pyproject.toml", "README.md", "agent", "hw", "simulators")
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "agent", "hw", "simulators")  # build-wheel.sh
 
 
 def base_key() -> str:
@@ -178,19 +178,9 @@ def _build_layer(kind: str, key: str, build: Callable[[Path], None],
 
 
 def build_wheel(out: Path) -> Path:
-    """The dropkit wheel, built from a copy of the sources (the checkout stays untouched)."""
-    with tempfile.TemporaryDirectory(prefix="dropkit-wheel-") as scratch:
-        source = Path(scratch) / "src"
-        source.mkdir()
-        for name in WHEEL_SOURCES:
-            path = CHECKOUT / name
-            if path.is_dir():
-                shutil.copytree(path, source / name,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(path, source / name)
-        _run_logged([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-                     "--wheel-dir", out, source], out / "wheel.log")
+    """The dropkit wheel, by the Pi image's own step (image/build-wheel.sh)."""
+    _run_logged(["env", f"PYTHON={sys.executable}", CHECKOUT / "image" / "build-wheel.sh", out],
+                out / "wheel.log")
     (wheel,) = out.glob("dropkit-*.whl")
     return wheel
 
