@@ -31,7 +31,7 @@ def _state_dir(args: argparse.Namespace, config: Config) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.daemon import Wiring, serve
+    from agent.app.daemon import Wiring, serve
 
     config = load_config(args.config)
     state_dir = _state_dir(args, config)
@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from agent.daemon import Agent, Wiring, demo_manifest, serve
+    from agent.app.daemon import Agent, Wiring, demo_manifest, serve
 
     config = load_config(args.config, required=args.config is not None)
     temporary = args.state_dir is None
@@ -68,7 +68,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from agent.manifest import read_manifest
+    from agent.core.manifest import read_manifest
 
     config = load_config(args.path)
     config.staff_token()
@@ -80,8 +80,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_receipts_verify(args: argparse.Namespace) -> int:
-    from agent import receipts
-    from agent.orders import sale_matches_order
+    from agent.core import receipts
+    from agent.core.orders import sale_matches_order
 
     config = load_config(args.config, required=args.config is not None)
     path = _state_dir(args, config) / "dropkit.db"
@@ -105,8 +105,8 @@ def cmd_receipts_verify(args: argparse.Namespace) -> int:
 
 def cmd_hq(args: argparse.Namespace) -> int:
     from agent.config import MqttConfig, parse_config
+    from agent.core.manifest import read_manifest
     from agent.hq import HOLD_S, run_hq
-    from agent.manifest import read_manifest
 
     # The broker URL is checked by the same rule as the kit's [mqtt] url.
     parse_config({"mqtt": {"url": args.broker}}, source="--broker")
@@ -133,7 +133,7 @@ def cmd_hq_report(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from agent.config import MqttConfig, parse_config
-    from agent.watch import watch
+    from agent.ops.watch import watch
 
     parse_config({"mqtt": {"url": args.broker}}, source="--broker")
     password = MqttConfig(password_file=args.password_file or "").password("--password-file")
@@ -143,7 +143,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from agent import drill
+    from agent.ops import drill
 
     if args.list:
         return drill.list_drills(sys.stdout)
@@ -241,8 +241,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from agent.daemon import StartError
-    from agent.manifest import ManifestError
+    from agent.app.daemon import StartError
+    from agent.core.manifest import ManifestError
 
     try:
         return args.func(args)

@@ -1,6 +1,6 @@
 """Shared fixtures: a real dropkit daemon in a subprocess, on a free loopback port.
 
-The processes themselves are :mod:`agent.harness`'s, which ``dropkit drill`` runs too.
+The processes themselves are :mod:`agent.ops.harness`'s, which ``dropkit drill`` runs too.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.harness import SimKit, new_order_id, running_children
-from agent.harness import write_manifest as write_manifest
+from agent.ops.harness import SimKit, new_order_id, running_children
+from agent.ops.harness import write_manifest as write_manifest
 
 
 class Kit(SimKit):

@@ -1,4 +1,4 @@
-"""Real Mosquitto brokers and HQ processes for the uplink tests (:mod:`agent.harness`), and a
+"""Real Mosquitto brokers and HQ processes for the uplink tests (:mod:`agent.ops.harness`), and a
 listener that collects what the broker carries."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.harness import Broker, write_config
-from agent.harness import Hq as Hq
-from agent.harness import wait_for as wait_for
+from agent.ops.harness import Broker, write_config
+from agent.ops.harness import Hq as Hq
+from agent.ops.harness import wait_for as wait_for
 
 
 class Listener:

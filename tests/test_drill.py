@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.drill import DRILLS
-from agent.harness import mosquitto_binary
+from agent.ops.drill import DRILLS
+from agent.ops.harness import mosquitto_binary
 
 # Lines of the timeline each drill must show: an "ok" check (or a plain note) with these words.
 KEY_LINES = {

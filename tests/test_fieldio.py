@@ -17,12 +17,13 @@ from gpiozero.pins.mock import MockFactory
 # The store, sales and waiting helpers of the print queue's tests (tests/ is on sys.path).
 from test_printing import KIT_ID, KIT_NAME, eventually, next_event, open_store, sell
 
+from agent.app.events import Event, EventHub
 from agent.config import PrintingConfig
-from agent.events import Event, EventHub
+from agent.core.clock import now_iso
+from agent.core.mode import Mode
+from agent.core.printjobs import enqueue_reprint_last
 from agent.fieldio import PanelController, ScanRouter, SimulatedDevices
-from agent.mode import Mode
-from agent.orders import now_iso
-from agent.printing import PrintQueue, enqueue_reprint_last
+from agent.fieldio.printing import PrintQueue
 from hw.panel import DEFAULT_PANEL_PINS, Panel
 from hw.scanner import ScannerWatcher
 from simulators.scanner import FakeInputDevice

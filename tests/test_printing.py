@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agent.app.events import Event, EventHub
 from agent.config import ConfigError, PrintingConfig, parse_config
-from agent.events import Event, EventHub
-from agent.manifest import Item, Manifest, apply_manifest
-from agent.orders import OrderRequest, now_iso, place_order
-from agent.printing import (
-    PrintQueue,
-    UnknownOrder,
+from agent.core.clock import now_iso
+from agent.core.errors import Refusal
+from agent.core.manifest import Item, Manifest, apply_manifest
+from agent.core.orders import OrderRequest, place_order
+from agent.core.printjobs import (
     enqueue_receipt,
     enqueue_reprint,
     enqueue_reprint_last,
@@ -28,6 +28,7 @@ from agent.printing import (
     jobs_to_check,
     mark_checked,
 )
+from agent.fieldio.printing import PrintQueue
 from agent.store import Store
 from hw.printer import format_cents
 from simulators.printer import PrintedReceipt, PrinterSimulator
@@ -280,7 +281,7 @@ def test_reprint_prints_a_copy_and_a_second_tap_while_waiting_adds_none(
             await all_printed(store)
             await asyncio.sleep(0.4)
 
-            with pytest.raises(UnknownOrder):
+            with pytest.raises(Refusal, match="no order"):
                 await store.write(lambda db: enqueue_reprint(db, "no-such-order", now_iso()))
         store.close()
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.receipts import GENESIS_HASH, canonical_json, chain_hash
+from agent.core.receipts import GENESIS_HASH, canonical_json, chain_hash
 from tests.conftest import Kit
 
 

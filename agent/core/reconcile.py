@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent import outbox
-from agent.orders import order_view
+from agent.core import outbox
+from agent.core.views import order_view
 
 OPEN = ("queued", "relayed")
 

@@ -22,41 +22,37 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agent.manifest import ManifestConflict, ManifestError, parse_manifest
-from agent.orders import Refusal, now_iso
-from agent.printing import UnknownOrder, jobs_to_check, mark_checked
+from agent.core.clock import now_iso
+from agent.core.errors import Refusal
+from agent.core.manifest import ManifestConflict, ManifestError, parse_manifest
+from agent.core.printjobs import jobs_to_check, mark_checked
+from agent.web.errors import error, refusal_response
 
 if TYPE_CHECKING:
-    from agent.daemon import Agent
+    from agent.app.daemon import Agent
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def error(http_status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
-    return JSONResponse({"error": code, "detail": detail, **extra}, http_status,
-                        headers=headers)
-
-
 async def read_json(request: Request, limit: int) -> Any:
     """The request's JSON body, refused with a clear error when it is not JSON or too big."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise Refusal(415, "unsupported_media_type", "send the body as application/json")
+        raise Refusal("unsupported_media_type", "send the body as application/json")
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise Refusal(413, "body_too_large", f"the body may be at most {limit} bytes")
+        raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise Refusal(413, "body_too_large", f"the body may be at most {limit} bytes")
+            raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
-        raise Refusal(400, "bad_json", "the body is not valid UTF-8 JSON") from None
+        raise Refusal("bad_json", "the body is not valid UTF-8 JSON") from None
 
 
 def build_app(agent: Agent) -> Starlette:
@@ -80,7 +76,7 @@ def build_app(agent: Agent) -> Starlette:
             return {}
         data = await read_json(request, limit)
         if not isinstance(data, dict):
-            raise Refusal(422, "invalid", "the body must be a JSON object")
+            raise Refusal("invalid", "the body must be a JSON object")
         return data
 
     def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...],
@@ -88,7 +84,7 @@ def build_app(agent: Agent) -> Starlette:
         value = data.get(name, default)
         if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool) or \
                 (isinstance(value, str) and len(value) > 500):
-            raise Refusal(422, "invalid", f"{name} has the wrong type")
+            raise Refusal("invalid", f"{name} has the wrong type")
         return value
 
     async def index(request: Request) -> Response:
@@ -125,13 +121,13 @@ def build_app(agent: Agent) -> Starlette:
         order_id = order_id_of(request)
         view = await agent.orders.get(order_id) if len(order_id) <= 64 else None
         if view is None:
-            raise Refusal(404, "not_found", f"no order {order_id[:64]}")
+            raise Refusal("not_found", f"no order {order_id[:64]}")
         return JSONResponse(view)
 
     async def list_orders(request: Request) -> Response:
         limit_param = request.query_params.get("limit", "50")
         if not limit_param.isdigit() or not 1 <= int(limit_param) <= 500:
-            raise Refusal(422, "invalid", "limit must be a whole number from 1 to 500")
+            raise Refusal("invalid", "limit must be a whole number from 1 to 500")
         return JSONResponse({"orders": await agent.orders.recent(int(limit_param))})
 
     async def staff_check(request: Request) -> Response:
@@ -158,16 +154,13 @@ def build_app(agent: Agent) -> Starlette:
         data = await read_json(request, limit)
         result = data.get("result") if isinstance(data, dict) else None
         if result not in ("paid", "failed"):
-            raise Refusal(422, "invalid", "send {\"result\": \"paid\"} or {\"result\": \"failed\"}")
+            raise Refusal("invalid", "send {\"result\": \"paid\"} or {\"result\": \"failed\"}")
         view = await agent.orders.settle_payment(order_id_of(request), result == "paid")
         agent.events.publish("order", view)
         return JSONResponse(view)
 
     async def reprint(request: Request) -> Response:
-        try:
-            job = await agent.devices.reprint(order_id_of(request))
-        except UnknownOrder:
-            raise Refusal(404, "not_found", f"no order {order_id_of(request)[:64]}") from None
+        job = await agent.devices.reprint(order_id_of(request))
         return JSONResponse({"job_id": job, "order_id": order_id_of(request)})
 
     async def print_jobs(request: Request) -> Response:
@@ -176,16 +169,16 @@ def build_app(agent: Agent) -> Starlette:
     async def print_job_checked(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         if not await agent.store.write(lambda db: mark_checked(db, job_id, now_iso())):
-            raise Refusal(409, "not_unsure", f"print job {job_id} is not waiting for a check")
+            raise Refusal("not_unsure", f"print job {job_id} is not waiting for a check")
         return JSONResponse({"job_id": job_id, "state": "checked"})
 
     async def sim_control(request: Request) -> Response:
         sim, power = agent.devices.sim, agent.power.sim
         if sim is None:
-            raise Refusal(404, "not_simulated", "simulator controls exist in dropkit sim only")
+            raise Refusal("not_simulated", "simulator controls exist in dropkit sim only")
         data = await read_json(request, limit)
         if not isinstance(data, dict):
-            raise Refusal(422, "invalid", "the body must be a JSON object")
+            raise Refusal("invalid", "the body must be a JSON object")
         device = request.path_params["device"]
         try:
             if device == "power" and power is not None:
@@ -221,15 +214,15 @@ def build_app(agent: Agent) -> Starlette:
                 sim.set_printer_silent(field(data, "silent", bool, False))
                 sim.set_cover_open(field(data, "cover_open", bool, False))
             else:
-                raise Refusal(404, "not_found", f"no simulator control {device[:40]}")
+                raise Refusal("not_found", f"no simulator control {device[:40]}")
         except ValueError as exc:
-            raise Refusal(422, "invalid", str(exc)) from None
+            raise Refusal("invalid", str(exc)) from None
         return JSONResponse(sim.state())
 
     async def set_mode(request: Request) -> Response:
         data = await read_json(request, limit)
         if not isinstance(data, dict) or not isinstance(data.get("offline"), bool):
-            raise Refusal(422, "invalid", "send {\"offline\": true} or {\"offline\": false}")
+            raise Refusal("invalid", "send {\"offline\": true} or {\"offline\": false}")
         await agent.set_staff_latch(data["offline"])
         return JSONResponse({"mode": agent.mode.state, "reasons": agent.mode.reasons})
 
@@ -238,9 +231,9 @@ def build_app(agent: Agent) -> Starlette:
             new = parse_manifest(await read_json(request, limit * 16))
             changed = await agent.orders.load_manifest(new, "staff")
         except ManifestError as exc:
-            raise Refusal(422, "invalid_manifest", str(exc)) from None
+            raise Refusal("invalid_manifest", str(exc)) from None
         except ManifestConflict as exc:
-            raise Refusal(409, "manifest_conflict", str(exc), skus=sorted(exc.skus)) from None
+            raise Refusal("manifest_conflict", str(exc), skus=sorted(exc.skus)) from None
         view = await agent.orders.manifest()
         agent.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
         return JSONResponse({"changed": changed, **view})
@@ -264,18 +257,18 @@ def build_app(agent: Agent) -> Starlette:
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
-        return error(exc.status, exc.code, exc.detail, **exc.extra)
+        return refusal_response(exc)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error(exc.status_code, codes.get(exc.status_code, "bad_request"),
-                     exc.detail or "")
+        return JSONResponse({"error": codes.get(exc.status_code, "bad_request"),
+                             "detail": exc.detail or ""}, exc.status_code)
 
     async def crashed(request: Request, exc: Exception) -> Response:
         # Never the answer to bad input (the tests hunt for these); logged with its traceback.
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error(500, "internal", "the kit could not answer; nothing was changed "
+        return error("internal", "the kit could not answer; nothing was changed "
                      "unless a later lookup shows it")
 
     routes = [

@@ -9,7 +9,7 @@ Wi-Fi.
     >>> auth.check("Bearer nope", "10.0.0.7", now=1.0)
     Traceback (most recent call last):
     ...
-    agent.orders.Refusal: the staff token is wrong
+    agent.core.errors.Refusal: the staff token is wrong
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections import deque
 
-from agent.orders import Refusal
+from agent.core.errors import Refusal
 
 WINDOW_SECONDS = 60.0
 
@@ -38,7 +38,7 @@ class StaffAuth:
                 failures.popleft()
             if len(failures) >= self._limit:
                 retry = max(1, int(WINDOW_SECONDS - (now - failures[0])) + 1)
-                raise Refusal(429, "too_many_attempts",
+                raise Refusal("too_many_attempts",
                               f"too many wrong staff tokens; try again in {retry} s",
                               retry_after=retry)
         scheme, _, given = (authorization or "").partition(" ")
@@ -49,6 +49,6 @@ class StaffAuth:
         if len(self._failures) > 10_000:  # a flood of addresses must not grow memory forever
             self._failures.pop(next(iter(self._failures)))
         if not authorization:
-            raise Refusal(401, "unauthorized", "this is a staff endpoint: send "
+            raise Refusal("unauthorized", "this is a staff endpoint: send "
                           "'Authorization: Bearer <staff token>'")
-        raise Refusal(403, "forbidden", "the staff token is wrong")
+        raise Refusal("forbidden", "the staff token is wrong")

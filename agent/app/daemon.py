@@ -23,20 +23,23 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__, outbox
-from agent.auth import StaffAuth
+from agent import __version__
+from agent.app.events import EventHub
+from agent.app.sales import Orders
+from agent.app.sdnotify import keep_watchdog_fed, notify, watchdog_interval
 from agent.config import Config
-from agent.devices import Devices
-from agent.events import EventHub
-from agent.kitpower import KitPower
-from agent.manifest import ManifestConflict, ManifestError, read_manifest
-from agent.mode import Mode
-from agent.orders import Orders, Refusal, now_iso
-from agent.sdnotify import keep_watchdog_fed, notify, watchdog_interval
+from agent.core import outbox
+from agent.core.clock import now_iso
+from agent.core.errors import Refusal
+from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
+from agent.core.mode import Mode
+from agent.fieldio.service import Devices
+from agent.power.service import KitPower
 from agent.store import Store
+from agent.web.auth import StaffAuth
 
 if TYPE_CHECKING:
-    from agent.uplink import Uplink
+    from agent.uplink.session import Uplink
 
 log = logging.getLogger("dropkit")
 
@@ -124,7 +127,7 @@ class Agent:
             except ManifestConflict as exc:
                 raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
         if self.config.mqtt.url:
-            from agent.uplink import Uplink
+            from agent.uplink.session import Uplink
 
             self.uplink = Uplink(self.config.mqtt, self.kit_id, self.store, self.mode,
                                  self.events, self.telemetry,
@@ -196,7 +199,7 @@ class Agent:
     def check_taking_orders(self) -> None:
         """Raise the 503 that new orders get once the shutdown has begun."""
         if self.power.refusal:
-            raise Refusal(503, "shutting_down", self.power.refusal, retry_after=300)
+            raise Refusal("shutting_down", self.power.refusal, retry_after=300)
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
         """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
@@ -243,7 +246,7 @@ class Agent:
 def _server(agent: Agent) -> Any:
     import uvicorn
 
-    from agent.http import build_app
+    from agent.web.app import build_app
 
     class Server(uvicorn.Server):
         # uvicorn re-raises a captured SIGTERM after its shutdown, which would kill the process

@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import outbox, reconcile
+from agent.app.events import EventHub
 from agent.config import MqttConfig
-from agent.events import EventHub
-from agent.mode import Mode
-from agent.orders import now_iso
+from agent.core import outbox, reconcile
+from agent.core.clock import now_iso
+from agent.core.mode import Mode
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ class Uplink:
         self.client.subscribe(f"{self.prefix}/acks", qos=1)
         self.client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
         if self.config.ha_discovery:
-            from agent.discovery import discovery_messages
+            from agent.uplink.discovery import discovery_messages
 
             for topic, payload in discovery_messages(self.config.topic_prefix, self.kit_id):
                 self.client.publish(topic, payload, qos=1, retain=True)

@@ -12,37 +12,18 @@ import hashlib
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from agent import outbox, printing, receipts
-from agent.manifest import Manifest, apply_manifest, current_manifest, valid_sku
-from agent.store import Store
+from agent.core import outbox, printjobs, receipts
+from agent.core.errors import Refusal, invalid
+from agent.core.manifest import valid_sku
+from agent.core.views import order_view
 
 ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
 PAYMENT_METHODS = ("cash", "card")
 # cash is settled at the stall; a card payment waits for staff to confirm the terminal's answer.
 INITIAL_PAYMENT = {"cash": "paid", "card": "pending"}
 CLOSED = ("voided", "refunded")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-class Refusal(Exception):
-    """An order operation the rules refuse; ``status`` is the HTTP status that says so."""
-
-    def __init__(self, http_status: int, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.extra = http_status, code, detail, extra
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "detail": self.detail, **self.extra}
-
-
-def invalid(detail: str) -> Refusal:
-    return Refusal(422, "invalid", detail)
 
 
 @dataclass(frozen=True)
@@ -96,45 +77,6 @@ def parse_order_request(data: object, max_lines: int, max_qty: int) -> OrderRequ
     return OrderRequest(order_id, tuple(parsed), payment["method"])
 
 
-# -- reading ---------------------------------------------------------------------------------
-
-def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
-    """The order as the API shows it, or None."""
-    row = db.execute(
-        "SELECT o.*, r.hash FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
-        (order_id,)).fetchone()
-    if row is None:
-        return None
-    lines = [{"sku": line["sku"], "name": line["name"], "qty": line["qty"],
-              "price_cents": line["price_cents"],
-              "amount_cents": line["qty"] * line["price_cents"]}
-             for line in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
-                                    "WHERE order_id = ? ORDER BY line_no", (order_id,))]
-    return {"order_id": row["order_id"], "status": row["status"],
-            "created_at": row["created_at"], "updated_at": row["updated_at"],
-            "lines": lines, "total_cents": row["total_cents"],
-            "payment": {"method": row["payment_method"], "status": row["payment_status"]},
-            "receipt": {"seq": row["seq"], "hash": row["hash"]}}
-
-
-def recent_orders(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
-    ids = [r[0] for r in db.execute("SELECT order_id FROM orders ORDER BY seq DESC LIMIT ?",
-                                    (limit,))]
-    return [view for view in (order_view(db, i) for i in ids) if view is not None]
-
-
-def manifest_view(db: sqlite3.Connection) -> dict[str, Any]:
-    loaded = current_manifest(db)
-    items = [{"sku": r["sku"], "name": r["name"], "price_cents": r["price_cents"],
-              "available": r["allocated"] - r["sold"], "allocated": r["allocated"],
-              "sold": r["sold"]}
-             for r in db.execute("SELECT * FROM items WHERE active = 1 ORDER BY position, sku")]
-    return {"version": loaded["version"] if loaded else None,
-            "hash": loaded["content_hash"] if loaded else None,
-            "loaded_at": loaded["loaded_at"] if loaded else None,
-            "items": items}
-
-
 # -- changing --------------------------------------------------------------------------------
 
 def _move_stock(db: sqlite3.Connection, sku: str, sold_delta: int, reason: str,
@@ -155,7 +97,7 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
                           (request.order_id,)).fetchone()
     if existing is not None:
         if existing["fingerprint"] != request.fingerprint:
-            raise Refusal(409, "order_id_reused", "this order_id was already used for a "
+            raise Refusal("order_id_reused", "this order_id was already used for a "
                           "different order", order_id=request.order_id)
         return order_view(db, request.order_id), False  # type: ignore[return-value]
     lines = []
@@ -163,9 +105,9 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
         item = db.execute("SELECT name, price_cents, allocated - sold AS available FROM items "
                           "WHERE sku = ? AND active = 1", (sku,)).fetchone()
         if item is None:
-            raise Refusal(422, "unknown_sku", f"{sku} is not in the kit's manifest", sku=sku)
+            raise Refusal("unknown_sku", f"{sku} is not in the kit's manifest", sku=sku)
         if item["available"] < qty:
-            raise Refusal(409, "sold_out", f"{sku}: {item['available']} left, {qty} asked",
+            raise Refusal("sold_out", f"{sku}: {item['available']} left, {qty} asked",
                           sku=sku, available=item["available"])
         lines.append({"sku": sku, "name": item["name"], "qty": qty,
                       "price_cents": item["price_cents"]})
@@ -190,7 +132,7 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
     outbox.enqueue(db, "sale", request.order_id,
                    {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
     if print_receipt:
-        printing.enqueue_receipt(db, request.order_id, now)
+        printjobs.enqueue_receipt(db, request.order_id, now)
     return view, True  # type: ignore[return-value]
 
 
@@ -213,9 +155,9 @@ def sale_matches_order(db: sqlite3.Connection, entry: dict[str, Any]) -> str:
 def _open_order(db: sqlite3.Connection, order_id: str) -> sqlite3.Row:
     row = db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
     if row is None:
-        raise Refusal(404, "not_found", f"no order {order_id}", order_id=order_id)
+        raise Refusal("not_found", f"no order {order_id}", order_id=order_id)
     if row["status"] in CLOSED:
-        raise Refusal(409, "order_closed", f"order {order_id} is already {row['status']}",
+        raise Refusal("order_closed", f"order {order_id} is already {row['status']}",
                       order_id=order_id, status=row["status"])
     return row
 
@@ -242,7 +184,7 @@ def void_order(db: sqlite3.Connection, order_id: str, reason: str, kit_id: str,
     """Undo a sale whose payment did not go through: its stock is on sale again at once."""
     row = _open_order(db, order_id)
     if row["payment_status"] == "paid":
-        raise Refusal(409, "paid", f"order {order_id} is paid; refund it instead of voiding",
+        raise Refusal("paid", f"order {order_id} is paid; refund it instead of voiding",
                       order_id=order_id)
     if row["payment_status"] == "pending":
         db.execute("UPDATE orders SET payment_status = 'failed' WHERE order_id = ?", (order_id,))
@@ -267,52 +209,8 @@ def settle_payment(db: sqlite3.Connection, order_id: str, paid: bool,
     """Staff's word on a card payment: the terminal approved it, or it failed."""
     row = _open_order(db, order_id)
     if row["payment_status"] != "pending":
-        raise Refusal(409, "payment_settled", f"order {order_id} payment is already "
+        raise Refusal("payment_settled", f"order {order_id} payment is already "
                       f"{row['payment_status']}", order_id=order_id)
     db.execute("UPDATE orders SET payment_status = ?, updated_at = ? WHERE order_id = ?",
                ("paid" if paid else "failed", now, order_id))
     return order_view(db, order_id)  # type: ignore[return-value]
-
-
-class Orders:
-    """The order book of one kit: the async face of the rules above, over the store."""
-
-    def __init__(self, store: Store, kit_id: str, max_lines: int = 20, max_qty: int = 99,
-                 print_receipts: bool = False) -> None:
-        self.store, self.kit_id = store, kit_id
-        self.max_lines, self.max_qty = max_lines, max_qty
-        self.print_receipts = print_receipts
-
-    def parse(self, data: object) -> OrderRequest:
-        return parse_order_request(data, self.max_lines, self.max_qty)
-
-    async def place(self, request: OrderRequest, trace_id: str) -> tuple[dict[str, Any], bool]:
-        return await self.store.write(
-            lambda db: place_order(db, request, self.kit_id, trace_id, now_iso(),
-                                   self.print_receipts))
-
-    async def get(self, order_id: str) -> dict[str, Any] | None:
-        return await self.store.read(lambda db: order_view(db, order_id))
-
-    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        return await self.store.read(lambda db: recent_orders(db, limit))
-
-    async def void(self, order_id: str, reason: str) -> dict[str, Any]:
-        return await self.store.write(
-            lambda db: void_order(db, order_id, reason, self.kit_id, now_iso()))
-
-    async def refund(self, order_id: str, restock: bool, reason: str) -> dict[str, Any]:
-        return await self.store.write(
-            lambda db: refund_order(db, order_id, restock, reason, self.kit_id, now_iso()))
-
-    async def settle_payment(self, order_id: str, paid: bool) -> dict[str, Any]:
-        return await self.store.write(lambda db: settle_payment(db, order_id, paid, now_iso()))
-
-    async def manifest(self) -> dict[str, Any]:
-        return await self.store.read(manifest_view)
-
-    async def load_manifest(self, manifest: Manifest, source: str) -> bool:
-        return await self.store.write(lambda db: apply_manifest(db, manifest, source, now_iso()))
-
-    async def queue_depth(self) -> int:
-        return await self.store.read(outbox.depth)

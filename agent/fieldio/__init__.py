@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config import PrintingConfig
-from agent.printing import EventSink
+from agent.fieldio.printing import EventSink
 from agent.store import Store
 
 if TYPE_CHECKING:

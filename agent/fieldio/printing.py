@@ -21,12 +21,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from agent.config import PrintingConfig
+from agent.core import printjobs
+from agent.core.clock import now_iso
 from agent.store import Store
 from hw.printer import (
     NOT_RESPONDING,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], object]
-"""Where the queue reports: ``(kind, data)``, as :meth:`agent.events.EventHub.publish` takes."""
+"""Where the queue reports: ``(kind, data)``, as :meth:`agent.app.events.EventHub.publish` takes."""
 
 FIRST_RETRY_S = 0.5
 """The first wait before trying a refusing printer again; it doubles up to the status interval."""
@@ -54,120 +55,6 @@ FIRST_RETRY_S = 0.5
 _ALERTS = {"paper_out": "paper_out", "paper_near_end": "paper_near_end",
            "cover_open": "cover_open", "offline": "printer_offline",
            "not_responding": "printer_offline", "ready": "printer_ready"}
-_WAITING = ("pending", "sending")
-
-
-class UnknownOrder(LookupError):
-    """A reprint was asked for an order the kit does not have."""
-
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"no order {order_id}")
-        self.order_id = order_id
-
-
-# -- in the caller's transaction ---------------------------------------------------------------
-
-def enqueue_receipt(db: sqlite3.Connection, order_id: str, now: str) -> int:
-    """Queue a new sale's receipt; call it inside the sale's transaction. Returns the job id.
-
-    An order has one receipt job: for an order that has it already (a retried request), its
-    id is returned and nothing is added.
-    """
-    queued = db.execute("SELECT id FROM print_jobs WHERE order_id = ? AND kind = 'receipt'",
-                        (order_id,)).fetchone()
-    return queued["id"] if queued is not None else _insert_job(db, order_id, "receipt", now)
-
-
-def enqueue_reprint(db: sqlite3.Connection, order_id: str, now: str) -> int:
-    """Queue another copy of an order's receipt (printed marked COPY); returns the job id.
-
-    A job for the order still waiting to print is answered instead of adding one (a second
-    tap while the paper is out prints one receipt, not two). The order's ``unsure`` jobs are
-    settled: asking for a copy is staff's answer to them. Raises :class:`UnknownOrder`.
-    """
-    if db.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone() is None:
-        raise UnknownOrder(order_id)
-    waiting = db.execute("SELECT id FROM print_jobs WHERE state IN (?, ?) AND order_id = ? "
-                         "ORDER BY id LIMIT 1", (*_WAITING, order_id)).fetchone()
-    if waiting is not None:
-        return waiting["id"]
-    db.execute("UPDATE print_jobs SET state = 'checked', updated_at = ?, note = 'reprinted' "
-               "WHERE state = 'unsure' AND order_id = ?", (now, order_id))
-    return _insert_job(db, order_id, "reprint", now)
-
-
-def enqueue_reprint_last(db: sqlite3.Connection, now: str) -> int | None:
-    """Reprint the last sale's receipt (the panel's reprint button); None with no sale yet."""
-    last = db.execute("SELECT order_id FROM orders ORDER BY seq DESC LIMIT 1").fetchone()
-    return None if last is None else enqueue_reprint(db, last["order_id"], now)
-
-
-def mark_checked(db: sqlite3.Connection, job_id: int, now: str) -> bool:
-    """Staff looked at an ``unsure`` job and need no copy; False when it is not unsure."""
-    return db.execute("UPDATE print_jobs SET state = 'checked', updated_at = ?, "
-                      "note = 'checked by staff' WHERE id = ? AND state = 'unsure'",
-                      (now, job_id)).rowcount == 1
-
-
-# -- reading -----------------------------------------------------------------------------------
-
-def job_counts(db: sqlite3.Connection) -> dict[str, int]:
-    """``waiting`` (not printed yet) and ``unsure`` (may need a reprint) jobs, for health."""
-    counts = {row[0]: row[1] for row in db.execute(
-        "SELECT state, count(*) FROM print_jobs WHERE state IN ('pending', 'sending', 'unsure') "
-        "GROUP BY state")}
-    return {"waiting": counts.get("pending", 0) + counts.get("sending", 0),
-            "unsure": counts.get("unsure", 0)}
-
-
-def jobs_to_check(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    """The ``unsure`` jobs, oldest first: receipts that may not have printed."""
-    return [_job_view(row) for row in db.execute(
-        "SELECT * FROM print_jobs WHERE state = 'unsure' ORDER BY id")]
-
-
-def _job_view(row: sqlite3.Row) -> dict[str, Any]:
-    return {key: row[key] for key in
-            ("id", "order_id", "kind", "state", "created_at", "updated_at", "note")}
-
-
-def _insert_job(db: sqlite3.Connection, order_id: str, kind: str, now: str) -> int:
-    cursor = db.execute("INSERT INTO print_jobs (order_id, kind, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?)", (order_id, kind, now, now))
-    return cast(int, cursor.lastrowid)
-
-
-def _next_job(db: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The oldest pending job and its order's view, read together."""
-    from agent.orders import order_view  # here: agent.orders imports this module
-
-    row = db.execute("SELECT * FROM print_jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
-                     ).fetchone()
-    if row is None:
-        return None
-    return _job_view(row), cast(dict[str, Any], order_view(db, row["order_id"]))
-
-
-def _move_job(db: sqlite3.Connection, job_id: int, before: str, after: str, now: str,
-              note: str = "") -> dict[str, Any] | None:
-    """Move a job from state ``before`` to ``after``; None when it was not in ``before``."""
-    row = db.execute("UPDATE print_jobs SET state = ?, updated_at = ?, note = ? "
-                     "WHERE id = ? AND state = ? RETURNING *",
-                     (after, now, note, job_id, before)).fetchone()
-    return None if row is None else _job_view(row)
-
-
-def _flag_interrupted_sends(db: sqlite3.Connection, now: str) -> list[dict[str, Any]]:
-    return [_job_view(row) for row in db.execute(
-        "UPDATE print_jobs SET state = 'unsure', updated_at = ?, note = ? "
-        "WHERE state = 'sending' RETURNING *",
-        (now, "the kit stopped while sending this receipt; check whether it printed"))]
-
-
-def _now() -> str:
-    from agent.orders import now_iso  # here: agent.orders imports this module
-
-    return now_iso()
 
 
 # -- the queue ---------------------------------------------------------------------------------
@@ -257,7 +144,9 @@ class PrintQueue:
         """
         if not self.config.enabled:
             return
-        for job in await self.store.write(lambda db: _flag_interrupted_sends(db, _now())):
+        interrupted = await self.store.write(
+            lambda db: printjobs.flag_interrupted_sends(db, now_iso()))
+        for job in interrupted:
             log.warning("receipt job %d (order %s) may not have printed: %s",
                         job["id"], job["order_id"], job["note"])
             self.on_event("print_job", job)
@@ -287,7 +176,7 @@ class PrintQueue:
         Each job runs as its own task, shielded: a cancelled queue finishes and records the
         receipt it is sending.
         """
-        while (found := await self.store.read(_next_job)) is not None:
+        while (found := await self.store.read(printjobs.next_job)) is not None:
             self._sending = asyncio.create_task(self._print_job(*found))
             await asyncio.shield(self._sending)
             self._sending = None
@@ -301,13 +190,13 @@ class PrintQueue:
         header = self.config.header or self.kit_name
         if job["kind"] == "reprint":
             header += " - COPY"
-        if await self.store.write(lambda db: _move_job(db, job["id"], "pending", "sending",
-                                                       _now())) is None:
+        if await self.store.write(lambda db: printjobs.move_job(
+                db, job["id"], "pending", "sending", now_iso())) is None:
             return  # no longer pending: never send a job twice
         outcome = await self._in_worker(lambda: self._send(receipt, header))
         after = "pending" if outcome.result == "refused" else outcome.result
-        moved = await self.store.write(lambda db: _move_job(db, job["id"], "sending", after,
-                                                            _now(), outcome.note))
+        moved = await self.store.write(lambda db: printjobs.move_job(
+            db, job["id"], "sending", after, now_iso(), outcome.note))
         self._observe(outcome.status)
         if outcome.result == "unsure":
             log.warning("receipt job %d (order %s) may not have printed: %s",
@@ -360,7 +249,7 @@ class PrintQueue:
     def _observe(self, status: PrinterStatus) -> None:
         """Keep the latest answer; report a change, and an alert on entering a bad state."""
         before, self._printer_status = self._printer_status, status
-        self._checked_at = _now()
+        self._checked_at = now_iso()
         if status == before:
             return
         word, alert = status_word(status), _ALERTS[status_word(status)]

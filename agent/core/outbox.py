@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from agent.receipts import canonical_json
+from agent.core.receipts import canonical_json
 
 TOPIC_OF_KIND = {"sale": "orders", "void": "orders", "refund": "orders", "event": "events"}
 

@@ -24,7 +24,7 @@ from agent.power import (
 )
 
 if TYPE_CHECKING:
-    from agent.daemon import Agent
+    from agent.app.daemon import Agent
 
 log = logging.getLogger(__name__)
 

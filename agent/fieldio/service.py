@@ -15,15 +15,15 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from agent import printing
-from agent.orders import now_iso
+from agent.core import printjobs
+from agent.core.clock import now_iso
+from agent.fieldio.printing import PrintQueue
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
 
-    from agent.daemon import Agent
+    from agent.app.daemon import Agent
     from agent.fieldio import PanelController, SimulatedDevices
-    from agent.printing import PrintQueue
     from hw.panel import Panel
     from hw.scanner import ScannerWatcher
 
@@ -64,7 +64,7 @@ class Devices:
             discover, pin_factory, panel_pins = (self.sim.discover_scanners,
                                                  self.sim.pin_factory, self.sim.panel_pins)
         if printer_config.enabled:
-            self.print_queue = printing.PrintQueue(
+            self.print_queue = PrintQueue(
                 agent.store, printer_config, kit_id=agent.kit_id, kit_name=config.kit.name,
                 on_event=self._device_event)
             self._tasks.append(asyncio.create_task(self.print_queue.run()))
@@ -133,14 +133,14 @@ class Devices:
         }
 
     async def reprint(self, order_id: str) -> int:
-        """Queue a copy of an order's receipt; raises :class:`agent.printing.UnknownOrder`."""
+        """Queue a copy of an order's receipt; raises a ``not_found`` refusal."""
         job = await self.agent.store.write(
-            lambda db: printing.enqueue_reprint(db, order_id, now_iso()))
+            lambda db: printjobs.enqueue_reprint(db, order_id, now_iso()))
         self._wake_printer()
         return job
 
     async def reprint_last(self) -> None:
-        if await self.agent.store.write(lambda db: printing.enqueue_reprint_last(db, now_iso())):
+        if await self.agent.store.write(lambda db: printjobs.enqueue_reprint_last(db, now_iso())):
             self._wake_printer()
 
     def sale_made(self) -> None:

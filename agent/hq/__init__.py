@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.manifest import Manifest
-from agent.orders import now_iso
+from agent.core.clock import now_iso
+from agent.core.manifest import Manifest
 from agent.store import connect
 
 log = logging.getLogger("dropkit.hq")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from agent.harness import (
+from agent.ops.harness import (
     Answer,
     Broker,
     EventStream,
@@ -156,8 +156,8 @@ class Session:
     def check_chain(self, kit: SimKit) -> list[sqlite3.Row]:
         """Verify the stopped kit's receipt chain, as ``dropkit receipts verify`` does; its
         links ``(seq, kind, order_id)``."""
-        from agent import receipts
-        from agent.orders import sale_matches_order
+        from agent.core import receipts
+        from agent.core.orders import sale_matches_order
 
         with contextlib.closing(kit.open_store()) as db:
             report = receipts.verify(db, sale_matches_order)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from agent.config import PowerConfig
-from agent.orders import now_iso
+from agent.core.clock import now_iso
 from hw.power import INA219, INA226, MAX17048, GaugeReading, PowerReading, SMBusLike
 
 if TYPE_CHECKING:

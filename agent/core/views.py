@@ -1,0 +1,45 @@
+"""How orders and the manifest look to the API, the printer and the uplink: read-only views."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from agent.core.manifest import current_manifest
+
+
+def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
+    """The order as the API shows it, or None."""
+    row = db.execute(
+        "SELECT o.*, r.hash FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
+        (order_id,)).fetchone()
+    if row is None:
+        return None
+    lines = [{"sku": line["sku"], "name": line["name"], "qty": line["qty"],
+              "price_cents": line["price_cents"],
+              "amount_cents": line["qty"] * line["price_cents"]}
+             for line in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
+                                    "WHERE order_id = ? ORDER BY line_no", (order_id,))]
+    return {"order_id": row["order_id"], "status": row["status"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "lines": lines, "total_cents": row["total_cents"],
+            "payment": {"method": row["payment_method"], "status": row["payment_status"]},
+            "receipt": {"seq": row["seq"], "hash": row["hash"]}}
+
+
+def recent_orders(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    ids = [r[0] for r in db.execute("SELECT order_id FROM orders ORDER BY seq DESC LIMIT ?",
+                                    (limit,))]
+    return [view for view in (order_view(db, i) for i in ids) if view is not None]
+
+
+def manifest_view(db: sqlite3.Connection) -> dict[str, Any]:
+    loaded = current_manifest(db)
+    items = [{"sku": r["sku"], "name": r["name"], "price_cents": r["price_cents"],
+              "available": r["allocated"] - r["sold"], "allocated": r["allocated"],
+              "sold": r["sold"]}
+             for r in db.execute("SELECT * FROM items WHERE active = 1 ORDER BY position, sku")]
+    return {"version": loaded["version"] if loaded else None,
+            "hash": loaded["content_hash"] if loaded else None,
+            "loaded_at": loaded["loaded_at"] if loaded else None,
+            "items": items}
