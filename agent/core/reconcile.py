@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.backoff import Backoff
 from agent.core import outbox
 from agent.core.views import order_view
 
 OPEN = ("queued", "relayed")
+MAX_RESEND_DOUBLINGS = 10  # a lost sale is re-sent at least every 1024 x resend_after
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,10 @@ def _lost_sales(db: sqlite3.Connection, now: str, resend_after: float) -> list[s
     lost = []
     for row in waiting:
         overtaken = latest_seq_after[bisect.bisect_right(times, row["relayed_at"])] > row["seq"]
-        resends = min(row["resends"], 10)
+        resends = min(row["resends"], MAX_RESEND_DOUBLINGS)
         if resends not in cutoffs:
-            cutoffs[resends] = _before(now, resend_after * 2 ** resends)
+            cutoffs[resends] = _before(now, Backoff.nth(
+                resend_after, resend_after * 2 ** MAX_RESEND_DOUBLINGS, resends + 1))
         if overtaken or row["relayed_at"] <= cutoffs[resends]:
             lost.append(row)
     return lost

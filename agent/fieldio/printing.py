@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.backoff import Backoff
 from agent.config import PrintingConfig
 from agent.core import printjobs
 from agent.core.clock import now_iso
@@ -152,16 +153,17 @@ class PrintQueue:
             self.on_event("print_job", job)
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="printer")
         interval = self.config.status_interval_s
-        retry_s = min(FIRST_RETRY_S, interval)
+        retry = Backoff(min(FIRST_RETRY_S, interval), interval)
         try:
             while True:
                 self._wakeup.clear()
                 status = await self._in_worker(self._query_status)
                 self._observe(status)
                 if status.ready and await self._print_pending():
-                    delay, retry_s = interval, min(FIRST_RETRY_S, interval)
+                    delay = interval
+                    retry.reset()
                 else:  # the printer is away: try again soon, then less and less often
-                    delay, retry_s = retry_s, min(retry_s * 2, interval)
+                    delay = retry.next()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), delay)
         finally:

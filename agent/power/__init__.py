@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
+from agent.backoff import Backoff
 from agent.config import PowerConfig
 from agent.core.clock import now_iso
 from hw.power import INA219, INA226, MAX17048, GaugeReading, PowerReading, SMBusLike
@@ -588,7 +589,7 @@ class PowerMonitor:
         sensor.configured = False  # a chip that comes back may have been reset or replaced
         interval = (self.config.poll_interval_s if sensor.every_poll
                     else self.config.sample_interval_s)
-        sensor.retry_at = now + min(interval * 2 ** (sensor.failures - 1), MAX_BACKOFF_S)
+        sensor.retry_at = now + Backoff.nth(interval, MAX_BACKOFF_S, sensor.failures)
         log.debug("%s sensor read failed (%d in a row): %s", sensor.name, sensor.failures, error)
         if sensor.failures == FAULT_AFTER_FAILURES:
             sensor.faulted_since, sensor.reading = now, None

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import sqlite3
 import ssl
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.app.events import EventHub
+from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
 from agent.core.clock import now_iso
@@ -192,7 +192,7 @@ class Uplink:
         """Connect, serve the connection until paho closes it, and again, with exponential
         backoff and jitter so a fleet of kits does not reconnect in step."""
         loop = asyncio.get_running_loop()
-        delay = self.config.reconnect_min_s
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s, jitter=0.5)
         while not self._stopping:
             self._socket_gone.clear()
             sessions = self.connects
@@ -213,11 +213,10 @@ class Uplink:
                     await self._socket_gone.wait()
                     self._serving = False
                 if self.connects > sessions:  # it got through: the next try starts afresh
-                    delay = self.config.reconnect_min_s
+                    backoff.reset()
             if self._stopping:
                 break
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.config.reconnect_max_s)
+            await asyncio.sleep(backoff.next())
 
     def _say_once(self, complaint: str) -> None:
         """A warning for a lasting fault, once, not at every retry."""
