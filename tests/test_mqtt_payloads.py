@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import write_manifest
 from tests.mqtt_helpers import Broker, Hq, Listener, kit_config, wait_for
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+SCHEMAS = Path(__file__).resolve().parent.parent / "agent" / "schemas"
 
 
 def schema(name: str) -> dict:
