@@ -31,7 +31,8 @@ def _state_dir(args: argparse.Namespace, config: Config) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.app.daemon import Wiring, serve
+    from agent.app.daemon import serve
+    from agent.app.kit import Wiring
 
     config = load_config(args.config)
     state_dir = _state_dir(args, config)
@@ -43,7 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from agent.app.daemon import Agent, Wiring, demo_manifest, serve
+    from agent.app.daemon import demo_manifest, serve
+    from agent.app.kit import Kit, Wiring
 
     config = load_config(args.config, required=args.config is not None)
     temporary = args.state_dir is None
@@ -51,9 +53,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
 
-    def announce(url: str, agent: Agent) -> None:
-        print(f"dropkit sim: kit {agent.kit_id} is open at {url}", flush=True)
-        print(f"dropkit sim: staff token {agent.staff_token}; state in {state_dir}"
+    def announce(url: str, kit: Kit) -> None:
+        print(f"dropkit sim: kit {kit.kit_id} is open at {url}", flush=True)
+        print(f"dropkit sim: staff token {kit.staff_token}; state in {state_dir}"
               f"{' (removed at exit)' if temporary else ''}; Ctrl-C stops", flush=True)
 
     wiring = Wiring(simulated=True, state_dir=state_dir, host=args.host,
@@ -241,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from agent.app.daemon import StartError
+    from agent.app.kit import StartError
     from agent.core.manifest import ManifestError
 
     try:

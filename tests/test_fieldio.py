@@ -18,6 +18,7 @@ from gpiozero.pins.mock import MockFactory
 from test_printing import KIT_ID, KIT_NAME, eventually, next_event, open_store, sell
 
 from agent.app.events import Event, EventHub
+from agent.app.supervisor import Supervisor
 from agent.config import PrintingConfig
 from agent.core.clock import now_iso
 from agent.core.mode import Mode
@@ -68,7 +69,14 @@ class Kit:
     def controller(self) -> PanelController:
         return PanelController(set_latch=self.set_latch, latched=lambda: self.mode.latched,
                                request_reprint_last=self.request_reprint_last,
-                               request_shutdown=self.request_shutdown)
+                               request_shutdown=self.request_shutdown,
+                               spawn=jobs("panel"))
+
+
+def jobs(part: str) -> Any:
+    """A short-job runner as the kit gives its devices: the supervisor's, on the running loop."""
+    supervisor = Supervisor(lambda name, health: None)
+    return lambda job: supervisor.spawn(part, job)
 
 
 def test_scans_become_sku_receipt_and_unknown_events(tmp_path: Path,
@@ -78,7 +86,7 @@ def test_scans_become_sku_receipt_and_unknown_events(tmp_path: Path,
         order = await sell(store, ("ZINE-07", 2))
         receipt_hash = order["receipt"]["hash"]
         device = FakeInputDevice("Honeywell Voyager 1250g")
-        router = ScanRouter(store, hub.publish)
+        router = ScanRouter(store, hub.publish, spawn=jobs("scanner"))
         watcher = ScannerWatcher(router.on_scan, router.on_device, discover=lambda: [device],
                                  rescan_interval=0.05)
         with hub.listen() as events:
@@ -186,7 +194,7 @@ def test_simulated_devices_drive_the_real_parts(tmp_path: Path) -> None:
         assert (config.host, config.port) == ("127.0.0.1", devices.printer.port)
         queue = PrintQueue(store, config, kit_id=KIT_ID, kit_name=KIT_NAME,
                            on_event=hub.publish)
-        router = ScanRouter(store, hub.publish)
+        router = ScanRouter(store, hub.publish, spawn=jobs("scanner"))
         watcher = ScannerWatcher(router.on_scan, router.on_device,
                                  discover=devices.discover_scanners, rescan_interval=0.05)
 
@@ -196,7 +204,8 @@ def test_simulated_devices_drive_the_real_parts(tmp_path: Path) -> None:
 
         controller = PanelController(set_latch=kit.set_latch, latched=lambda: kit.mode.latched,
                                      request_reprint_last=reprint_last,
-                                     request_shutdown=kit.request_shutdown)
+                                     request_shutdown=kit.request_shutdown,
+                                     spawn=jobs("panel"))
         with (hub.listen() as events,
               Panel(asyncio.get_running_loop(), controller.handle, devices.panel_pins,
                     long_press=LONG_PRESS, pin_factory=devices.pin_factory)):

@@ -7,9 +7,14 @@ it expect it still pressed after a power cut.
     >>> mode = Mode()
     >>> mode.state, mode.reasons
     ('offline', ['uplink_off'])
+    >>> mode.on_change(lambda state, reasons: print("now", state, reasons))
+    >>> mode.set_uplink_healthy(False)
+    now offline ['uplink_unhealthy']
     >>> mode.set_uplink_healthy(True); mode.state
+    now online []
     'online'
     >>> mode.set_latch(True); mode.state, mode.reasons
+    now offline ['staff_latch']
     ('offline', ['staff_latch'])
 """
 
@@ -50,8 +55,9 @@ class Mode:
         self._update(lambda: setattr(self, "latched", latched))
 
     def set_uplink_healthy(self, healthy: bool) -> None:
-        self.uplink_configured = True
-        self._update(lambda: setattr(self, "uplink_healthy", healthy))
+        def change() -> None:
+            self.uplink_configured, self.uplink_healthy = True, healthy
+        self._update(change)
 
     def _update(self, change: Callable[[], None]) -> None:
         before = (self.state, self.reasons)

@@ -14,7 +14,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,15 +74,13 @@ class ScanRouter:
     a scanner coming or going is published as a ``scanner`` event (``name``, ``present``).
     """
 
-    def __init__(self, store: Store, publish: EventSink) -> None:
-        self.store, self.publish = store, publish
+    def __init__(self, store: Store, publish: EventSink,
+                 spawn: Callable[[Coroutine[Any, Any, object]], object]) -> None:
+        self.store, self.publish, self.spawn = store, publish, spawn
         self._in_turn = asyncio.Lock()
-        self._routing: set[asyncio.Task[None]] = set()
 
     def on_scan(self, scan: Scan) -> None:
-        task = asyncio.get_running_loop().create_task(self._route_in_turn(scan.text))
-        self._routing.add(task)
-        task.add_done_callback(self._routing.discard)
+        self.spawn(self._route_in_turn(scan.text))
 
     def on_device(self, name: str, present: bool) -> None:
         self.publish("scanner", {"name": name, "present": present})
@@ -101,10 +99,7 @@ class ScanRouter:
 
     async def _route_in_turn(self, text: str) -> None:
         async with self._in_turn:
-            try:
-                await self.route(text)
-            except Exception:
-                log.exception("scan %r could not be routed", text[:80])
+            await self.route(text)
 
 
 # -- the panel ------------------------------------------------------------------------------
@@ -145,29 +140,28 @@ class PanelController:
     - long press: ``request_shutdown()``.
 
     :meth:`handle` is the :class:`hw.panel.Panel`'s ``on_event``; the actions run one at a
-    time, in press order (two quick offline presses toggle twice). A failing action is logged.
+    time, in press order (two quick offline presses toggle twice). Each runs through ``spawn`` (the
+    supervisor's short jobs), so a failing action is logged and shows as a degraded part.
     """
 
     def __init__(self, *, set_latch: Callable[[bool], Awaitable[object]],
                  latched: Callable[[], bool],
                  request_reprint_last: Callable[[], Awaitable[object]],
-                 request_shutdown: Callable[[], Awaitable[object]]) -> None:
-        self.set_latch, self.latched = set_latch, latched
+                 request_shutdown: Callable[[], Awaitable[object]],
+                 spawn: Callable[[Coroutine[Any, Any, object]], object]) -> None:
+        self.set_latch, self.latched, self.spawn = set_latch, latched, spawn
         self._actions: dict[str, Callable[[], Awaitable[object]]] = {
             "offline_pressed": self._toggle_latch,
             "reprint_pressed": request_reprint_last,
             "shutdown_requested": request_shutdown,
         }
         self._in_turn = asyncio.Lock()
-        self._acting: set[asyncio.Task[None]] = set()
         self._leds: LedSink | None = None
         self.patterns: dict[LedName, LedPattern] = {"mode": "off", "uplink": "off",
                                                     "power": "off"}
 
     def handle(self, event: PanelEvent) -> None:
-        task = asyncio.get_running_loop().create_task(self._act_in_turn(str(event.fact)))
-        self._acting.add(task)
-        task.add_done_callback(self._acting.discard)
+        self.spawn(self._act_in_turn(str(event.fact)))
 
     def attach(self, leds: LedSink) -> None:
         """Show the LEDs on ``leds`` (the panel), from now on and as they are now."""
@@ -193,10 +187,7 @@ class PanelController:
     async def _act_in_turn(self, fact: str) -> None:
         async with self._in_turn:
             log.info("panel: %s", fact)
-            try:
-                await self._actions[fact]()
-            except Exception:
-                log.exception("panel: %s failed", fact)
+            await self._actions[fact]()
 
 
 # -- dropkit sim ----------------------------------------------------------------------------

@@ -3,27 +3,30 @@
 ``dropkit run`` reads the real ones (python-escpos, evdev, gpiozero's default pin factory or
 lgpio on the gpiochip that ``[panel] chip`` names); ``dropkit sim`` puts the same parts on the
 simulators (an ESC/POS printer on loopback, a virtual scanner, gpiozero's MockFactory). A
-device that is missing or fails never stops the daemon: it shows in ``/api/health`` and sales
-go on.
+device that is missing or fails never stops the daemon: it shows in ``/api/health`` as a
+degraded part and sales go on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.config import Config
 from agent.core import printjobs
 from agent.core.clock import now_iso
+from agent.fieldio import PanelController, ScanRouter, SimulatedDevices
 from agent.fieldio.printing import PrintQueue
+from agent.store import Store
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
 
-    from agent.app.daemon import Agent
-    from agent.fieldio import PanelController, SimulatedDevices
     from hw.panel import Panel
     from hw.scanner import ScannerWatcher
 
@@ -33,142 +36,172 @@ log = logging.getLogger(__name__)
 OPS_EVENTS = {"paper_out", "paper_near_end", "cover_open", "printer_offline", "printer_ready",
               "scanner"}
 ALERTS = {"paper_out", "cover_open", "printer_offline"}
-LED_REFRESH_S = 0.5
 
 
-class Devices:
-    """Starts, watches and stops the field devices of one agent."""
+@dataclass(frozen=True)
+class DeviceOutputs:
+    """Where the devices report and what they act on; each called on the loop.
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    - ``publish(kind, data)``: a live event for the staff pages;
+    - ``record(event)``: a durable event for remote ops;
+    - ``printer(status)``, ``scanners(devices)``, ``panel(health)``: the devices' state;
+    - ``spawn(name, job)``: run a short job (a button's action) the kit tracks;
+    - ``set_latch(latched)``, ``latched()``, ``request_shutdown()``: what the panel drives.
+    """
+
+    publish: Callable[[str, dict[str, Any]], object]
+    record: Callable[[dict[str, Any]], object]
+    printer: Callable[[dict[str, Any]], object]
+    scanners: Callable[[list[str]], object]
+    panel: Callable[[dict[str, Any]], object]
+    spawn: Callable[[str, Any], object]
+    set_latch: Callable[[bool], Awaitable[object]]
+    latched: Callable[[], bool]
+    request_shutdown: Callable[[], Awaitable[object]]
+
+
+class FieldDevices:
+    """Builds, runs (as supervised parts) and stops the field devices of one kit."""
+
+    def __init__(self, config: Config, store: Store, outputs: DeviceOutputs, *,
+                 simulated: bool, state_dir: Path, kit_id: str) -> None:
+        self.config, self.store, self.out = config, store, outputs
+        self.kit_id, self.simulated, self.state_dir = kit_id, simulated, state_dir
         self.sim: SimulatedDevices | None = None
         self.print_queue: PrintQueue | None = None
         self.watcher: ScannerWatcher | None = None
         self.panel: Panel | None = None
         self.controller: PanelController | None = None
-        self.panel_error = ""
         self._chip_factory: Factory | None = None  # an lgpio factory of [panel] chip
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        from agent.fieldio import PanelController, ScanRouter, SimulatedDevices
-
-        agent, config = self.agent, self.agent.config
+    def start(self) -> dict[str, str]:
+        """Build the devices on the loop; returns the ones that cannot start, and why."""
+        config, failed = self.config, {}
         printer_config, discover, pin_factory = config.printer, None, None
         panel_pins: dict[str, Any] = config.panel.pins()
-        if agent.wiring.simulated:
-            self.sim = SimulatedDevices(agent.wiring.state_dir, panel_pins=panel_pins,
+        if self.simulated:
+            self.sim = SimulatedDevices(self.state_dir, panel_pins=panel_pins,
                                         long_press_s=config.panel.long_press_s).start()
             if config.printer.enabled:
                 printer_config = self.sim.printer_config(config.printer)
             discover, pin_factory, panel_pins = (self.sim.discover_scanners,
                                                  self.sim.pin_factory, self.sim.panel_pins)
         if printer_config.enabled:
-            self.print_queue = PrintQueue(
-                agent.store, printer_config, kit_id=agent.kit_id, kit_name=config.kit.name,
-                on_event=self._device_event)
-            self._tasks.append(asyncio.create_task(self.print_queue.run()))
+            self.print_queue = PrintQueue(self.store, printer_config, kit_id=self.kit_id,
+                                          kit_name=config.kit.name, on_event=self._device_event)
+            self.out.printer(self.print_queue.status)
         if config.scanner.enabled:
             from hw.scanner import ScannerWatcher, open_input_devices
 
-            router = ScanRouter(agent.store, self._device_event)
+            router = ScanRouter(self.store, self._device_event,
+                                spawn=lambda job: self.out.spawn("scanner", job))
             self.watcher = ScannerWatcher(
-                router.on_scan, router.on_device, match=config.scanner.match(),
+                router.on_scan, self._scanner_came_or_went(router), match=config.scanner.match(),
                 discover=discover or open_input_devices,
                 rescan_interval=config.scanner.rescan_interval_s,
                 scan_timeout=config.scanner.scan_timeout_s)
-            self._tasks.append(asyncio.create_task(self.watcher.run()))
         if config.panel.enabled:
-            self.controller = PanelController(
-                set_latch=agent.set_staff_latch, latched=lambda: agent.mode.latched,
-                request_reprint_last=self.reprint_last, request_shutdown=agent.request_shutdown)
-            try:
-                from gpiozero.exc import PinFactoryFallback
+            error = self._open_panel(pin_factory, panel_pins)
+            if error:
+                failed["panel"] = error
+        return failed
 
-                from hw.panel import Panel
+    def parts(self) -> dict[str, Callable[[], Awaitable[object]]]:
+        """The long-running tasks to supervise."""
+        parts: dict[str, Callable[[], Awaitable[object]]] = {}
+        if self.print_queue is not None:
+            parts["printer"] = self.print_queue.run
+        if self.watcher is not None:
+            parts["scanner"] = self.watcher.run
+        return parts
 
-                if pin_factory is None and config.panel.chip >= 0:
-                    from hw.gpiochip import chip_pin_factory
-
-                    # Ours to close: gpiozero closes only the default factory it made itself.
-                    pin_factory = self._chip_factory = chip_pin_factory(config.panel.chip)
-                # gpiozero warns once per pin library it cannot load; the outcome is one line.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", PinFactoryFallback)
-                    self.panel = Panel(asyncio.get_running_loop(), self.controller.handle,
-                                       panel_pins, long_press=config.panel.long_press_s,
-                                       pin_factory=pin_factory)
-            except Exception as exc:  # no GPIO here (not a Pi, or pins taken): no panel
-                self._close_chip_factory()
-                self.panel_error = f"{type(exc).__name__}: {exc}"
-                log.warning("panel unavailable: %s", self.panel_error)
-            else:
-                self.controller.attach(self.panel)
-                self._tasks.append(asyncio.create_task(self._keep_leds_current()))
-
-    async def stop(self) -> None:
-        """Stop reading and printing (a receipt being sent is finished first), free the pins."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    def close(self) -> None:
+        """Free the pins and stop the simulators (after the parts stopped)."""
         if self.panel is not None:
             self.panel.close()
+            self.panel = None
         self._close_chip_factory()
         if self.sim is not None:
             self.sim.stop()
+
+    def _open_panel(self, pin_factory: Factory | None, pins: dict[str, Any]) -> str:
+        config = self.config.panel
+        self.controller = PanelController(
+            set_latch=self.out.set_latch, latched=self.out.latched,
+            request_reprint_last=self.reprint_last, request_shutdown=self.out.request_shutdown,
+            spawn=lambda job: self.out.spawn("panel", job))
+        try:
+            from gpiozero.exc import PinFactoryFallback
+
+            from hw.panel import Panel
+
+            if pin_factory is None and config.chip >= 0:
+                from hw.gpiochip import chip_pin_factory
+
+                # Ours to close: gpiozero closes only the default factory it made itself.
+                pin_factory = self._chip_factory = chip_pin_factory(config.chip)
+            # gpiozero warns once per pin library it cannot load; the outcome is one line.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PinFactoryFallback)
+                self.panel = Panel(asyncio.get_running_loop(), self.controller.handle, pins,
+                                   long_press=config.long_press_s, pin_factory=pin_factory)
+        except Exception as exc:  # no GPIO here (not a Pi, or pins taken): no panel
+            self._close_chip_factory()
+            error = f"{type(exc).__name__}: {exc}"
+            self.out.panel({"state": "unavailable", "error": error})
+            return error
+        self.controller.attach(self.panel)
+        self.out.panel({"state": "ready", "leds": dict(self.controller.patterns)})
+        return ""
 
     def _close_chip_factory(self) -> None:
         if self._chip_factory is not None:
             self._chip_factory.close()
             self._chip_factory = None
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "printer": self.print_queue.status if self.print_queue else {"state": "disabled"},
-            "scanners": self.watcher.devices if self.watcher else [],
-            "panel": ({"state": "ready", "leds": dict(self.controller.patterns)}
-                      if self.panel and self.controller else
-                      {"state": "unavailable", "error": self.panel_error} if self.panel_error
-                      else {"state": "disabled"}),
-        }
+    def show(self, *, mode: str, uplink: str, power: str, alerts: list[str]) -> None:
+        """Show the kit's state on the panel's LEDs (the coordinator calls it on a change)."""
+        if self.controller is None or self.panel is None:
+            return
+        before = dict(self.controller.patterns)
+        try:
+            after = self.controller.show(mode=mode, uplink=uplink, power=power, alerts=alerts)
+        except ValueError:  # an LED that is not fitted
+            return
+        if after != before:
+            self.out.panel({"state": "ready", "leds": dict(after)})
 
     async def reprint(self, order_id: str) -> int:
         """Queue a copy of an order's receipt; raises a ``not_found`` refusal."""
-        job = await self.agent.store.write(
+        job = await self.store.write(
             lambda db: printjobs.enqueue_reprint(db, order_id, now_iso()))
-        self._wake_printer()
+        self.wake_printer()
         return job
 
     async def reprint_last(self) -> None:
-        if await self.agent.store.write(lambda db: printjobs.enqueue_reprint_last(db, now_iso())):
-            self._wake_printer()
+        if await self.store.write(lambda db: printjobs.enqueue_reprint_last(db, now_iso())):
+            self.wake_printer()
 
-    def sale_made(self) -> None:
-        """A new sale's receipt job was committed with it: print it now."""
-        self._wake_printer()
-
-    def _wake_printer(self) -> None:
+    def wake_printer(self) -> None:
+        """A receipt job was committed: print it now."""
         if self.print_queue is not None:
             self.print_queue.wake()
 
-    def _device_event(self, kind: str, data: dict[str, Any]) -> None:
-        self.agent.events.publish(kind, data)
-        if kind in ALERTS:
-            self.agent.events.publish("alert", {"type": kind})
-        if kind in OPS_EVENTS:
-            self.agent.background(self.agent.record_event({"type": kind, **_flat(data)}))
+    def _scanner_came_or_went(self, router: ScanRouter) -> Callable[[str, bool], None]:
+        def changed(name: str, present: bool) -> None:
+            router.on_device(name, present)
+            if self.watcher is not None:
+                self.out.scanners(list(self.watcher.devices))
+        return changed
 
-    async def _keep_leds_current(self) -> None:
-        assert self.controller is not None
-        while True:
-            agent = self.agent
-            uplink = agent.uplink.state if agent.uplink else "off"
-            alerts = ["printer"] if self.print_queue and \
-                self.print_queue.status.get("state") in ("paper_out", "cover_open") else []
-            with contextlib.suppress(ValueError):
-                self.controller.show(mode=agent.mode.state, uplink=uplink,
-                                     power=agent.power_state(), alerts=alerts)
-            await asyncio.sleep(LED_REFRESH_S)
+    def _device_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.out.publish(kind, data)
+        if kind == "printer":
+            self.out.printer(data)
+        if kind in ALERTS:
+            self.out.publish("alert", {"type": kind})
+        if kind in OPS_EVENTS:
+            self.out.record({"type": kind, **_flat(data)})
 
 
 def _flat(data: dict[str, Any]) -> dict[str, Any]:

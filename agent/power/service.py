@@ -1,17 +1,19 @@
 """The power monitor as the daemon runs it, and the shutdown steps it performs on the kit.
 
 :mod:`agent.power` holds the policy (states, thresholds, the sequence); this module gives it the
-kit's real sensors (or the simulated rig in ``dropkit sim``) and the four steps of the shutdown:
-stop taking orders, flush the outbox, publish the last telemetry, close the store. Then the
-shutdown command runs and the daemon exits. docs/power.md describes the sequence.
+kit's real sensors (or the simulated rig in ``dropkit sim``) and hands what it reports to the
+kit through a :class:`PowerOutputs`. The shutdown steps themselves (stop taking orders, flush
+the outbox, the last telemetry, close the store) are the kit's, given as
+:class:`agent.power.ShutdownSteps`. docs/power.md describes the sequence.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from agent.config import PowerConfig
 from agent.power import (
@@ -23,9 +25,6 @@ from agent.power import (
     build_sensors,
 )
 
-if TYPE_CHECKING:
-    from agent.app.daemon import Agent
-
 log = logging.getLogger(__name__)
 
 # Events that are alerts on the staff page (all power events reach remote ops).
@@ -35,53 +34,59 @@ ALERTS = {"sensor_fault", "shutdown_pending", "shutdown"}
 SIM_SHUTDOWN_COMMAND = "true"
 
 
+@dataclass(frozen=True)
+class PowerOutputs:
+    """Where the power service reports, each called on the loop.
 
-class KitPower:
-    """Owns the power monitor of one agent (and, in ``dropkit sim``, the simulated rig)."""
+    - ``status(health)``: the monitor's status as ``/api/health`` shows it;
+    - ``publish(kind, data)``: a live event for the staff pages;
+    - ``record(event)``: a durable event for remote ops (into the outbox).
+    """
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    status: Callable[[dict[str, Any]], object]
+    publish: Callable[[str, dict[str, Any]], object]
+    record: Callable[[dict[str, Any]], object]
+
+
+class PowerService:
+    """Owns the power monitor of one kit (and, in ``dropkit sim``, the simulated rig)."""
+
+    def __init__(self, config: PowerConfig, outputs: PowerOutputs, steps: ShutdownSteps, *,
+                 simulated: bool) -> None:
+        self.config, self.outputs, self.steps = config, outputs, steps
+        self.simulated = simulated
         self.sim: SimulatedPower | None = None
         self.monitor: PowerMonitor | None = None
-        self.refusal = ""  # why new orders are refused ("" while they are taken)
         self._bus: LazySMBus | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._last_state = ""
 
-    @property
-    def status(self) -> PowerStatus | None:
-        return self.monitor.status if self.monitor else None
-
-    def state(self) -> str:
-        status = self.status
-        return status.state if status else "unknown"
-
-    async def start(self) -> None:
-        config = self.agent.config.power
+    def start(self) -> None:
+        """Build the sensors and the monitor (on the simulated rig in ``dropkit sim``)."""
+        config = self.config
         if not config.enabled:
             return
-        if self.agent.wiring.simulated:
+        if self.simulated:
             if config.shutdown_command == PowerConfig().shutdown_command:
                 config = dataclasses.replace(config, shutdown_command=SIM_SHUTDOWN_COMMAND)
             self.sim = SimulatedPower()
-            sensors = self.sim.sensors(config)
-            self._tasks.append(asyncio.create_task(self.sim.run()))
+            sensors = build_sensors(config, self.sim.bus)
         else:
             self._bus = LazySMBus(config.bus)
             sensors = build_sensors(config, self._bus)
-        steps = ShutdownSteps(stop_taking_orders=self._stop_taking_orders,
-                              flush_outbox=self._flush_outbox,
-                              publish_final=self._publish_final,
-                              close_store=self._close_store)
-        self.monitor = PowerMonitor(sensors, config, steps, on_status=self._on_status,
+        self.monitor = PowerMonitor(sensors, config, self.steps, on_status=self._on_status,
                                     on_event=self._on_event)
-        self._tasks.append(asyncio.create_task(self.monitor.run()))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+    def parts(self) -> dict[str, Callable[[], Awaitable[object]]]:
+        """The long-running tasks to supervise: the monitor, and the simulated rig."""
+        parts: dict[str, Callable[[], Awaitable[object]]] = {}
+        if self.sim is not None:
+            parts["power_rig"] = self.sim.run
+        if self.monitor is not None:
+            parts["power"] = self.monitor.run
+        return parts
+
+    def close(self) -> None:
+        """Release the sensors and the bus (after the parts stopped); a running shutdown
+        sequence goes on."""
         if self.monitor is not None:
             self.monitor.close()
         if self._bus is not None:
@@ -100,8 +105,8 @@ class KitPower:
         self.monitor.request_shutdown(reason)
         return True
 
-    def health(self) -> dict[str, Any]:
-        status = self.status
+    def health(self, status: PowerStatus | None = None) -> dict[str, Any]:
+        status = status or (self.monitor.status if self.monitor else None)
         health: dict[str, Any] = status.to_dict() if status else {"state": "unknown"}
         if self.sim is not None:
             health["simulated_rig"] = self.sim.snapshot()
@@ -110,37 +115,10 @@ class KitPower:
     # -- what the monitor tells --------------------------------------------------------------
 
     def _on_status(self, status: PowerStatus) -> None:
-        if status.state != self._last_state:
-            self._last_state = status.state
-            self.agent.events.publish("power", self.health())
-            if self.agent.uplink is not None:
-                self.agent.uplink.publish_telemetry_now()
+        self.outputs.status(self.health(status))
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type", "")
         log.debug("power event: %s", event)  # agent.power has logged it in words already
-        if kind in ALERTS:
-            self.agent.events.publish("alert", event)
-        self.agent.background(self.agent.record_event(event))
-
-    # -- the shutdown steps ----------------------------------------------------------------
-
-    async def _stop_taking_orders(self) -> None:
-        self.refusal = "the kit is shutting down (battery critical); no new orders"
-        log.warning("shutdown: no new orders from now on")
-
-    async def _flush_outbox(self, timeout_s: float) -> bool:
-        # The shutdown event was handed over just before this step: let it reach the outbox.
-        await self.agent.settle_background()
-        uplink = self.agent.uplink
-        if uplink is None or not uplink.connected:
-            return False
-        return await uplink.flush(timeout_s)
-
-    async def _publish_final(self, status: PowerStatus) -> None:
-        if self.agent.uplink is not None:
-            await self.agent.uplink.publish_final_telemetry()
-
-    async def _close_store(self) -> None:
-        await self.agent.stop()
-        self.agent.request_exit()
+        if event.get("type", "") in ALERTS:
+            self.outputs.publish("alert", event)
+        self.outputs.record(event)

@@ -25,11 +25,11 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.app.events import EventHub
 from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
@@ -43,16 +43,38 @@ ACK_SAMPLES = 50
 READ_AHEAD = 256  # outbox rows fetched per store read during a drain
 
 
+CONNECTION_PART = "uplink"
+"""The part that holds the connection: stopped after :meth:`Uplink.goodbye`."""
+
+
+@dataclass(frozen=True)
+class UplinkOutputs:
+    """What the uplink reports and asks for, each on the loop.
+
+    - ``publish(kind, data)``: a live event for the staff pages (orders settled, alerts);
+    - ``health(view)``: the uplink as ``/api/health`` shows it, at every change;
+    - ``telemetry()``: the ``telemetry/power`` payload less ``ts`` and ``seq``;
+    - ``spawn(part, job)``: run a short job the kit tracks, as part of ``part``;
+    - ``relayed()``: messages left the outbox (the broker acknowledged them).
+    """
+
+    publish: Callable[[str, dict[str, Any]], object]
+    health: Callable[[dict[str, Any]], object]
+    telemetry: Callable[[], Awaitable[dict[str, Any]]]
+    spawn: Callable[[str, Coroutine[Any, Any, object]], object]
+    relayed: Callable[[], object]
+
+
 class Uplink:
-    """One kit's MQTT session; ``start()`` on the agent's loop, ``stop()`` before the store."""
+    """One kit's MQTT session: its :meth:`parts` run supervised on the kit's loop;
+    :meth:`goodbye` before the store closes."""
 
     def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
-                 events: EventHub, telemetry: Callable[[], Awaitable[dict[str, Any]]],
-                 password: str = "") -> None:
+                 outputs: UplinkOutputs, password: str = "") -> None:
         import paho.mqtt.client as mqtt
 
         self.config, self.kit_id, self.store = config, kit_id, store
-        self.mode, self.events, self.telemetry = mode, events, telemetry
+        self.mode, self.out = mode, outputs
         self.prefix = f"{config.topic_prefix}/{kit_id}"
         url = urlsplit(config.url)
         self.host = url.hostname or "localhost"
@@ -89,16 +111,15 @@ class Uplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._stopping = False
-        self._connection: asyncio.Task[None] | None = None
         self._socket_gone = asyncio.Event()  # paho closed the socket: the connection is over
         self._serving = False  # a connected socket is watched by the loop
         self._last_complaint = ""
-        self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         # Rows read ahead of the window, so a PUBACK frees a slot without a store round trip.
         self._ready: deque[sqlite3.Row] = deque()
         self._read_upto = 0  # highest outbox id read by this process (handed or in _ready)
+        self._handed_upto = 0  # highest outbox id handed to paho
         self._acked: list[int] = []
         self._flushing = False
         self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
@@ -110,20 +131,19 @@ class Uplink:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def parts(self) -> dict[str, Callable[[], Awaitable[object]]]:
+        """The long-running tasks to supervise. ``uplink`` (the connection) is stopped last,
+        after :meth:`goodbye`; the others first."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.mode.set_uplink_healthy(False)
-        self._connection = asyncio.create_task(self._stay_connected())
-        for job in (self._drain(), self._publish_telemetry(), self._watch_health(),
-                    self._sweep(), self._keep_alive()):
-            self._tasks.append(asyncio.create_task(job))
+        return {CONNECTION_PART: self._stay_connected, "uplink_drain": self._drain,
+                "telemetry": self._publish_telemetry, "uplink_health": self._watch_health,
+                "reconcile": self._sweep, "uplink_keepalive": self._keep_alive}
 
-    async def stop(self, timeout: float = 3.0) -> None:
-        """Say ``offline`` (retained) and disconnect; what is not relayed stays in the outbox."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def goodbye(self, timeout: float = 3.0) -> None:
+        """Say ``offline`` (retained) and disconnect, once the other parts stopped; what is
+        not relayed stays in the outbox."""
         await self._flush_acked()
         self._stopping = True
         if self.connected:
@@ -133,9 +153,6 @@ class Uplink:
             self.client.disconnect()  # written by the loop, then paho closes the socket
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._socket_gone.wait(), timeout)
-        if self._connection is not None:
-            self._connection.cancel()
-            await asyncio.gather(self._connection, return_exceptions=True)
 
     def wake(self) -> None:
         """New rows in the outbox: publish them now rather than at the next tick."""
@@ -184,7 +201,7 @@ class Uplink:
     def publish_telemetry_now(self) -> None:
         """A power change: tell remote ops at once, not at the next interval."""
         if self.connected:
-            asyncio.get_running_loop().create_task(self._send_telemetry())
+            self.out.spawn("telemetry", self._send_telemetry())
 
     # -- paho on the loop ---------------------------------------------------------------
 
@@ -302,7 +319,6 @@ class Uplink:
                 self.client.publish(topic, payload, qos=1, retain=True)
         self.publish_telemetry_now()
         self._update_health()
-        self.events.publish("uplink", {"state": self.state})
         self.wake()
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
@@ -310,7 +326,6 @@ class Uplink:
             log.warning("uplink lost the broker: %s", reason_code)
         self.connected, self.state = False, "disconnected"
         self._update_health()
-        self.events.publish("uplink", {"state": self.state})
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         outbox_id = self._inflight.pop(mid, None)
@@ -319,7 +334,7 @@ class Uplink:
         self._acked.append(outbox_id)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush_acked())
+            self.out.spawn("uplink_drain", self._flush_acked())
         self.wake()
 
     async def _flush_acked(self) -> None:
@@ -329,6 +344,7 @@ class Uplink:
                 ids, self._acked = self._acked, []
                 await self.store.write(
                     lambda db, ids=ids: outbox.mark_relayed(db, ids, now_iso()))
+                self.out.relayed()
         finally:
             self._flushing = False
 
@@ -342,7 +358,7 @@ class Uplink:
             self.garbage += 1
             log.warning("ignored garbage on %s (%s): %r", topic, exc, payload[:100])
             return
-        asyncio.get_running_loop().create_task(self._settle(ack))
+        self.out.spawn("reconcile", self._settle(ack))
 
     async def _settle(self, ack: reconcile.Ack) -> None:
         view = await self.store.write(
@@ -356,10 +372,10 @@ class Uplink:
             return
         log.info("order %s %s by HQ%s trace %s", ack.order_id, view["status"],
                  f" ({ack.reason})" if ack.reason else "", ack.trace_id or "-")
-        self.events.publish("order", view)
+        self.out.publish("order", view)
         if not ack.accepted:
-            self.events.publish("alert", {"type": "order_rejected", "order_id": ack.order_id,
-                                          "reason": ack.reason})
+            self.out.publish("alert", {"type": "order_rejected", "order_id": ack.order_id,
+                                       "reason": ack.reason})
             self.wake()
         for future in self._waiters.pop(ack.order_id, []):
             if not future.done():
@@ -368,6 +384,11 @@ class Uplink:
     async def _drain(self) -> None:
         """Publish the outbox in order, at most ``inflight_window`` messages unacknowledged."""
         window = self.config.inflight_window
+        # A restarted drain reads on from the last row handed to paho (paho re-sends what it
+        # holds): rows read ahead but not handed are read again, none is handed twice.
+        self._ready.clear()
+        self._read_upto = self._handed_upto
+        self.wake()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -387,6 +408,7 @@ class Uplink:
                 # paho keeps a handed message and re-sends it after a reconnect itself, so
                 # it is never handed twice by one process.
                 self._inflight[info.mid] = row["id"]
+                self._handed_upto = row["id"]
                 if row["kind"] == "sale":
                     self._sent_at.setdefault(row["key"], time.monotonic())
 
@@ -399,7 +421,7 @@ class Uplink:
     async def _send_telemetry(self, qos: int = 0) -> Any:
         self._telemetry_seq += 1
         seq = self._telemetry_seq
-        payload = {**await self.telemetry(), "ts": now_iso(), "seq": seq}
+        payload = {**await self.out.telemetry(), "ts": now_iso(), "seq": seq}
         return self.client.publish(f"{self.prefix}/telemetry/power",
                                    json.dumps(payload, separators=(",", ":")), qos=qos)
 
@@ -420,6 +442,7 @@ class Uplink:
         healthy = self.connected and (not waits
                                       or _p95(sorted(waits)) <= self.config.online_ack_p95_s)
         self.mode.set_uplink_healthy(healthy)
+        self.out.health(self.health())
 
     async def _sweep(self) -> None:
         config = self.config
@@ -429,7 +452,7 @@ class Uplink:
                 refund_after=config.refund_after_s, resend_after=config.resend_after_s))
             for event in events:
                 log.warning("order %s: %s", event["order_id"], event["type"])
-                self.events.publish("alert", event)
+                self.out.publish("alert", event)
             self.wake()
             await asyncio.sleep(config.reconcile_check_s)
 

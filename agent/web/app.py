@@ -2,19 +2,15 @@
 
 Errors are always JSON, ``{"error": CODE, "detail": ...}`` with a 4xx status; bad input never
 earns a 500. Customers on the kit's Wi-Fi can read the manifest and health, place orders and look
-up one order; everything else needs the staff token.
+up one order; everything else needs the staff token. The kit behind it is a :class:`KitAPI`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,70 +18,33 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agent.core.clock import now_iso
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestConflict, ManifestError, parse_manifest
-from agent.core.printjobs import jobs_to_check, mark_checked
+from agent.web import sim
+from agent.web.api import KitAPI
+from agent.web.bodies import field, json_object, optional_json_object, read_json
 from agent.web.errors import error, refusal_response
-
-if TYPE_CHECKING:
-    from agent.app.daemon import Agent
+from agent.web.stream import event_stream
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 Handler = Callable[[Request], Awaitable[Response]]
+MAX_RECENT = 500
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body, refused with a clear error when it is not JSON or too big."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise Refusal("unsupported_media_type", "send the body as application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise Refusal("bad_json", "the body is not valid UTF-8 JSON") from None
-
-
-def build_app(agent: Agent) -> Starlette:
-    """The HTTP face of ``agent``."""
-    limit = agent.config.http.max_body_bytes
+def build_app(kit: KitAPI) -> Starlette:
+    """The HTTP face of ``kit``."""
+    limit = kit.max_body_bytes
 
     def staff(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             client = request.client.host if request.client else "?"
-            agent.staff_auth.check(request.headers.get("authorization"), client,
-                                   time.monotonic())
+            kit.check_staff(request.headers.get("authorization"), client)
             return await handler(request)
         return guarded
 
     def order_id_of(request: Request) -> str:
         return request.path_params["order_id"]
-
-    async def optional_json(request: Request) -> dict[str, Any]:
-        if not request.headers.get("content-length", "0").strip("0") and \
-                "chunked" not in request.headers.get("transfer-encoding", ""):
-            return {}
-        data = await read_json(request, limit)
-        if not isinstance(data, dict):
-            raise Refusal("invalid", "the body must be a JSON object")
-        return data
-
-    def field(data: dict[str, Any], name: str, kind: type | tuple[type, ...],
-              default: Any) -> Any:
-        value = data.get(name, default)
-        if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool) or \
-                (isinstance(value, str) and len(value) > 500):
-            raise Refusal("invalid", f"{name} has the wrong type")
-        return value
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -98,56 +57,54 @@ def build_app(agent: Agent) -> Starlette:
         return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     async def health(request: Request) -> Response:
-        return JSONResponse(await agent.health())
+        return JSONResponse(await kit.health())
 
     async def manifest(request: Request) -> Response:
-        return JSONResponse(await agent.orders.manifest())
+        return JSONResponse(await kit.sales.manifest())
 
     async def place_order(request: Request) -> Response:
-        agent.check_taking_orders()
+        kit.check_taking_orders()
         trace_id = request.headers.get("x-trace-id") or uuid.uuid4().hex
         if len(trace_id) > 64 or not trace_id.isascii():
             trace_id = uuid.uuid4().hex
-        order_request = agent.orders.parse(await read_json(request, limit))
-        view, created = await agent.orders.place(order_request, trace_id)
+        order_request = kit.sales.parse(await read_json(request, limit))
+        view, created = await kit.sales.place(order_request, trace_id)
         if created:
-            agent.sale_made(view)
+            kit.sale_made(view)
             log.info("order %s sold: receipt #%d total %d cents trace %s",
                      view["order_id"], view["receipt"]["seq"], view["total_cents"], trace_id)
-            view = await agent.confirm_online(view)
+            view = await kit.confirm_online(view)
         return JSONResponse(view, 201 if created else 200, headers={"X-Trace-Id": trace_id})
 
     async def get_order(request: Request) -> Response:
         order_id = order_id_of(request)
-        view = await agent.orders.get(order_id) if len(order_id) <= 64 else None
+        view = await kit.sales.get(order_id) if len(order_id) <= 64 else None
         if view is None:
             raise Refusal("not_found", f"no order {order_id[:64]}")
         return JSONResponse(view)
 
     async def list_orders(request: Request) -> Response:
         limit_param = request.query_params.get("limit", "50")
-        if not limit_param.isdigit() or not 1 <= int(limit_param) <= 500:
-            raise Refusal("invalid", "limit must be a whole number from 1 to 500")
-        return JSONResponse({"orders": await agent.orders.recent(int(limit_param))})
+        if not limit_param.isdigit() or not 1 <= int(limit_param) <= MAX_RECENT:
+            raise Refusal("invalid", f"limit must be a whole number from 1 to {MAX_RECENT}")
+        return JSONResponse({"orders": await kit.sales.recent(int(limit_param))})
 
     async def staff_check(request: Request) -> Response:
         return JSONResponse({"staff": True})
 
     async def void(request: Request) -> Response:
-        data = await optional_json(request)
-        view = await agent.orders.void(order_id_of(request),
-                                       field(data, "reason", str, "payment failed"))
-        agent.events.publish("order", view)
-        agent.outbox_changed()
+        data = await optional_json_object(request, limit)
+        view = await kit.sales.void(order_id_of(request),
+                                    field(data, "reason", str, "payment failed"))
+        kit.order_changed(view, relay=True)
         return JSONResponse(view)
 
     async def refund(request: Request) -> Response:
-        data = await optional_json(request)
-        view = await agent.orders.refund(order_id_of(request),
-                                         field(data, "restock", bool, False),
-                                         field(data, "reason", str, "refunded by staff"))
-        agent.events.publish("order", view)
-        agent.outbox_changed()
+        data = await optional_json_object(request, limit)
+        view = await kit.sales.refund(order_id_of(request),
+                                      field(data, "restock", bool, False),
+                                      field(data, "reason", str, "refunded by staff"))
+        kit.order_changed(view, relay=True)
         return JSONResponse(view)
 
     async def payment(request: Request) -> Response:
@@ -155,104 +112,49 @@ def build_app(agent: Agent) -> Starlette:
         result = data.get("result") if isinstance(data, dict) else None
         if result not in ("paid", "failed"):
             raise Refusal("invalid", "send {\"result\": \"paid\"} or {\"result\": \"failed\"}")
-        view = await agent.orders.settle_payment(order_id_of(request), result == "paid")
-        agent.events.publish("order", view)
+        view = await kit.sales.settle_payment(order_id_of(request), result == "paid")
+        kit.order_changed(view, relay=False)
         return JSONResponse(view)
 
     async def reprint(request: Request) -> Response:
-        job = await agent.devices.reprint(order_id_of(request))
+        job = await kit.reprint(order_id_of(request))
         return JSONResponse({"job_id": job, "order_id": order_id_of(request)})
 
     async def print_jobs(request: Request) -> Response:
-        return JSONResponse({"unsure": await agent.store.read(jobs_to_check)})
+        return JSONResponse({"unsure": await kit.print_jobs_to_check()})
 
     async def print_job_checked(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        if not await agent.store.write(lambda db: mark_checked(db, job_id, now_iso())):
+        if not await kit.mark_print_job_checked(job_id):
             raise Refusal("not_unsure", f"print job {job_id} is not waiting for a check")
         return JSONResponse({"job_id": job_id, "state": "checked"})
 
     async def sim_control(request: Request) -> Response:
-        sim, power = agent.devices.sim, agent.power.sim
-        if sim is None:
+        devices = kit.simulated_devices
+        if devices is None:
             raise Refusal("not_simulated", "simulator controls exist in dropkit sim only")
-        data = await read_json(request, limit)
-        if not isinstance(data, dict):
-            raise Refusal("invalid", "the body must be a JSON object")
-        device = request.path_params["device"]
-        try:
-            if device == "power" and power is not None:
-                action = field(data, "action", str, "")
-                if action == "pull_mains":
-                    power.pull_mains()
-                elif action == "restore_mains":
-                    power.restore_mains()
-                elif action in ("unplug", "plug"):
-                    getattr(power, action)(field(data, "sensor", str, ""))
-                elif action == "load":
-                    power.set_load(float(field(data, "amps", (int, float), 0.8)))
-                elif action == "mains_volts":  # a sagging supply: a brown-out drill
-                    power.set_mains_volts(float(field(data, "volts", (int, float), 5.1)))
-                elif action == "scenario":
-                    power.run_scenario(field(data, "name", str, "live"))
-                    power.speed = float(field(data, "speed", (int, float), 1.0))
-                else:
-                    raise ValueError("action must be pull_mains, restore_mains, unplug, plug, "
-                                     "load, mains_volts or scenario")
-                return JSONResponse(power.snapshot())
-            if device == "scan":
-                sim.scan(field(data, "text", str, ""))
-            elif device == "button":
-                button = field(data, "button", str, "")
-                if field(data, "long", bool, False):
-                    agent.background(sim.long_press(button))
-                else:
-                    sim.press(button)
-            elif device == "paper":
-                sim.set_paper(field(data, "level", str, ""))
-            elif device == "printer":
-                sim.set_printer_silent(field(data, "silent", bool, False))
-                sim.set_cover_open(field(data, "cover_open", bool, False))
-            else:
-                raise Refusal("not_found", f"no simulator control {device[:40]}")
-        except ValueError as exc:
-            raise Refusal("invalid", str(exc)) from None
-        return JSONResponse(sim.state())
+        data = await json_object(request, limit)
+        return JSONResponse(sim.control(devices, kit.simulated_power, kit.spawn,
+                                        request.path_params["device"], data))
 
     async def set_mode(request: Request) -> Response:
         data = await read_json(request, limit)
         if not isinstance(data, dict) or not isinstance(data.get("offline"), bool):
             raise Refusal("invalid", "send {\"offline\": true} or {\"offline\": false}")
-        await agent.set_staff_latch(data["offline"])
-        return JSONResponse({"mode": agent.mode.state, "reasons": agent.mode.reasons})
+        return JSONResponse(await kit.set_staff_latch(data["offline"]))
 
     async def load_manifest(request: Request) -> Response:
         try:
             new = parse_manifest(await read_json(request, limit * 16))
-            changed = await agent.orders.load_manifest(new, "staff")
+            view = await kit.load_manifest(new)
         except ManifestError as exc:
             raise Refusal("invalid_manifest", str(exc)) from None
         except ManifestConflict as exc:
             raise Refusal("manifest_conflict", str(exc), skus=sorted(exc.skus)) from None
-        view = await agent.orders.manifest()
-        agent.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
-        return JSONResponse({"changed": changed, **view})
+        return JSONResponse(view)
 
     async def events(request: Request) -> Response:
-        async def stream():
-            with agent.events.listen() as queue:
-                yield f"event: health\ndata: {json.dumps(await agent.health())}\n\n"
-                while True:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), 15)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    if event is None:
-                        return  # the daemon is stopping; the page reconnects to the next one
-                    kind, data = event
-                    yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-        return StreamingResponse(stream(), media_type="text/event-stream",
+        return StreamingResponse(event_stream(kit), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     async def refused(request: Request, exc: Exception) -> Response:

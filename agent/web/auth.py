@@ -15,9 +15,16 @@ Wi-Fi.
 from __future__ import annotations
 
 import hmac
+import logging
+import os
+import secrets
 from collections import deque
+from pathlib import Path
 
+from agent.config import Config
 from agent.core.errors import Refusal
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60.0
 
@@ -52,3 +59,21 @@ class StaffAuth:
             raise Refusal("unauthorized", "this is a staff endpoint: send "
                           "'Authorization: Bearer <staff token>'")
         raise Refusal("forbidden", "the staff token is wrong")
+
+
+def staff_token(config: Config, state_dir: Path) -> str:
+    """The configured token, else one kept in the state directory (made on first start)."""
+    token = config.staff_token()
+    if token:
+        return token
+    path = state_dir / "staff-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    log.info("made a staff token in %s", path)
+    return token

@@ -1,0 +1,183 @@
+"""One coordinator owns the kit's state; health, telemetry, the LEDs and the staff pages read it.
+
+The services push what they know (the power monitor its status, the print queue the printer's
+answer, the uplink its connection, the supervisor each part's health) with
+:meth:`Coordinator.update`; listeners get the new :class:`KitState` once per change, on the
+loop. Nobody asks five objects for their state: ``/api/health`` is :meth:`KitState.health`.
+
+The outbox depth is the one value kept in the store: the coordinator reads it again only when
+the outbox changed since it last did, and only when someone asks (:meth:`Coordinator.current`).
+
+    >>> import asyncio
+    >>> async def demo():
+    ...     async def depth() -> int:
+    ...         return 3
+    ...     coordinator = Coordinator("kit-demo", depth)
+    ...     seen = []
+    ...     coordinator.listen(lambda new, old: seen.append((new.printer["state"],
+    ...                                                      new.queue_depth)))
+    ...     coordinator.update(printer={"state": "paper_out"})
+    ...     coordinator.update(printer={"state": "paper_out"})     # no change: no call
+    ...     await asyncio.sleep(0)
+    ...     coordinator.outbox_changed()
+    ...     state = await coordinator.current()
+    ...     return seen, state.alerts
+    >>> asyncio.run(demo())
+    ([('paper_out', 0), ('paper_out', 3)], ('printer_paper_out',))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from agent.app.supervisor import PartHealth
+
+log = logging.getLogger(__name__)
+
+# Printer states that need staff (the LED blinks, the page shows an alert).
+PRINTER_ALERTS = {"paper_out": "printer_paper_out", "cover_open": "printer_cover_open",
+                  "offline": "printer_offline", "not_responding": "printer_offline"}
+
+
+def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class KitState:
+    """The kit at one moment. Replace it (:meth:`Coordinator.update`), never change it."""
+
+    kit_id: str
+    mode: str = "offline"
+    mode_reasons: tuple[str, ...] = ("uplink_off",)
+    latched: bool = False
+    power: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "unknown"}))
+    """The power monitor's last status (``PowerStatus.to_dict()``), ``simulated_rig`` too in
+    ``dropkit sim``; ``{"state": "unknown"}`` before one or without sensors."""
+    printer: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "disabled"}))
+    scanners: tuple[str, ...] = ()
+    """The names of the scanners being read."""
+    panel: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "disabled"}))
+    uplink: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "off"}))
+    queue_depth: int = 0
+    manifest: Mapping[str, Any] = field(
+        default_factory=lambda: _frozen({"version": None, "hash": None}))
+    parts: Mapping[str, PartHealth] = field(default_factory=_frozen)
+    refusal: str = ""
+    """Why new orders are refused (the shutdown has begun); empty while they are taken."""
+
+    @property
+    def power_state(self) -> str:
+        """The NUT flags (``"OL CHRG"``), ``unknown`` before the first status."""
+        return str(self.power.get("state", "unknown"))
+
+    @property
+    def degraded(self) -> dict[str, str]:
+        """The supervised parts that are degraded, and why."""
+        return {name: part.reason for name, part in self.parts.items()
+                if part.state == "degraded"}
+
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """What waits for staff: a printer that cannot print, a faulted power sensor, a part
+        that is degraded."""
+        alerts = []
+        if (printer := PRINTER_ALERTS.get(str(self.printer.get("state")))) is not None:
+            alerts.append(printer)
+        alerts += [f"power_sensor_{name}" for name in self.power.get("sensor_faults") or ()]
+        alerts += [f"degraded_{name}" for name in self.degraded]
+        return tuple(alerts)
+
+    @property
+    def status(self) -> str:
+        """``stopping`` once the shutdown began, ``degraded`` while a part is, else ``ready``."""
+        return "stopping" if self.refusal else "degraded" if self.degraded else "ready"
+
+    def health(self, **extra: Any) -> dict[str, Any]:
+        """The ``/api/health`` body (``extra``: what the daemon adds, version and uptime)."""
+        return {
+            "kit_id": self.kit_id,
+            **extra,
+            "status": self.status,
+            "degraded": self.degraded,
+            "alerts": list(self.alerts),
+            "mode": self.mode,
+            "mode_reasons": list(self.mode_reasons),
+            "staff_latch": self.latched,
+            "uplink": dict(self.uplink),
+            "queue_depth": self.queue_depth,
+            "power": dict(self.power),
+            "devices": {"printer": dict(self.printer),
+                        "scanners": list(self.scanners),
+                        "panel": dict(self.panel)},
+            "manifest": dict(self.manifest),
+            "parts": {name: part.to_dict() for name, part in self.parts.items()},
+        }
+
+
+Listener = Callable[[KitState, KitState], object]
+"""Called with the new state and the one before it."""
+
+
+class Coordinator:
+    """Holds the :class:`KitState` and tells listeners when it changes."""
+
+    def __init__(self, kit_id: str, read_queue_depth: Callable[[], Awaitable[int]]) -> None:
+        self.state = KitState(kit_id)
+        self.started = time.monotonic()
+        self._read_queue_depth = read_queue_depth
+        self._depth_stale = True
+        self._depth_lock = asyncio.Lock()
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def update(self, **changes: Any) -> KitState:
+        """Replace the named fields; listeners hear of it when anything changed."""
+        for name in ("power", "printer", "panel", "uplink", "manifest", "parts"):
+            if name in changes:
+                changes[name] = _frozen(changes[name])
+        for name in ("scanners", "mode_reasons"):
+            if name in changes:
+                changes[name] = tuple(changes[name])
+        before = self.state
+        after = dataclasses.replace(before, **changes)
+        if after == before:
+            return before
+        self.state = after
+        for listener in self._listeners:
+            try:
+                listener(after, before)
+            except Exception:
+                log.exception("kit state listener %r failed", listener)
+        return after
+
+    def set_part(self, name: str, health: PartHealth) -> None:
+        """The supervisor's listener: one part's health."""
+        self.update(parts={**self.state.parts, name: health})
+
+    def outbox_changed(self) -> None:
+        """Something was added to or relayed from the outbox: its depth is read again when
+        next asked."""
+        self._depth_stale = True
+
+    async def current(self) -> KitState:
+        """The state with the outbox depth as the store has it now."""
+        async with self._depth_lock:
+            if self._depth_stale:
+                self._depth_stale = False
+                try:
+                    depth = await self._read_queue_depth()
+                except Exception:
+                    self._depth_stale = True
+                    raise
+                self.update(queue_depth=depth)
+        return self.state

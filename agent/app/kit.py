@@ -1,0 +1,322 @@
+"""The composition root: one :class:`Kit` builds the parts, wires each to what it needs, and
+runs their long tasks under the :class:`~agent.app.supervisor.Supervisor`.
+
+Each service gets narrow outputs (callables), never the kit: the power service a
+:class:`~agent.power.service.PowerOutputs` and the shutdown steps, the devices a
+:class:`~agent.fieldio.service.DeviceOutputs`, the uplink an
+:class:`~agent.uplink.session.UplinkOutputs`; the web layer sees the kit as its
+:class:`~agent.web.api.KitAPI`. Their state goes to the :class:`~agent.app.coordinator.Coordinator`,
+and everything that shows state (health, telemetry, the LEDs, the staff pages) reads it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.app.coordinator import Coordinator, KitState
+from agent.app.events import EventHub
+from agent.app.sales import Orders
+from agent.app.supervisor import Supervisor
+from agent.config import Config
+from agent.core import kitmeta, outbox, printjobs
+from agent.core.clock import now_iso
+from agent.core.errors import Refusal
+from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
+from agent.core.mode import Mode
+from agent.fieldio.service import DeviceOutputs, FieldDevices
+from agent.power import ShutdownSteps
+from agent.power.service import PowerOutputs, PowerService
+from agent.store import Store
+from agent.web.auth import StaffAuth, staff_token
+
+if TYPE_CHECKING:
+    from agent.uplink.session import Uplink
+    from agent.web.api import Event, SimulatedDeviceControls, SimulatedPowerControls
+
+log = logging.getLogger("dropkit")
+
+STOP_TIMEOUT_S = 5.0
+"""How long the stop waits for a part before it closes the store without it."""
+
+
+class StartError(RuntimeError):
+    """The kit cannot start; the message is the one line the operator needs."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What differs between ``run`` and ``sim``."""
+
+    simulated: bool
+    state_dir: Path
+    host: str
+    port: int
+    manifest: str
+    on_ready: Callable[[str, Kit], None] | None = None
+
+
+class Kit:
+    """The kit's parts, built before the loop serves; :meth:`start`, then :meth:`stop`."""
+
+    def __init__(self, config: Config, wiring: Wiring) -> None:
+        self.config, self.wiring = config, wiring
+        self.kit_id = config.kit_id
+        self.max_body_bytes = config.http.max_body_bytes
+        self.started = time.monotonic()
+        self.store = Store(wiring.state_dir / "dropkit.db")
+        self.sales = Orders(self.store, self.kit_id, config.orders.max_lines,
+                            config.orders.max_qty, print_receipts=config.printer.enabled)
+        self.events = EventHub()
+        self.coordinator = Coordinator(self.kit_id, lambda: self.store.read(outbox.depth))
+        self.coordinator.listen(self._state_changed)
+        self.supervisor = Supervisor(self.coordinator.set_part)
+        self.mode = Mode()
+        self.mode.on_change(self._mode_changed)
+        self.uplink: Uplink | None = None
+        self.devices = FieldDevices(config, self.store, DeviceOutputs(
+            publish=self.events.publish, record=self.record_event,
+            printer=lambda status: self.coordinator.update(printer=status),
+            scanners=lambda names: self.coordinator.update(scanners=names),
+            panel=lambda health: self.coordinator.update(panel=health),
+            spawn=self.spawn, set_latch=self.set_staff_latch,
+            latched=lambda: self.mode.latched, request_shutdown=self.request_shutdown),
+            simulated=wiring.simulated, state_dir=wiring.state_dir, kit_id=self.kit_id)
+        self.power = PowerService(config.power, PowerOutputs(
+            status=lambda health: self.coordinator.update(power=health),
+            publish=self.events.publish, record=self.record_event),
+            ShutdownSteps(stop_taking_orders=self._stop_taking_orders,
+                          flush_outbox=self._flush_outbox, publish_final=self._publish_final,
+                          close_store=self._close_store),
+            simulated=wiring.simulated)
+        self.exit_requested: Callable[[], None] = lambda: None
+        self._stopped = False
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, restore the staff latch, load the manifest, start the parts."""
+        manifest = None
+        if self.wiring.manifest:
+            try:
+                manifest = read_manifest(self.wiring.manifest)
+            except ManifestError as exc:
+                raise StartError(f"manifest: {exc}") from None
+        self.staff_token = staff_token(self.config, self.wiring.state_dir)
+        self.staff_auth = StaffAuth(self.staff_token, self.config.http.staff_failures_per_minute)
+        try:
+            self.store.open()
+        except Exception as exc:
+            raise StartError(f"store {self.store.path}: {exc}") from None
+        self.mode.set_latch(await self.store.read(kitmeta.read_latch))
+        if manifest is not None:
+            try:
+                if await self.sales.load_manifest(manifest, self.wiring.manifest):
+                    log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
+            except ManifestConflict as exc:
+                raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
+        await self._manifest_loaded()
+        if self.config.mqtt.url:
+            from agent.uplink.session import Uplink, UplinkOutputs
+
+            self.uplink = Uplink(self.config.mqtt, self.kit_id, self.store, self.mode,
+                                 UplinkOutputs(
+                                     publish=self.events.publish,
+                                     health=lambda view: self.coordinator.update(uplink=view),
+                                     telemetry=self.telemetry, spawn=self.spawn,
+                                     relayed=self.coordinator.outbox_changed),
+                                 password=self.config.mqtt.password(self.config.source))
+        for name, reason in self.devices.start().items():
+            self.supervisor.fail(name, reason)
+        self.power.start()
+        for parts in (self.uplink.parts() if self.uplink else {}, self.devices.parts(),
+                      self.power.parts()):
+            for name, run in parts.items():
+                self.supervisor.start(name, run)
+
+    async def stop(self) -> None:
+        """Stop the parts, say goodbye to the broker, finish the writes, close the store.
+
+        Safe to cancel: the store is closed in any case, and a part that does not stop within
+        :data:`STOP_TIMEOUT_S` is named in the log and left behind.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        hung: list[str] = []
+        try:
+            from agent.uplink.session import CONNECTION_PART
+
+            loops = [name for name in reversed(self.supervisor.parts) if name != CONNECTION_PART]
+            hung += await self.supervisor.stop(STOP_TIMEOUT_S, loops)
+            if self.uplink is not None:
+                await self.uplink.goodbye()
+            hung += await self.supervisor.stop(STOP_TIMEOUT_S)
+            self.devices.close()
+            self.power.close()
+        finally:
+            self.store.close()
+            if hung:
+                log.warning("store closed while %s had not stopped", ", ".join(hung))
+
+    def request_exit(self) -> None:
+        """The shutdown sequence is done: the daemon exits (and the kit powers off)."""
+        self.exit_requested()
+
+    def spawn(self, name: str, job: Coroutine[Any, Any, object]) -> object:
+        """Run a short job of the part ``name``; the kit tracks it and waits for it at stop."""
+        return self.supervisor.spawn(name, job)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _mode_changed(self, state: str, reasons: list[str]) -> None:
+        self.coordinator.update(mode=state, mode_reasons=reasons, latched=self.mode.latched)
+        log.info("mode %s%s", state, f" ({', '.join(reasons)})" if reasons else "")
+        if self.store.is_open:
+            self.record_event({"type": "mode", "state": state, "reasons": reasons})
+
+    def _state_changed(self, state: KitState, before: KitState) -> None:
+        """Everything that shows the kit's state follows the coordinator's snapshot."""
+        if (state.mode, state.mode_reasons) != (before.mode, before.mode_reasons):
+            self.events.publish("mode", {"state": state.mode, "reasons": list(state.mode_reasons)})
+        if state.uplink.get("state") != before.uplink.get("state"):
+            self.events.publish("uplink", {"state": state.uplink.get("state")})
+        if state.power_state != before.power_state:
+            self.events.publish("power", dict(state.power))
+            if self.uplink is not None:
+                self.uplink.publish_telemetry_now()
+        if (state.status, state.degraded, state.alerts) != \
+                (before.status, before.degraded, before.alerts):
+            self.events.publish("status", {"status": state.status, "degraded": state.degraded,
+                                           "alerts": list(state.alerts)})
+        self.devices.show(mode=state.mode, uplink=str(state.uplink.get("state", "off")),
+                          power=state.power_state, alerts=list(state.alerts))
+
+    async def health(self) -> dict[str, Any]:
+        state = await self.coordinator.current()
+        return state.health(version=__version__, simulated=self.wiring.simulated,
+                            uptime_s=round(time.monotonic() - self.started, 1))
+
+    async def telemetry(self) -> dict[str, Any]:
+        """The ``telemetry/power`` payload, less ``ts`` and ``seq`` (the uplink adds them)."""
+        state = await self.coordinator.current()
+        power = dict(state.power) if "sources" in state.power else {
+            "state": "unknown", "feeding": None, "sources": {}, "ups": None}
+        for key in ("ts", "seq", "simulated_rig"):
+            power.pop(key, None)
+        return {"kit_id": self.kit_id, **power, "mode": state.mode,
+                "queue_depth": state.queue_depth}
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """A durable event for remote ops: into the outbox, then out over the uplink."""
+        self.spawn("events", self._record_event(event))
+
+    async def _record_event(self, event: dict[str, Any]) -> None:
+        await self.store.write(lambda db: outbox.record_event(db, event, self.kit_id, now_iso()))
+        self.outbox_changed()
+
+    def outbox_changed(self) -> None:
+        self.coordinator.outbox_changed()
+        if self.uplink is not None:
+            self.uplink.wake()
+
+    async def _manifest_loaded(self) -> dict[str, Any]:
+        view = await self.sales.manifest()
+        self.coordinator.update(manifest={"version": view["version"], "hash": view["hash"]})
+        return view
+
+    # -- what the web layer calls (agent.web.api.KitAPI) ----------------------------------------
+
+    def check_staff(self, authorization: str | None, client: str) -> None:
+        self.staff_auth.check(authorization, client, time.monotonic())
+
+    def check_taking_orders(self) -> None:
+        if refusal := self.coordinator.state.refusal:
+            raise Refusal("shutting_down", refusal, retry_after=300)
+
+    def sale_made(self, view: dict[str, Any]) -> None:
+        self.events.publish("order", view)
+        self.outbox_changed()
+        self.devices.wake_printer()
+
+    def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
+        self.events.publish("order", view)
+        if relay:
+            self.outbox_changed()
+
+    async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
+        if self.uplink is None or self.mode.state != "online" or not self.config.mqtt.ack_wait_s:
+            return view
+        settled = await self.uplink.wait_for_ack(view["order_id"], self.config.mqtt.ack_wait_s)
+        return settled or view
+
+    async def reprint(self, order_id: str) -> int:
+        return await self.devices.reprint(order_id)
+
+    async def print_jobs_to_check(self) -> list[dict[str, Any]]:
+        return await self.store.read(printjobs.jobs_to_check)
+
+    async def mark_print_job_checked(self, job_id: int) -> bool:
+        return await self.store.write(lambda db: printjobs.mark_checked(db, job_id, now_iso()))
+
+    async def set_staff_latch(self, latched: bool) -> dict[str, Any]:
+        await self.store.write(lambda db: kitmeta.write_latch(db, latched))
+        self.mode.set_latch(latched)
+        log.info("staff latch %s: mode %s", "set" if latched else "released", self.mode.state)
+        return {"mode": self.mode.state, "reasons": self.mode.reasons}
+
+    async def load_manifest(self, manifest: Any) -> dict[str, Any]:
+        changed = await self.sales.load_manifest(manifest, "staff")
+        view = await self._manifest_loaded()
+        self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
+        return {"changed": changed, **view}
+
+    def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:
+        return self.events.listen()
+
+    @property
+    def simulated_power(self) -> SimulatedPowerControls | None:
+        return self.power.sim
+
+    @property
+    def simulated_devices(self) -> SimulatedDeviceControls | None:
+        return self.devices.sim
+
+    # -- the panel and the shutdown steps -----------------------------------------------------
+
+    async def request_shutdown(self) -> None:
+        """Staff held the panel's shutdown button: the orderly shutdown, at once."""
+        log.warning("shutdown requested from the panel")
+        if not self.power.request_shutdown("panel"):
+            self.events.publish("alert", {"type": "shutdown_requested"})
+            await self._record_event({"type": "shutdown_requested", "source": "panel",
+                                      "detail": "no power monitor: shut the kit down by hand"})
+
+    async def _stop_taking_orders(self) -> None:
+        self.coordinator.update(
+            refusal="the kit is shutting down (battery critical); no new orders")
+        log.warning("shutdown: no new orders from now on")
+
+    async def _flush_outbox(self, timeout_s: float) -> bool:
+        # The shutdown event was handed over just before this step: let it reach the outbox.
+        await self.supervisor.settle_jobs()
+        uplink = self.uplink
+        if uplink is None or not uplink.connected:
+            return False
+        return await uplink.flush(timeout_s)
+
+    async def _publish_final(self, status: object) -> None:
+        if self.uplink is not None:
+            await self.uplink.publish_final_telemetry()
+
+    async def _close_store(self) -> None:
+        await self.stop()
+        self.request_exit()

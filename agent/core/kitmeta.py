@@ -1,0 +1,28 @@
+"""What the kit keeps about itself beside the sales: the staff latch, in the ``meta`` table.
+
+    >>> import sqlite3
+    >>> db = sqlite3.connect(":memory:")
+    >>> _ = db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    >>> read_latch(db)
+    False
+    >>> write_latch(db, True); read_latch(db)
+    True
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+LATCH_KEY = "staff_latch"
+
+
+def read_latch(db: sqlite3.Connection) -> bool:
+    """Whether staff hold the kit offline (the panel's offline button or the staff page)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (LATCH_KEY,)).fetchone()
+    return row is not None and row[0] == "1"
+
+
+def write_latch(db: sqlite3.Connection, latched: bool) -> None:
+    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               (LATCH_KEY, "1" if latched else "0"))
