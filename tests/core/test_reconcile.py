@@ -10,45 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from agent import store
 from agent.core import outbox
-from agent.core.manifest import Item, Manifest, apply_manifest
-from agent.core.orders import OrderRequest, place_order, void_order
+from agent.core.orders import void_order
 from agent.core.reconcile import Ack, _lost_sales, apply_ack, parse_ack, sweep
+from tests.core.sales_helpers import KIT, at, sell
 
-KIT = "kit-test"
-T0 = datetime.fromisoformat("2025-06-01T10:00:00.000+00:00")
 FAR = 10**9  # seconds: a threshold that is never reached in the test
-
-
-def at(seconds: float) -> str:
-    """The kit's timestamp ``seconds`` after T0, written as the kit writes it."""
-    return (T0 + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = store.connect(tmp_path / "kit.db")
-    store.migrate(connection)
-    apply_manifest(connection, Manifest("t-1", (Item("ZINE-07", "Zine no. 7", 800, 100),
-                                                Item("PIN-LOGO", "Enamel pin", 600, 100))),
-                   "test", at(-60))
-    yield connection
-    connection.close()
-
-
-def sell(db: sqlite3.Connection, order_id: str, when: float, qty: int = 1,
-         method: str = "cash") -> dict:
-    view, created = place_order(db, OrderRequest(order_id, (("ZINE-07", qty),), method), KIT,
-                                f"trace-{order_id}", at(when))
-    assert created
-    return view
 
 
 def relay(db: sqlite3.Connection, order_id: str, when: float) -> None:
