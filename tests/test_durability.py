@@ -53,7 +53,7 @@ def test_kill_9_twenty_times_loses_no_confirmed_order(kit_factory, tmp_path: Pat
                    for _ in range(CLIENTS)]
         for thread in threads:
             thread.start()
-        time.sleep(rng.uniform(0.05, 0.6))
+        time.sleep(rng.uniform(0.05, 0.6))  # the scenario: kill -9 at a random moment of the load
         kit.kill()
         stop.set()
         for thread in threads:

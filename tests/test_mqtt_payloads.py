@@ -1,8 +1,9 @@
-"""Every payload the kit and HQ put on the broker matches its JSON Schema in docs/schemas."""
+"""Every payload the kit and HQ put on the broker matches its JSON Schema (agent.schemas)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,23 +11,23 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from agent import schemas
+from agent.core import outbox
+from agent.core.mode import Mode
+from agent.core.orders import refund_order, settle_payment, void_order
+from agent.core.reconcile import apply_ack, parse_ack, sweep
 from tests.conftest import write_manifest
+from tests.core.sales_helpers import KIT, at, open_db, sell
 from tests.mqtt_helpers import Broker, Hq, Listener, kit_config, wait_for
-
-SCHEMAS = Path(__file__).resolve().parent.parent / "agent" / "schemas"
-
-
-def schema(name: str) -> dict:
-    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def validators() -> dict[str, jsonschema.Draft202012Validator]:
     found = {}
-    for topic in ("telemetry-power", "events", "orders", "acks"):
-        jsonschema.Draft202012Validator.check_schema(schema(topic))
+    for topic in schemas.NAMES:
+        jsonschema.Draft202012Validator.check_schema(schemas.load(topic))
         found[topic] = jsonschema.Draft202012Validator(
-            schema(topic), format_checker=jsonschema.FormatChecker())
+            schemas.load(topic), format_checker=jsonschema.FormatChecker())
     return found
 
 
@@ -85,6 +86,63 @@ def test_payloads_match_their_schemas(kit_factory, tmp_path, validators) -> None
     listener.close()
     hq.stop()
     broker.stop()
+
+
+def outbox_payloads(db: sqlite3.Connection) -> dict[str, list[dict]]:
+    """The outbox's messages as the uplink publishes them (with their msg_id), by schema."""
+    found: dict[str, list[dict]] = {}
+    for row in outbox.pending(db, 0, 1000):
+        found.setdefault(outbox.SCHEMA_OF_KIND[row["kind"]], []).append(
+            json.loads(outbox.with_message_id(row["payload"], row["id"])))
+    return found
+
+
+def test_every_kind_of_outbox_message_matches_its_schema(tmp_path: Path, validators) -> None:
+    """Sales, voids, refunds and events as the sales rules write them, without a broker; and
+    each schema refuses the message once a field its kind must carry is taken out."""
+    db = open_db(tmp_path / "kit.db")
+    sell(db, "order-card", 0, qty=2, method="card")
+    settle_payment(db, "order-card", False, at(1))
+    void_order(db, "order-card", "card declined", KIT, at(2))
+    sell(db, "order-cash", 3)
+    refund_order(db, "order-cash", True, "changed their mind", KIT, at(4))
+    sell(db, "order-rejected", 5)
+    apply_ack(db, parse_ack(b'{"order_id": "order-rejected", "result": "rejected", '
+                            b'"reason": "central stock has 0 left"}'), KIT, at(6))
+    sell(db, "order-unsettled", 7)
+    sweep(db, KIT, at(100), mismatch_after=10, refund_after=1000, resend_after=1000)
+    sweep(db, KIT, at(1007), mismatch_after=10, refund_after=1000, resend_after=1000)
+    mode = Mode(uplink_configured=True)
+    mode.set_latch(True)
+    outbox.record_event(db, {"type": "mode", "state": mode.state, "reasons": mode.reasons},
+                        KIT, at(1008))
+    found = outbox_payloads(db)
+    db.close()
+
+    assert [m["type"] for m in found["orders"]] == ["sale", "void", "sale", "refund", "sale",
+                                                    "sale"]
+    assert [m["event"]["type"] for m in found["events"]] == [
+        "order_rejected", "mismatch", "refund_due", "mode"]
+    for topic, messages in found.items():
+        for message in messages:
+            validators[topic].validate(message)
+
+    must_carry = {"sale": ["lines", "total_cents", "payment", "trace_id", "status"],
+                  "void": ["voids_seq", "reason"],
+                  "refund": ["refunds_seq", "restock", "reason", "total_cents"]}
+    for message in found["orders"]:
+        for name in ["msg_id", "receipt", "created_at", *must_carry[message["type"]]]:
+            assert not validators["orders"].is_valid(
+                {k: v for k, v in message.items() if k != name}), (message["type"], name)
+    for message in found["events"]:
+        event = message["event"]
+        must = {"order_rejected": ["order_id", "reason"], "mismatch": ["order_id", "sold_at"],
+                "refund_due": ["order_id"], "mode": ["state", "reasons"]}[event["type"]]
+        for name in must:
+            assert not validators["events"].is_valid(
+                {**message, "event": {k: v for k, v in event.items() if k != name}}), name
+        assert not validators["events"].is_valid({**message, "event": {**event,
+                                                                        "type": "no-such"}})
 
 
 def test_hq_applies_each_kits_chain_in_order(tmp_path: Path) -> None:

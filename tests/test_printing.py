@@ -86,7 +86,19 @@ async def eventually(probe: Callable[[], T | Awaitable[T]], timeout: float = 5.0
         if answer:
             return answer
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # the polling interval, not a wait for anything
+
+
+async def looked_again(queue: PrintQueue, times: int = 2) -> None:
+    """Wait until the queue has asked the printer for its status ``times`` more times.
+
+    Each turn of the queue's loop asks first, then prints what is pending: after two answers,
+    a receipt that was coming (a retry, a second copy) has had its chance to print.
+    """
+    seen = queue.status["checked_at"]
+    for _ in range(times):
+        seen = await eventually(lambda before=seen: queue.status["checked_at"] != before
+                                and queue.status["checked_at"])
 
 
 async def all_printed(store: Store) -> None:
@@ -167,7 +179,7 @@ def test_paper_out_holds_the_queue_and_each_receipt_prints_once(
                 alert = await next_event(events, "paper_out")
                 assert alert["state"] == "paper_out" and alert["paper"] == "out"
                 assert queue.status["state"] == "paper_out"
-                await asyncio.sleep(0.5)  # a few retries while the paper is out
+                await looked_again(queue)  # it kept trying while the paper was out
                 assert len(sim.receipts) == 1
                 assert [state for *_, state in await jobs(store)] == ["printed"] + ["pending"] * 3
 
@@ -175,7 +187,7 @@ def test_paper_out_holds_the_queue_and_each_receipt_prints_once(
                 await next_event(events, "printer_ready")
                 printed = await receipts(sim, 4)
                 await all_printed(store)
-                await asyncio.sleep(0.5)  # time enough for a second copy, were one coming
+                await looked_again(queue)  # time enough for a second copy, were one coming
         store.close()
 
         assert len(sim.receipts) == 4
@@ -208,7 +220,7 @@ def test_a_silent_printer_is_never_taken_for_ready_and_nothing_is_marked_printed
                 alert = await next_event(events, "printer_offline")
                 assert alert["state"] == "not_responding"
                 assert (alert["responding"], alert["paper"]) == (False, "unknown")
-                await asyncio.sleep(0.5)  # retries against the silent printer
+                await looked_again(queue)  # it kept asking the silent printer
                 assert await jobs(store) == [(order["order_id"], "receipt", "pending")]
                 assert queue.status["paper"] == "unknown" and not queue.printer_ready
 
@@ -248,7 +260,7 @@ def test_a_receipt_the_printer_stopped_on_is_flagged_not_printed_again(tmp_path:
                 sim.set_paper("ok")
                 queue.wake()
                 await all_printed(store)
-                await asyncio.sleep(0.4)
+                await looked_again(queue)  # a copy, were one coming, has printed by now
                 assert [p.qr_payloads for p in sim.receipts] == [
                     [first["receipt"]["hash"]], [second["receipt"]["hash"]]]
         store.close()
@@ -279,7 +291,7 @@ def test_reprint_prints_a_copy_and_a_second_tap_while_waiting_adds_none(
             queue.wake()
             printed = await receipts(sim, 4)
             await all_printed(store)
-            await asyncio.sleep(0.4)
+            await looked_again(queue)  # a copy, were one coming, has printed by now
 
             with pytest.raises(Refusal, match="no order"):
                 await store.write(lambda db: enqueue_reprint(db, "no-such-order", now_iso()))
@@ -319,7 +331,7 @@ def test_a_new_queue_on_the_same_store_prints_nothing_twice(
                     (order["order_id"], "unsure") for order in cut_short]
                 assert all("check whether it printed" in job["note"] for job in flagged)
                 await eventually(lambda: queue.printer_ready)
-                await asyncio.sleep(0.5)
+                await looked_again(queue)  # ready, and it still sends nothing flagged
                 assert len(sim.receipts) == 1
                 assert await store.read(job_counts) == {"waiting": 0, "unsure": 2}
                 assert [job["id"] for job in await store.read(jobs_to_check)] == [
@@ -334,7 +346,7 @@ def test_a_new_queue_on_the_same_store_prints_nothing_twice(
                 queue.wake()
                 [_, copy] = await receipts(sim, 2)
                 await all_printed(store)
-                await asyncio.sleep(0.4)
+                await looked_again(queue)  # a copy, were one coming, has printed by now
         store.close()
 
         assert len(sim.receipts) == 2

@@ -92,6 +92,9 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
 
     With ``print_receipt``, the receipt's print job is queued in the same transaction, so a
     confirmed sale always has its receipt coming. Returns ``(order view, created)``.
+
+    The outbox message is a ``sale`` of ``agent/schemas/orders.schema.json``: the order's view
+    with ``kit_id`` and ``trace_id``.
     """
     existing = db.execute("SELECT fingerprint FROM orders WHERE order_id = ?",
                           (request.order_id,)).fetchone()
@@ -170,6 +173,12 @@ def _return_stock(db: sqlite3.Connection, order_id: str, reason: str, now: str) 
 
 def _close_order(db: sqlite3.Connection, order_id: str, kind: str, status: str, kit_id: str,
                  now: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """Close the order with its own receipt link and outbox message.
+
+    The message is a ``void`` or ``refund`` of ``agent/schemas/orders.schema.json``: ``kit_id``,
+    ``order_id``, ``created_at``, the new link as ``receipt`` and ``detail`` (``voids_seq`` and
+    ``reason``; ``refunds_seq``, ``restock``, ``reason`` and ``total_cents``).
+    """
     seq, link = receipts.append(db, kind, order_id, {"kit_id": kit_id, "created_at": now,
                                                       **detail})
     db.execute("UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ?",

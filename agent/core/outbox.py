@@ -6,7 +6,9 @@ memory is trusted: after a crash, every row not marked relayed is sent again (MQ
 least once anyway, and HQ drops duplicates by order id).
 
 Kinds and their topics: ``sale``, ``void`` and ``refund`` go to ``orders``; ``event`` to
-``events``.
+``events``. Each topic's payload, as published (with ``type`` and ``msg_id``), is the JSON Schema
+of the topic's name: ``agent/schemas/orders.schema.json`` and ``agent/schemas/events.schema.json``
+(``agent.schemas.load(SCHEMA_OF_KIND[kind])``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from agent.core.receipts import canonical_json
 
 TOPIC_OF_KIND = {"sale": "orders", "void": "orders", "refund": "orders", "event": "events"}
+SCHEMA_OF_KIND = TOPIC_OF_KIND
+"""The schema in :mod:`agent.schemas` each kind's published payload follows."""
 
 
 def enqueue(db: sqlite3.Connection, kind: str, key: str, payload: dict[str, Any],
@@ -28,7 +32,11 @@ def enqueue(db: sqlite3.Connection, kind: str, key: str, payload: dict[str, Any]
 
 
 def record_event(db: sqlite3.Connection, event: dict[str, Any], kit_id: str, now: str) -> int:
-    """An event for remote ops (``event["type"]`` says which), durable like a sale."""
+    """An event for remote ops (``event["type"]`` says which), durable like a sale.
+
+    Published on ``events``; the payload follows ``agent/schemas/events.schema.json``, which
+    lists the event types and the fields each one must carry.
+    """
     return enqueue(db, "event", event.get("order_id", ""),
                    {"kit_id": kit_id, "ts": now, "event": event}, now)
 
