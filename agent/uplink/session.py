@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent.app.events import EventHub
 from agent.backoff import Backoff
@@ -49,28 +48,20 @@ class Uplink:
     def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
                  events: EventHub, telemetry: Callable[[], Awaitable[dict[str, Any]]],
                  password: str = "") -> None:
-        import paho.mqtt.client as mqtt
+        from agent.uplink.mqtt import Will, new_client
 
         self.config, self.kit_id, self.store = config, kit_id, store
         self.mode, self.events, self.telemetry = mode, events, telemetry
         self.prefix = f"{config.topic_prefix}/{kit_id}"
-        url = urlsplit(config.url)
-        self.host = url.hostname or "localhost"
-        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        v5 = config.protocol == "5"
         # A persistent session: the broker keeps HQ's acks for the kit while it is away.
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=config.client_id or f"dropkit-{kit_id}",
-                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                                  **({} if v5 else {"clean_session": False}))
-        if url.scheme == "mqtts":
-            self.client.tls_set(ca_certs=config.ca_file or None,
-                                certfile=config.cert_file or None,
-                                keyfile=config.key_file or None,
-                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if config.username:
-            self.client.username_pw_set(config.username, password or None)
-        self.client.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
+        built = new_client(config.url, client_id=config.client_id or f"dropkit-{kit_id}",
+                           protocol=config.protocol, session_expiry_s=config.session_expiry_s,
+                           keepalive_s=config.keepalive_s, username=config.username,
+                           password=password, ca_file=config.ca_file,
+                           cert_file=config.cert_file, key_file=config.key_file,
+                           will=Will(f"{self.prefix}/status", "offline"))
+        self.client = built.paho
+        self.host, self.port = built.address.host, built.address.port
         # The outbox window is ours (_drain); paho must never hold a message back, or one it
         # queued could go out after a later one we handed it (status and discovery messages
         # take paho's in-flight slots too).
