@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import shutil
 import sqlite3
 import sys
@@ -18,6 +19,31 @@ from agent.config import Config, ConfigError, load_config
 def _fail(message: str) -> int:
     print(f"dropkit: {message}", file=sys.stderr)
     return 2
+
+
+def _missing_extra(command: str, extra: str) -> str:
+    """Empty when the packages of dropkit's ``extra`` are installed, else the one line that
+    says what to install. The extra's list is the installed dropkit's own metadata (its
+    pyproject.toml); dropkit run from a source tree without it is not checked."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("dropkit") or []
+    except metadata.PackageNotFoundError:
+        return ""
+    missing = []
+    for requirement in requires:
+        spec, _, marker = requirement.partition(";")
+        if re.search(rf"""extra\s*==\s*["']{re.escape(extra)}["']""", marker):
+            name = re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0]
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                missing.append(name)
+    if not missing:
+        return ""
+    return (f"dropkit {command} needs the {extra} extra (missing {', '.join(missing)}): "
+            f"pip install 'dropkit[{extra}]'")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -106,9 +132,12 @@ def cmd_receipts_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_hq(args: argparse.Namespace) -> int:
+    if missing := _missing_extra("hq", "hq"):
+        return _fail(missing)
     from agent.config import MqttConfig, parse_config
     from agent.core.manifest import read_manifest
-    from agent.hq import HOLD_S, run_hq
+    from agent.hq.ledger import HOLD_S
+    from agent.hq.server import run_hq
 
     # The broker URL is checked by the same rule as the kit's [mqtt] url.
     parse_config({"mqtt": {"url": args.broker}}, source="--broker")
@@ -122,7 +151,9 @@ def cmd_hq(args: argparse.Namespace) -> int:
 
 
 def cmd_hq_report(args: argparse.Namespace) -> int:
-    from agent.hq import Ledger
+    if missing := _missing_extra("hq report", "hq"):
+        return _fail(missing)
+    from agent.hq.ledger import Ledger
 
     if not Path(args.db).exists():
         return _fail(f"{args.db}: no HQ ledger here")
@@ -134,6 +165,8 @@ def cmd_hq_report(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    if missing := _missing_extra("watch", "ops"):
+        return _fail(missing)
     from agent.config import MqttConfig, parse_config
     from agent.ops.watch import watch
 
@@ -145,18 +178,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from agent.ops import drill
+    if missing := _missing_extra("drill", "ops"):
+        return _fail(missing)
+    from agent.ops.drill import runner
+    from agent.ops.drill.scenarios import DRILLS
 
     if args.list:
-        return drill.list_drills(sys.stdout)
+        return runner.list_drills(DRILLS, sys.stdout)
     if args.name is None:
-        drill.list_drills(sys.stderr)
+        runner.list_drills(DRILLS, sys.stderr)
         return _fail("name a drill, or all")
     try:
-        return drill.run_drills(args.name, keep=args.keep, out=sys.stdout,
-                                state_dir=Path(args.state_dir) if args.state_dir else None,
-                                config=Path(args.config) if args.config else None)
-    except drill.DrillError as exc:
+        return runner.run_drills(DRILLS, args.name, keep=args.keep, out=sys.stdout,
+                                 state_dir=Path(args.state_dir) if args.state_dir else None,
+                                 config=Path(args.config) if args.config else None)
+    except runner.DrillError as exc:
         return _fail(str(exc))
 
 

@@ -40,8 +40,9 @@ find_python() {
 }
 
 ensure_venv() {
-  # ensure_venv [EXTRA]: the virtualenv with dropkit installed (and its [EXTRA] dependencies).
-  local extra=${1:-} python stamp want
+  # ensure_venv [EXTRAS]: the virtualenv with dropkit installed with its [EXTRAS] dependencies;
+  # without an argument hq,ops (a laptop runs the kit, HQ, watch and the drills), with "" none.
+  local extra=${1-hq,ops} python stamp want key
   if [ ! -x "$venv/bin/python" ]; then
     python=$(find_python) || { apt_install python3 python3-venv && python=$(find_python); } \
       || { say "needs Python 3.11 or newer"; return 1; }
@@ -50,13 +51,17 @@ ensure_venv() {
       apt_install python3-venv && "$python" -m venv "$venv"
     fi
   fi
+  # One line per extras installed from this pyproject.toml (./dropkit and ./run-tests in turn
+  # do not reinstall each time); a changed pyproject.toml starts the list again.
   stamp="$venv/.dropkit-installed"
-  want="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16) ${extra}"
+  key=$(sha256sum < "$root/pyproject.toml" | cut -c1-16)
+  want="$key ${extra}"
   if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
     say "installing dropkit${extra:+ [$extra]} into $venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
       -e "$root${extra:+[$extra]}" >&2
-    printf '%s\n' "$want" > "$stamp"
+    { grep -F "$key " "$stamp" 2>/dev/null || true; printf '%s\n' "$want"; } > "$stamp.new"
+    mv "$stamp.new" "$stamp"
   fi
 }

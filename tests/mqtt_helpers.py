@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -61,3 +62,28 @@ def kit_config(path: Path, broker: Broker, manifest: Path,
     return write_config(path, {
         "kit": {"id": "kit-test"}, "orders": {"manifest": str(manifest)},
         "mqtt": broker.kit_mqtt(**mqtt), **(sections or {})})
+
+
+def make_certificates(directory: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    directory.mkdir(exist_ok=True)
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=test co-op CA", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+
+
+def tls_broker(workdir: Path, certs: Path, *settings: str) -> Broker:
+    """A broker (not started yet) whose listener speaks only TLS, with the server certificate
+    of :func:`make_certificates` in ``certs``, and any other ``settings`` lines."""
+    broker = Broker(workdir, persistence=True)
+    broker.conf.write_text(broker.conf.read_text() + "\n".join([
+        f"cafile {certs}/ca.crt", f"certfile {certs}/server.crt", f"keyfile {certs}/server.key",
+        *settings]) + "\n")
+    return broker

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.ops.drill import DRILLS
+from agent.ops.drill.scenarios import DRILLS
 from agent.ops.harness import mosquitto_binary
 
 # Lines of the timeline each drill must show: an "ok" check (or a plain note) with these words.

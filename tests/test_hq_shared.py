@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.hq import AdoptedSession, Group
+from agent.hq.group import AdoptedSession, Group
 from tests.conftest import write_manifest
 from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
 

@@ -147,7 +147,7 @@ def test_every_kind_of_outbox_message_matches_its_schema(tmp_path: Path, validat
 
 def test_hq_applies_each_kits_chain_in_order(tmp_path: Path) -> None:
     from agent.core.manifest import parse_manifest
-    from agent.hq import Ledger
+    from agent.hq.ledger import Ledger
 
     ledger = Ledger(tmp_path / "hq.db")
     ledger.load_stock(parse_manifest({"version": "c", "items": [
@@ -169,7 +169,7 @@ def test_hq_applies_each_kits_chain_in_order(tmp_path: Path) -> None:
 
 def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
     from agent.core.manifest import parse_manifest
-    from agent.hq import Ledger
+    from agent.hq.ledger import Ledger
 
     ledger = Ledger(tmp_path / "hq.db")
     ledger.load_stock(parse_manifest({"version": "c", "items": [

@@ -7,22 +7,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import new_order_id, write_manifest
-from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
-
-
-def make_certificates(directory: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
-    directory.mkdir(exist_ok=True)
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=test co-op CA", "-keyout", "ca.key", "-out", "ca.crt")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "server.key", "-out", "server.csr")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+from tests.mqtt_helpers import Hq, kit_config, make_certificates, tls_broker, wait_for
 
 
 def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
@@ -37,10 +22,8 @@ def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
     # Each kit touches only its own topics; HQ reads every kit's orders and answers acks.
     acl.write_text("user hq\ntopic read dropkit/+/orders\ntopic write dropkit/+/acks\n\n"
                    "pattern readwrite dropkit/%u/#\n")
-    broker = Broker(tmp_path / "broker", persistence=True)
-    broker.conf.write_text(broker.conf.read_text() + "\n".join([
-        f"cafile {certs}/ca.crt", f"certfile {certs}/server.crt", f"keyfile {certs}/server.key",
-        f"password_file {passwords}", f"acl_file {acl}"]) + "\n")
+    broker = tls_broker(tmp_path / "broker", certs, f"password_file {passwords}",
+                        f"acl_file {acl}")
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true",
                                                            "allow_anonymous false"))
     broker.start()

@@ -18,7 +18,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from agent.uplink.mqtt import new_client
 
 ALERT_EVENTS = {"order_rejected", "mismatch", "refund_due", "sensor_fault", "paper_out",
                 "printer_offline", "shutdown_pending", "shutdown"}
@@ -99,22 +100,17 @@ class Board:
 def watch(broker: str, *, topic_prefix: str = "dropkit", once_after: float | None = None,
           username: str = "", password: str = "", ca_file: str = "") -> None:
     """Show the table live until Ctrl-C; with ``once_after``, print it once after that long."""
-    import paho.mqtt.client as mqtt
     from rich.console import Console
     from rich.live import Live
 
     board = Board()
-    url = urlsplit(broker)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    if url.scheme == "mqtts":
-        client.tls_set(ca_certs=ca_file or None)
-    if username:
-        client.username_pw_set(username, password or None)
+    built = new_client(broker, username=username, password=password, ca_file=ca_file)
+    client = built.paho
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(
         [(f"{topic_prefix}/+/status", 1), (f"{topic_prefix}/+/telemetry/power", 0),
          (f"{topic_prefix}/+/events", 1)])
     client.on_message = lambda c, u, m: board.take(m.topic, m.payload, time.time())
-    client.connect_async(url.hostname or "localhost", url.port or 1883)
+    built.connect_async()
     client.loop_start()
     try:
         if once_after is not None:

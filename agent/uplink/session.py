@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent.backoff import Backoff
 from agent.config import MqttConfig
@@ -71,28 +70,20 @@ class Uplink:
 
     def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
                  outputs: UplinkOutputs, password: str = "") -> None:
-        import paho.mqtt.client as mqtt
+        from agent.uplink.mqtt import Will, new_client
 
         self.config, self.kit_id, self.store = config, kit_id, store
         self.mode, self.out = mode, outputs
         self.prefix = f"{config.topic_prefix}/{kit_id}"
-        url = urlsplit(config.url)
-        self.host = url.hostname or "localhost"
-        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        v5 = config.protocol == "5"
         # A persistent session: the broker keeps HQ's acks for the kit while it is away.
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=config.client_id or f"dropkit-{kit_id}",
-                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                                  **({} if v5 else {"clean_session": False}))
-        if url.scheme == "mqtts":
-            self.client.tls_set(ca_certs=config.ca_file or None,
-                                certfile=config.cert_file or None,
-                                keyfile=config.key_file or None,
-                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if config.username:
-            self.client.username_pw_set(config.username, password or None)
-        self.client.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
+        built = new_client(config.url, client_id=config.client_id or f"dropkit-{kit_id}",
+                           protocol=config.protocol, session_expiry_s=config.session_expiry_s,
+                           keepalive_s=config.keepalive_s, username=config.username,
+                           password=password, ca_file=config.ca_file,
+                           cert_file=config.cert_file, key_file=config.key_file,
+                           will=Will(f"{self.prefix}/status", "offline"))
+        self.client, self._connect_options = built.paho, built.connect_options
+        self.host, self.port = built.address.host, built.address.port
         # The outbox window is ours (_drain); paho must never hold a message back, or one it
         # queued could go out after a later one we handed it (status and discovery messages
         # take paho's in-flight slots too).
@@ -243,16 +234,8 @@ class Uplink:
 
     def _connect(self) -> None:
         """The blocking part, on a worker thread: TCP, TLS, and CONNECT handed to paho."""
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        if self.config.protocol == "5":
-            session = Properties(PacketTypes.CONNECT)
-            session.SessionExpiryInterval = self.config.session_expiry_s
-            self.client.connect(self.host, self.port, self.config.keepalive_s,
-                                clean_start=False, properties=session)
-        else:
-            self.client.connect(self.host, self.port, self.config.keepalive_s)
+        self.client.connect(self.host, self.port, self.config.keepalive_s,
+                            **self._connect_options)
 
     async def _keep_alive(self) -> None:
         while True:
