@@ -307,7 +307,8 @@ class PowerConfig:
             if chip == "none":
                 continue
             shunt, amps = getattr(self, f"{name}_shunt_ohms"), getattr(self, f"{name}_max_amps")
-            from hw.power import INA219, INA226
+            from hw.power.ina219 import INA219
+            from hw.power.ina226 import INA226
 
             try:
                 {"ina219": INA219, "ina226": INA226}[chip].calibration_for(shunt, amps)

@@ -14,17 +14,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from agent.config import PowerConfig
-from agent.power import (
-    LazySMBus,
-    PowerMonitor,
-    PowerStatus,
-    ShutdownSteps,
-    SimulatedPower,
-    build_sensors,
-)
+from agent.power.monitor import PowerMonitor
+from agent.power.sensors import LazySMBus, build_sensors
+from agent.power.shutdown import ShutdownSteps
 
 if TYPE_CHECKING:
     from agent.app.daemon import Agent
+    from agent.power.status import PowerStatus
+    from simulators.live_power import SimulatedPower
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +60,10 @@ class KitPower:
         if self.agent.wiring.simulated:
             if config.shutdown_command == PowerConfig().shutdown_command:
                 config = dataclasses.replace(config, shutdown_command=SIM_SHUTDOWN_COMMAND)
+            from simulators.live_power import SimulatedPower
+
             self.sim = SimulatedPower()
-            sensors = self.sim.sensors(config)
+            sensors = build_sensors(config, self.sim.bus)
             self._tasks.append(asyncio.create_task(self.sim.run()))
         else:
             self._bus = LazySMBus(config.bus)

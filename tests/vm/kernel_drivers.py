@@ -85,7 +85,10 @@ async def levels(lines: Path, led: str, seconds: float) -> set[str]:
 def power_drivers() -> None:
     from smbus2 import SMBus
 
-    from hw.power import INA219, INA226, MAX17048, swap_word_bytes
+    from hw.power.ina219 import INA219
+    from hw.power.ina226 import INA226
+    from hw.power.max17048 import MAX17048
+    from hw.power.words import swap_word_bytes
 
     with SMBus(stub_bus()) as bus:
         def put(address: int, register: int, value: int) -> None:
