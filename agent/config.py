@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from hw.printer import PrinterConfig
+    from hw.printer.transport import PrinterConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropkit/agent.toml")
 CONFIG_ENV = "DROPKIT_CONFIG"
@@ -162,8 +162,8 @@ class PrintingConfig:
     header: str = ""
 
     def driver_config(self) -> PrinterConfig:
-        """The driver's view of this section (:class:`hw.printer.PrinterConfig`)."""
-        from hw.printer import PrinterConfig as DriverConfig
+        """The driver's view of this section (:class:`hw.printer.transport.PrinterConfig`)."""
+        from hw.printer.transport import PrinterConfig as DriverConfig
 
         return DriverConfig(kind=self.kind, host=self.host, port=self.port,  # type: ignore[arg-type]
                             vendor_id=self.vendor_id, product_id=self.product_id,
@@ -307,7 +307,8 @@ class PowerConfig:
             if chip == "none":
                 continue
             shunt, amps = getattr(self, f"{name}_shunt_ohms"), getattr(self, f"{name}_max_amps")
-            from hw.power import INA219, INA226
+            from hw.power.ina219 import INA219
+            from hw.power.ina226 import INA226
 
             try:
                 {"ina219": INA219, "ina226": INA226}[chip].calibration_for(shunt, amps)

@@ -30,7 +30,10 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
-from agent.power import PowerConfig, PowerMonitor, ShutdownSteps, build_sensors
+from agent.config import PowerConfig
+from agent.power.monitor import PowerMonitor
+from agent.power.sensors import build_sensors
+from agent.power.shutdown import ShutdownSteps
 from simulators.power_rig import MAINS_MONITOR_ADDRESS, PowerRig, build_sim_bus
 from simulators.smbus import FakeSMBus
 

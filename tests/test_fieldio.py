@@ -19,19 +19,23 @@ from test_printing import KIT_ID, KIT_NAME, eventually, next_event, open_store, 
 
 from agent.app.events import Event, EventHub
 from agent.app.supervisor import Supervisor
-from agent.config import PrintingConfig
+from agent.config import PanelConfig, PrintingConfig
 from agent.core.clock import now_iso
 from agent.core.mode import Mode
 from agent.core.printjobs import enqueue_reprint_last
-from agent.fieldio import PanelController, ScanRouter, SimulatedDevices
-from agent.fieldio.printing import PrintQueue
-from hw.panel import DEFAULT_PANEL_PINS, Panel
+from agent.fieldio.panel import PanelController
+from agent.fieldio.printing import PrintQueue, on_network_printer
+from agent.fieldio.scans import ScanRouter
+from hw.panel import Panel
 from hw.scanner import ScannerWatcher
+from simulators.devices import SimulatedDevices
 from simulators.scanner import FakeInputDevice
 
 LONG_PRESS = 0.1
+PINS = PanelConfig().pins()
 OFFLINE, MODE_LED, UPLINK_LED, POWER_LED = (
-    DEFAULT_PANEL_PINS[key] for key in ("offline_button", "mode_led", "uplink_led", "power_led"))
+    PINS[key] for key in ("offline_button", "mode_led", "uplink_led", "power_led"))
+SHUTDOWN = 5
 
 
 @contextlib.asynccontextmanager
@@ -73,11 +77,11 @@ class Kit:
                                spawn=jobs("panel"))
 
 
+
 def jobs(part: str) -> Any:
     """A short-job runner as the kit gives its devices: the supervisor's, on the running loop."""
     supervisor = Supervisor(lambda name, health: None)
     return lambda job: supervisor.spawn(part, job)
-
 
 def test_scans_become_sku_receipt_and_unknown_events(tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
@@ -126,7 +130,7 @@ def test_panel_buttons_toggle_the_latch_reprint_and_request_shutdown() -> None:
         kit, factory = Kit(), MockFactory()
         kit.mode.set_uplink_healthy(True)
         controller = kit.controller()
-        with Panel(asyncio.get_running_loop(), controller.handle, long_press=LONG_PRESS,
+        with Panel(asyncio.get_running_loop(), controller.handle, PINS, long_press=LONG_PRESS,
                    bounce_time=None, pin_factory=factory):
             button = factory.pin(OFFLINE)
             button.drive_low()
@@ -145,8 +149,38 @@ def test_panel_buttons_toggle_the_latch_reprint_and_request_shutdown() -> None:
             await asyncio.sleep(LONG_PRESS * 2)
             assert not kit.mode.latched and kit.shutdowns == 1
 
-            factory.pin(DEFAULT_PANEL_PINS["reprint_button"]).drive_low()
+            factory.pin(PINS["reprint_button"]).drive_low()
             await eventually(lambda: kit.reprints == 1)
+
+    asyncio.run(scenario())
+
+
+def test_with_a_shutdown_button_offline_toggles_at_the_press_and_never_shuts_down() -> None:
+    async def scenario() -> None:
+        kit, factory = Kit(), MockFactory()
+        controller = kit.controller()
+        with Panel(asyncio.get_running_loop(), controller.handle,
+                   {**PINS, "shutdown_button": SHUTDOWN}, long_press=LONG_PRESS,
+                   bounce_time=None, pin_factory=factory) as panel:
+            controller.attach(panel)
+            offline = factory.pin(OFFLINE)
+            offline.drive_low()  # toggled at the press: no long press to wait for
+            await eventually(lambda: kit.mode.latched)
+            await asyncio.sleep(LONG_PRESS * 2)  # held: still no shutdown
+            offline.drive_high()
+            await asyncio.sleep(LONG_PRESS)
+            assert kit.mode.latched and kit.shutdowns == 0
+
+            shutdown = factory.pin(SHUTDOWN)
+            shutdown.drive_low()
+            shutdown.drive_high()  # a short press of the shutdown button means nothing
+            await asyncio.sleep(LONG_PRESS * 2)
+            assert kit.shutdowns == 0
+            shutdown.drive_low()
+            await eventually(lambda: kit.shutdowns == 1)
+            shutdown.drive_high()
+            await asyncio.sleep(LONG_PRESS)
+            assert kit.shutdowns == 1 and kit.mode.latched
 
     asyncio.run(scenario())
 
@@ -162,7 +196,7 @@ def test_leds_follow_show() -> None:
     async def scenario() -> None:
         kit, factory = Kit(), MockFactory()
         controller = kit.controller()
-        with Panel(asyncio.get_running_loop(), controller.handle, long_press=LONG_PRESS,
+        with Panel(asyncio.get_running_loop(), controller.handle, PINS, long_press=LONG_PRESS,
                    bounce_time=None, pin_factory=factory) as panel:
             controller.attach(panel)
             assert controller.show(mode="online", uplink="connected", power="OL CHRG") == {
@@ -187,10 +221,11 @@ def test_leds_follow_show() -> None:
 
 def test_simulated_devices_drive_the_real_parts(tmp_path: Path) -> None:
     async def scenario() -> None:
-        devices = SimulatedDevices(tmp_path, long_press_s=LONG_PRESS).start()
+        devices = SimulatedDevices(tmp_path, panel_pins=PINS, long_press_s=LONG_PRESS).start()
         store, hub, kit = await open_store(tmp_path / "kit.db"), EventHub(), Kit()
-        config = devices.printer_config(PrintingConfig(port=1, timeout_s=0.3,
-                                                       status_interval_s=0.2))
+        config = on_network_printer(PrintingConfig(port=1, timeout_s=0.3, status_interval_s=0.2),
+                                    devices.printer.host, devices.printer.port,
+                                    devices.paper_width_mm)
         assert (config.host, config.port) == ("127.0.0.1", devices.printer.port)
         queue = PrintQueue(store, config, kit_id=KIT_ID, kit_name=KIT_NAME,
                            on_event=hub.publish)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -20,21 +19,14 @@ import jsonschema
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.config import ConfigError
-from agent.power import (
-    FAULT_AFTER_FAILURES,
-    TELEMETRY_SCHEMA,
-    LazySMBus,
-    PowerConfig,
-    PowerMonitor,
-    PowerSensors,
-    PowerStatus,
-    ShutdownSequence,
-    ShutdownSteps,
-    SimulatedPower,
-    build_sensors,
-)
+from agent import schemas
+from agent.config import ConfigError, PowerConfig
+from agent.power.monitor import FAULT_AFTER_FAILURES, PowerMonitor
+from agent.power.sensors import LazySMBus, PowerSensors, build_sensors
+from agent.power.shutdown import ShutdownSequence, ShutdownSteps
+from agent.power.status import NUT_FLAGS, UNKNOWN_STATE, PowerStatus
 from agent.store import Store
+from simulators.live_power import SimulatedPower
 from simulators.power_rig import (
     FUEL_GAUGE_ADDRESS,
     MAINS_MONITOR_ADDRESS,
@@ -492,7 +484,7 @@ def test_power_fail_gpio_goes_on_battery_at_once_without_a_poll() -> None:
         sim = SimulatedPower()
         config = PowerConfig(fail_gpio=6, poll_interval_s=5, sample_interval_s=5)
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        monitor = PowerMonitor(sim.sensors(config), config, ShutdownSteps.inert(),
+        monitor = PowerMonitor(build_sensors(config, sim.bus), config, ShutdownSteps.inert(),
                                on_event=events.put_nowait, pin_factory=factory)
         task = asyncio.create_task(monitor.run())
         assert (await asyncio.wait_for(events.get(), 5))["to"] == "OL"
@@ -515,7 +507,7 @@ def test_simulated_power_drives_the_monitor_in_real_time() -> None:
         sim = SimulatedPower(speed=50)
         config = PowerConfig(poll_interval_s=0.02, sample_interval_s=0.1)
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        monitor = PowerMonitor(sim.sensors(config), config, ShutdownSteps.inert(),
+        monitor = PowerMonitor(build_sensors(config, sim.bus), config, ShutdownSteps.inert(),
                                on_event=events.put_nowait)
         tasks = [asyncio.create_task(sim.run()), asyncio.create_task(monitor.run())]
 
@@ -591,9 +583,13 @@ def test_current_monitors_can_be_left_out() -> None:
 
 
 def test_telemetry_matches_its_json_schema(tmp_path: Path) -> None:
-    jsonschema.Draft202012Validator.check_schema(TELEMETRY_SCHEMA)
-    validator = jsonschema.Draft202012Validator(TELEMETRY_SCHEMA,
-                                                format_checker=jsonschema.FormatChecker())
+    schema = schemas.load("telemetry-power")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+    def published(status: dict[str, Any]) -> dict[str, Any]:
+        """What the daemon and uplink put on the broker: the status plus their own keys."""
+        return {"kit_id": "kit-1", **status, "mode": "offline", "queue_depth": 0}
 
     async def scenario() -> list[PowerStatus]:
         daemon = Daemon(tmp_path)
@@ -611,16 +607,30 @@ def test_telemetry_matches_its_json_schema(tmp_path: Path) -> None:
     assert {"OL CHRG LB", "OB DISCHRG LB", "FSD OB DISCHRG LB"} <= states, states
     assert any(status.sensor_faults for status in statuses)
     for status in statuses:
-        validator.validate(status.to_dict())
-    # What the daemon and uplink put on the broker: the status plus their own keys.
-    validator.validate({"kit_id": "kit-1", **statuses[0].to_dict(), "mode": "offline",
-                        "queue_depth": 0})
-    for wrong in ({"state": "ONLINE"}, {"ts": 1764262600.1}, {"sensor_faults": ["fridge"]}):
+        validator.validate(published(status.to_dict()))
+    # Without a power monitor the daemon sends what little it knows.
+    validator.validate(published({"ts": "2026-01-01T00:00:00+00:00", "seq": 1,
+                                  "state": UNKNOWN_STATE, "feeding": None, "sources": {},
+                                  "ups": None}))
+    for wrong in ({"state": "ONLINE"}, {"ts": 1764262600.1}, {"sensor_faults": ["fridge"]},
+                  {"sources": {"solar": statuses[0].to_dict()["sources"]["mains"]}}):
         with pytest.raises(jsonschema.ValidationError):
-            validator.validate({**statuses[0].to_dict(), **wrong})
+            validator.validate(published({**statuses[0].to_dict(), **wrong}))
+    with pytest.raises(jsonschema.ValidationError, match="kit_id"):
+        validator.validate(statuses[0].to_dict())
 
 
-def test_the_schema_in_docs_is_the_one_in_code() -> None:
+def test_the_schema_knows_every_nut_flag_in_order() -> None:
+    state = schemas.load("telemetry-power")["properties"]["state"]
+    validator = jsonschema.Draft202012Validator(state)
+    for flag in NUT_FLAGS:
+        validator.validate(flag)
+    validator.validate(" ".join(NUT_FLAGS))
+    assert not validator.is_valid("OL  CHRG") and not validator.is_valid("ol")
+
+
+def test_docs_link_the_schema_rather_than_repeat_it() -> None:
     text = (Path(__file__).parent.parent / "docs" / "power.md").read_text()
-    block = text.split("### Schema", 1)[1].split("```json", 1)[1].split("```", 1)[0]
-    assert json.loads(block) == TELEMETRY_SCHEMA
+    section = text.split("### Schema", 1)[1].split("\n## ", 1)[0]
+    assert "schemas/telemetry-power.schema.json" in section
+    assert "```json" not in section

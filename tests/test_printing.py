@@ -30,7 +30,7 @@ from agent.core.printjobs import (
 )
 from agent.fieldio.printing import PrintQueue
 from agent.store import Store
-from hw.printer import format_cents
+from hw.printer.receipt import format_cents
 from simulators.printer import PrintedReceipt, PrinterSimulator
 
 KIT_ID, KIT_NAME = "kit-test", "Harbour Market"

@@ -32,8 +32,8 @@ from agent.core.errors import Refusal
 from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
-from agent.power import ShutdownSteps
 from agent.power.service import PowerOutputs, PowerService
+from agent.power.shutdown import ShutdownSteps
 from agent.store import Store
 from agent.web.auth import StaffAuth, staff_token
 

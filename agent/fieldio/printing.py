@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,12 @@ from agent.config import PrintingConfig
 from agent.core import printjobs
 from agent.core.clock import now_iso
 from agent.store import Store
-from hw.printer import (
+from hw.printer.receipt import Receipt
+from hw.printer.transport import (
     NOT_RESPONDING,
     PrinterError,
     PrinterNotReady,
     PrinterStatus,
-    Receipt,
     print_receipt,
     printer_from_config,
     query_status,
@@ -59,6 +60,17 @@ _ALERTS = {"paper_out": "paper_out", "paper_near_end": "paper_near_end",
 
 
 # -- the queue ---------------------------------------------------------------------------------
+
+def on_network_printer(base: PrintingConfig, host: str, port: int,
+                       width_mm: int) -> PrintingConfig:
+    """``base`` pointed at a network printer: ``dropkit sim``'s simulated one.
+
+    >>> on_network_printer(PrintingConfig(kind="usb"), "127.0.0.1", 9101, 58).kind
+    'network'
+    """
+    return dataclasses.replace(base, enabled=True, kind="network", host=host, port=port,
+                               width_mm=width_mm)
+
 
 def status_word(status: PrinterStatus | None) -> str:
     """One word for the printer's state, worst first; ``unknown`` before the first answer.

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from agent.config import Config
 from agent.core import printjobs
 from agent.core.clock import now_iso
-from agent.fieldio import PanelController, ScanRouter, SimulatedDevices
-from agent.fieldio.printing import PrintQueue
+from agent.fieldio.panel import PanelController
+from agent.fieldio.printing import PrintQueue, on_network_printer
+from agent.fieldio.scans import ScanRouter
 from agent.store import Store
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from hw.panel import Panel
     from hw.scanner import ScannerWatcher
+    from simulators.devices import SimulatedDevices
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,14 @@ class FieldDevices:
         printer_config, discover, pin_factory = config.printer, None, None
         panel_pins: dict[str, Any] = config.panel.pins()
         if self.simulated:
+            from simulators.devices import SimulatedDevices
+
             self.sim = SimulatedDevices(self.state_dir, panel_pins=panel_pins,
                                         long_press_s=config.panel.long_press_s).start()
             if config.printer.enabled:
-                printer_config = self.sim.printer_config(config.printer)
+                printer_config = on_network_printer(config.printer, self.sim.printer.host,
+                                                    self.sim.printer.port,
+                                                    self.sim.paper_width_mm)
             discover, pin_factory, panel_pins = (self.sim.discover_scanners,
                                                  self.sim.pin_factory, self.sim.panel_pins)
         if printer_config.enabled:

@@ -4,7 +4,7 @@
 kit's real sensors (or the simulated rig in ``dropkit sim``) and hands what it reports to the
 kit through a :class:`PowerOutputs`. The shutdown steps themselves (stop taking orders, flush
 the outbox, the last telemetry, close the store) are the kit's, given as
-:class:`agent.power.ShutdownSteps`. docs/power.md describes the sequence.
+:class:`agent.power.shutdown.ShutdownSteps`. docs/power.md describes the sequence.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import PowerConfig
-from agent.power import (
-    LazySMBus,
-    PowerMonitor,
-    PowerStatus,
-    ShutdownSteps,
-    SimulatedPower,
-    build_sensors,
-)
+from agent.power.monitor import PowerMonitor
+from agent.power.sensors import LazySMBus, build_sensors
+from agent.power.shutdown import ShutdownSteps
+
+if TYPE_CHECKING:
+    from agent.power.status import PowerStatus
+    from simulators.live_power import SimulatedPower
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,8 @@ class PowerService:
         if self.simulated:
             if config.shutdown_command == PowerConfig().shutdown_command:
                 config = dataclasses.replace(config, shutdown_command=SIM_SHUTDOWN_COMMAND)
+            from simulators.live_power import SimulatedPower
+
             self.sim = SimulatedPower()
             sensors = build_sensors(config, self.sim.bus)
         else:

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from agent.config import machine_kit_id
-from hw.printer import QR_MODULE_DOTS
+from hw.printer.receipt import QR_MODULE_DOTS
 
 CONFIG = Path("/etc/dropkit/agent.toml")
 STAFF_TOKEN = Path("/etc/dropkit/staff-token")

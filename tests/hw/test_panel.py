@@ -8,12 +8,14 @@ import threading
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from hw.panel import DEFAULT_PANEL_PINS, Panel, PanelEvent, PanelFact
+from agent.config import PanelConfig
+from hw.panel import Panel, PanelEvent, PanelFact
 
+PINS = PanelConfig().pins()
 OFFLINE, REPRINT, MODE_LED, UPLINK_LED, POWER_LED = (
-    DEFAULT_PANEL_PINS[key]
-    for key in ("offline_button", "reprint_button", "mode_led", "uplink_led", "power_led")
+    PINS[key] for key in ("offline_button", "reprint_button", "mode_led", "uplink_led", "power_led")
 )
+PRESSED, HELD, RELEASED = PanelFact.PRESSED, PanelFact.HELD, PanelFact.RELEASED
 SHUTDOWN = 5
 LONG_PRESS = 0.1
 
@@ -29,8 +31,9 @@ class Recorder:
         self.threads.add(threading.get_ident())
         self.events.put_nowait(event)
 
-    async def next_fact(self, timeout: float = 2.0) -> PanelFact:
-        return (await asyncio.wait_for(self.events.get(), timeout)).fact
+    async def next_fact(self, timeout: float = 2.0) -> tuple[str, PanelFact]:
+        event = await asyncio.wait_for(self.events.get(), timeout)
+        return event.button, event.fact
 
     async def assert_quiet(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -41,68 +44,67 @@ def make_panel(recorder: Recorder, factory: MockFactory, **pins: int | None) -> 
     return Panel(
         asyncio.get_running_loop(),
         recorder,
-        pins,
+        {**PINS, **pins},
         long_press=LONG_PRESS,
         bounce_time=None,
         pin_factory=factory,
     )
 
 
-def test_press_on_a_gpiozero_thread_reports_offline_pressed_on_the_loop() -> None:
+def test_press_on_a_gpiozero_thread_reports_pressed_and_released_on_the_loop() -> None:
     async def scenario() -> None:
         factory, recorder = MockFactory(), Recorder()
         with make_panel(recorder, factory):
             button = factory.pin(OFFLINE)
             await asyncio.to_thread(button.drive_low)
             await asyncio.to_thread(button.drive_high)
-            assert await recorder.next_fact() == PanelFact.OFFLINE_PRESSED
+            assert await recorder.next_fact() == ("offline", PRESSED)
+            assert await recorder.next_fact() == ("offline", RELEASED)
             assert recorder.threads == {threading.get_ident()}
             await recorder.assert_quiet(LONG_PRESS * 2)
 
     asyncio.run(scenario())
 
 
-def test_long_press_on_offline_button_requests_shutdown_only() -> None:
+def test_long_press_reports_held_once_between_pressed_and_released() -> None:
     async def scenario() -> None:
         factory, recorder = MockFactory(), Recorder()
         with make_panel(recorder, factory):
             button = factory.pin(OFFLINE)
             button.drive_low()
-            assert await recorder.next_fact() == PanelFact.SHUTDOWN_REQUESTED
+            assert await recorder.next_fact() == ("offline", PRESSED)
+            assert await recorder.next_fact() == ("offline", HELD)
+            await recorder.assert_quiet(LONG_PRESS * 2)  # held once, not repeated
             button.drive_high()
-            await recorder.assert_quiet(LONG_PRESS * 2)
+            assert await recorder.next_fact() == ("offline", RELEASED)
 
-            button.drive_low()  # a short press after a long one still counts
+            button.drive_low()  # a short press after a long one is not held
             button.drive_high()
-            assert await recorder.next_fact() == PanelFact.OFFLINE_PRESSED
+            assert await recorder.next_fact() == ("offline", PRESSED)
+            assert await recorder.next_fact() == ("offline", RELEASED)
+            await recorder.assert_quiet(LONG_PRESS * 2)
 
     asyncio.run(scenario())
 
 
-def test_dedicated_shutdown_button_and_immediate_offline_press() -> None:
+def test_every_fitted_button_reports_the_same_facts() -> None:
     async def scenario() -> None:
         factory, recorder = MockFactory(), Recorder()
-        with make_panel(recorder, factory, shutdown_button=SHUTDOWN):
-            factory.pin(OFFLINE).drive_low()  # reported on press: no long press to wait for
-            assert await recorder.next_fact() == PanelFact.OFFLINE_PRESSED
-            await recorder.assert_quiet(LONG_PRESS * 2)
-            factory.pin(OFFLINE).drive_high()
-
+        with make_panel(recorder, factory, shutdown_button=SHUTDOWN) as panel:
+            assert panel.buttons == {"offline", "reprint", "shutdown"}
             factory.pin(SHUTDOWN).drive_low()
             factory.pin(SHUTDOWN).drive_high()
+            assert [await recorder.next_fact() for _ in range(2)] == [
+                ("shutdown", PRESSED), ("shutdown", RELEASED)]
             await recorder.assert_quiet(LONG_PRESS * 2)
             factory.pin(SHUTDOWN).drive_low()
-            assert await recorder.next_fact() == PanelFact.SHUTDOWN_REQUESTED
+            assert [await recorder.next_fact() for _ in range(2)] == [
+                ("shutdown", PRESSED), ("shutdown", HELD)]
 
-    asyncio.run(scenario())
-
-
-def test_reprint_button_reports_reprint_pressed() -> None:
-    async def scenario() -> None:
-        factory, recorder = MockFactory(), Recorder()
-        with make_panel(recorder, factory):
             factory.pin(REPRINT).drive_low()
-            assert await recorder.next_fact() == PanelFact.REPRINT_PRESSED
+            assert await recorder.next_fact() == ("reprint", PRESSED)
+        with make_panel(recorder, factory) as panel:
+            assert panel.buttons == {"offline", "reprint"}
 
     asyncio.run(scenario())
 
@@ -165,6 +167,10 @@ def test_unfitted_led_is_left_alone_and_bad_names_are_refused() -> None:
                 panel.set_led("mode", "strobe")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="unknown panel pins"):
             make_panel(recorder, factory, buzzer=6)
+        with pytest.raises(ValueError, match=r"missing \['power_led'\]"):
+            Panel(asyncio.get_running_loop(), recorder,
+                  {key: pin for key, pin in PINS.items() if key != "power_led"},
+                  long_press=LONG_PRESS, pin_factory=factory)
         with pytest.raises(ValueError, match="offline_button"):
             make_panel(recorder, factory, offline_button=None)
 
@@ -177,6 +183,6 @@ def test_close_releases_the_pins() -> None:
         make_panel(recorder, factory).close()
         with make_panel(recorder, factory):
             factory.pin(REPRINT).drive_low()
-            assert await recorder.next_fact() == PanelFact.REPRINT_PRESSED
+            assert await recorder.next_fact() == ("reprint", PRESSED)
 
     asyncio.run(scenario())

@@ -1,4 +1,4 @@
-"""Power drivers (hw.power) against the register-level fake bus and chip models.
+"""Power drivers (the hw.power package) against the register-level fake bus and chip models.
 
 Every expected number is worked out by hand from the datasheet formula quoted next to it
 (INA219 SBOS448G, INA226 SBOS547B, MAX17048 data sheet register sections).
@@ -12,15 +12,14 @@ import errno
 import pytest
 from smbus2 import i2c_msg
 
-import hw.power
+import hw.power.ina219
+import hw.power.ina226
+import hw.power.max17048
 import simulators.smbus
-from hw.power import (
-    INA219,
-    INA226,
-    MAX17048,
-    SensorError,
-    swap_word_bytes,
-)
+from hw.power.ina219 import INA219
+from hw.power.ina226 import INA226
+from hw.power.max17048 import MAX17048
+from hw.power.words import SensorError, swap_word_bytes
 from simulators.power_chips import CellInput, INA219Model, INA226Model, MAX17048Model, ShuntInput
 from simulators.smbus import FakeSMBus, I2CDevice, WordRegisterDevice
 
@@ -570,6 +569,6 @@ def test_fake_bus_open_close_context_pec_and_addresses() -> None:
 
 
 def test_docstring_examples_run() -> None:
-    for module in (hw.power, simulators.smbus):
+    for module in (hw.power.ina219, hw.power.ina226, hw.power.max17048, simulators.smbus):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -11,7 +11,11 @@ from collections.abc import Callable
 import pytest
 
 import simulators.power_rig
-from hw.power import INA219, INA226, MAX17048, GaugeReading, PowerReading, SensorError
+from hw.power.current import PowerReading
+from hw.power.ina219 import INA219
+from hw.power.ina226 import INA226
+from hw.power.max17048 import MAX17048, GaugeReading
+from hw.power.words import SensorError
 from simulators.power_rig import (
     BATTERY_MONITOR_ADDRESS,
     BATTERY_SHUNT_OHMS,

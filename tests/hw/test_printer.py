@@ -20,18 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from hw.printer import (
+from agent.config import PrintingConfig
+from hw.printer.receipt import Receipt, format_cents, receipt_columns, render_receipt
+from hw.printer.transport import (
     NOT_RESPONDING,
-    PrinterConfig,
     PrinterNotReady,
     PrinterStatus,
-    Receipt,
-    format_cents,
     print_receipt,
     printer_from_config,
     query_status,
-    receipt_columns,
-    render_receipt,
 )
 from simulators.printer import PrinterSimulator
 
@@ -84,7 +81,7 @@ def rig_factory(tmp_path: Path, escpos_cache_dir: Path) -> Iterator[Callable[[in
     def make(width_mm: int = 80) -> Rig:
         sim = PrinterSimulator(port=0, paper_width_mm=width_mm,
                                output_dir=tmp_path / "receipts").start()
-        config = PrinterConfig(port=sim.port, width_mm=width_mm, timeout_s=0.3)
+        config = PrintingConfig(port=sim.port, width_mm=width_mm, timeout_s=0.3).driver_config()
         rigs.append(Rig(sim, printer_from_config(config, cache_dir=escpos_cache_dir), width_mm))
         return rigs[-1]
 
@@ -255,9 +252,10 @@ def test_escpos_leaves_no_temp_dir_and_no_root_logging(tmp_path: Path) -> None:
     it, and its capabilities pickle lands in a new temporary directory unless told where."""
     script = (
         "import logging, socket\n"
-        "from hw.printer import PrinterConfig, printer_from_config, query_status\n"
+        "from agent.config import PrintingConfig\n"
+        "from hw.printer.transport import printer_from_config, query_status\n"
         "listener = socket.create_server(('127.0.0.1', 0))  # accepts, never answers\n"
-        "config = PrinterConfig(port=listener.getsockname()[1], timeout_s=0.1)\n"
+        "config = PrintingConfig(port=listener.getsockname()[1], timeout_s=0.1).driver_config()\n"
         "printer = printer_from_config(config)\n"
         "assert not query_status(printer).responding\n"
         "printer.close()\n"

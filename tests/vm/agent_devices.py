@@ -28,7 +28,7 @@ from kernel_drivers import (  # beside this script in the VM
 )
 from smbus2 import SMBus
 
-from hw.power import swap_word_bytes
+from hw.power.words import swap_word_bytes
 from simulators.scanner import VirtualScanner
 
 AGENT = "http://127.0.0.1:8080"

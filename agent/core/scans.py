@@ -1,0 +1,52 @@
+"""What a scanned text means: a SKU on sale, one of this kit's receipts, or nothing known.
+
+Pure functions over the store's connection; :class:`agent.fieldio.scans.ScanRouter` runs them
+for each scan. A SKU wins over a receipt::
+
+    >>> import sqlite3
+    >>> db = sqlite3.connect(":memory:")
+    >>> db.row_factory = sqlite3.Row
+    >>> _ = db.executescript(
+    ...     "CREATE TABLE items (sku TEXT, active INTEGER);"
+    ...     "CREATE TABLE receipts (hash TEXT, order_id TEXT);"
+    ...     "INSERT INTO items VALUES ('TEA', 1);"
+    ...     f"INSERT INTO receipts VALUES ('{'ab' * 32}', 'order-1');")
+    >>> scan_meaning(db, "TEA")
+    {'kind': 'sku', 'sku': 'TEA'}
+    >>> scan_meaning(db, "AB" * 32)["order_id"], scan_meaning(db, "HELLO")["kind"]
+    ('order-1', 'unknown')
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any
+
+RECEIPT_HASH = re.compile(r"[0-9a-fA-F]{64}")
+"""A receipt's QR code: its 64-hex-digit hash (upper case too, for scanners set that way)."""
+
+
+def sku_on_sale(db: sqlite3.Connection, sku: str) -> bool:
+    """True when ``sku`` is an item of the current manifest."""
+    row = db.execute("SELECT 1 FROM items WHERE sku = ? AND active = 1", (sku,)).fetchone()
+    return row is not None
+
+
+def lookup_receipt(db: sqlite3.Connection, receipt_hash: str) -> str | None:
+    """The order a receipt hash belongs to (its sale, void or refund), or None."""
+    row = db.execute("SELECT order_id FROM receipts WHERE hash = ?",
+                     (receipt_hash.lower(),)).fetchone()
+    return None if row is None else row["order_id"]
+
+
+def scan_meaning(db: sqlite3.Connection, text: str) -> dict[str, Any]:
+    """What a scanned text is: ``sku`` on sale, ``receipt`` (its hash and order, None when
+    the hash is not in this kit's chain) or ``unknown``. A SKU wins over a receipt."""
+    if sku_on_sale(db, text):
+        return {"kind": "sku", "sku": text}
+    if RECEIPT_HASH.fullmatch(text):
+        receipt_hash = text.lower()
+        return {"kind": "receipt", "hash": receipt_hash,
+                "order_id": lookup_receipt(db, receipt_hash)}
+    return {"kind": "unknown", "text": text}

@@ -1,0 +1,395 @@
+"""The power monitor: reads the sensors off the event loop and applies the policy of docs/power.md.
+
+One :class:`PowerMonitor` reads the drivers of :mod:`hw.power` (which report facts and decide
+nothing), applies the policy (debounced state, thresholds, fault handling) and tells the daemon
+through two callbacks: ``on_status`` (a :class:`~agent.power.status.PowerStatus`, the telemetry)
+and ``on_event`` (a dict: power transitions, sensor faults, the shutdown). On a critical battery
+it counts down and then runs a :class:`~agent.power.shutdown.ShutdownSequence` whose steps the
+daemon supplies. On the simulated rig of ``dropkit sim``:
+
+    >>> import asyncio
+    >>> from agent.config import PowerConfig
+    >>> from agent.power.sensors import build_sensors
+    >>> from agent.power.shutdown import ShutdownSteps
+    >>> from simulators.live_power import SimulatedPower
+    >>> async def demo():
+    ...     sim = SimulatedPower()
+    ...     events = []
+    ...     monitor = PowerMonitor(build_sensors(PowerConfig(), sim.bus), PowerConfig(),
+    ...                            ShutdownSteps.inert(), on_event=events.append)
+    ...     await monitor.poll()
+    ...     sim.pull_mains()
+    ...     await monitor.poll(); await monitor.poll()      # debounce_polls = 2
+    ...     monitor.close()
+    ...     return [(e["from"], e["to"]) for e in events], monitor.status.state
+    >>> asyncio.run(demo())
+    ([(None, 'OL'), ('OL', 'OB')], 'OB DISCHRG')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import shlex
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from agent.backoff import Backoff
+from agent.core.clock import now_iso
+from agent.power.debounce import Debounced
+from agent.power.sensors import ReadJob, TrackedSensor, read_on_i2c_thread
+from agent.power.shutdown import ShutdownSequence
+from agent.power.status import (
+    RATE_DEADBAND_PERCENT_PER_HOUR,
+    UNKNOWN_STATE,
+    PowerStatus,
+    SourceStatus,
+    UpsStatus,
+    minutes_left,
+)
+from hw.power.current import PowerReading
+from hw.power.max17048 import GaugeReading
+
+if TYPE_CHECKING:
+    from gpiozero import DigitalInputDevice
+    from gpiozero.pins import Factory
+
+    from agent.config import PowerConfig
+    from agent.power.sensors import PowerSensors, Reading, SensorName
+    from agent.power.shutdown import ShutdownReport, ShutdownSteps
+
+log = logging.getLogger(__name__)
+
+PowerEvent = dict[str, Any]
+
+FAULT_AFTER_FAILURES = 3
+"""Consecutive failed reads before a sensor is reported as faulted; fewer are retried quietly."""
+MAX_BACKOFF_S = 5.0
+"""Longest wait between retries of a failing sensor."""
+CURRENT_DEADBAND_AMPS = 0.05
+"""Battery current within ± this is neither charging nor discharging."""
+
+
+def _ignore(_: object) -> None:
+    return None
+
+
+class PowerMonitor:
+    """Polls the power sensors and applies the policy of docs/power.md.
+
+    ``on_status`` gets a :class:`PowerStatus` at every sample (``sample_interval_s``) and at
+    every change of state; ``on_event`` gets event dicts. Both are called on the event loop's
+    thread and must not block; an exception from one is logged, never fatal.
+
+    I2C reads run on one worker thread (a Pi's SMBus call blocks for about 0.5 ms per word),
+    so the loop never waits on the bus. ``clock`` (monotonic seconds) times the debounce,
+    retries and countdown; tests pass a fake one and call :meth:`poll` themselves.
+    ``pin_factory`` is gpiozero's, for the optional power-fail line (``fail_gpio``).
+    """
+
+    def __init__(self, sensors: PowerSensors, config: PowerConfig, steps: ShutdownSteps, *,
+                 on_status: Callable[[PowerStatus], object] = _ignore,
+                 on_event: Callable[[PowerEvent], object] = _ignore,
+                 clock: Callable[[], float] = time.monotonic,
+                 pin_factory: Factory | None = None) -> None:
+        self.config = config
+        self.sequence = ShutdownSequence(steps, config.shutdown_command,
+                                         step_timeout_s=config.step_timeout_s)
+        self.shutdown_task: asyncio.Task[ShutdownReport] | None = None
+        """The running (or finished) shutdown sequence; await it for its report."""
+        self.polls = 0
+        self.status: PowerStatus | None = None
+        """The latest status; None before the first poll."""
+        self._on_status, self._on_event = on_status, on_event
+        self._clock = clock
+        self._pin_factory = pin_factory
+        self._sensors: dict[SensorName, TrackedSensor] = {}
+        drivers: tuple[tuple[SensorName, Any], ...] = (
+            ("mains", sensors.mains), ("battery", sensors.battery), ("gauge", sensors.gauge))
+        for name, driver in drivers:
+            if driver is not None:
+                configure = getattr(driver, "configure", None)
+                self._sensors[name] = TrackedSensor(name, driver.read, configure, name == "mains")
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="power-i2c")
+        self._fail_input: DigitalInputDevice | None = None
+        self._mains: Debounced[bool] = Debounced(config.debounce_polls)
+        self._level: Debounced[str] = Debounced(config.debounce_polls)
+        self._level_detail = ""
+        self._pending_detail = ""
+        self._on_battery_since: float | None = None
+        self._next_sample_at = -math.inf
+        self._principal = ""
+        self._seq = 0
+        self._shutdown_at: float | None = None
+        self._fsd = False
+        self._closed = False
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll every ``poll_interval_s`` (on a fixed beat) until cancelled, then close."""
+        loop = asyncio.get_running_loop()
+        try:
+            if self.config.fail_gpio >= 0:
+                self._open_fail_input(loop)
+            beat = loop.time()
+            while True:
+                await self.poll()
+                beat = max(beat + self.config.poll_interval_s, loop.time())
+                await asyncio.sleep(beat - loop.time())
+        finally:
+            self.close()
+
+    async def poll(self) -> PowerStatus | None:
+        """One poll: read what is due, update the state, act; returns the status if it was
+        published (at a sample or a change)."""
+        now = self._clock()
+        self.polls += 1
+        slack = self.config.poll_interval_s / 2
+        sampling = now >= self._next_sample_at - slack
+        if sampling:
+            self._next_sample_at = now + self.config.sample_interval_s
+        due = [sensor for sensor in self._sensors.values()
+               if (sensor.every_poll or sampling) and now >= sensor.retry_at - slack]
+        jobs: list[ReadJob] = [(s.name, s.read, None if s.configured else s.configure)
+                                for s in due]
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._executor, read_on_i2c_thread, jobs) if jobs else []
+        now = self._clock()
+        fresh: dict[SensorName, Reading] = {}
+        for name, result in results:
+            if isinstance(result, OSError):
+                self._failed(self._sensors[name], result, now)
+            else:
+                self._succeeded(self._sensors[name], result, now)
+                fresh[name] = result
+        mains_seen = self._mains_observation(fresh.get("mains"))
+        if mains_seen is not None and self._mains.observe(mains_seen):
+            self._next_sample_at = now  # the next poll reads the battery side too
+        if (gauge := fresh.get("gauge")) is not None:
+            assert isinstance(gauge, GaugeReading)
+            self._level.observe(self._judge_level(gauge))
+        self._apply_policy(now)
+        return self._publish(now, force=sampling)
+
+    def close(self) -> None:
+        """Release the power-fail line and the I2C thread; the shutdown task runs on."""
+        self._closed = True
+        if self._fail_input is not None:
+            self._fail_input.close()
+            self._fail_input = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def request_shutdown(self, reason: str = "requested") -> None:
+        """Shut down now, without the countdown (as NUT's ``upsmon -c fsd``); once only."""
+        if not self._fsd:
+            self._commit(self._clock(), reason, "shutdown requested")
+
+    # -- sensors ----------------------------------------------------------------------------
+
+    def _failed(self, sensor: TrackedSensor, error: OSError, now: float) -> None:
+        sensor.failures += 1
+        sensor.configured = False  # a chip that comes back may have been reset or replaced
+        interval = (self.config.poll_interval_s if sensor.every_poll
+                    else self.config.sample_interval_s)
+        sensor.retry_at = now + Backoff.nth(interval, MAX_BACKOFF_S, sensor.failures)
+        log.debug("%s sensor read failed (%d in a row): %s", sensor.name, sensor.failures, error)
+        if sensor.failures == FAULT_AFTER_FAILURES:
+            sensor.faulted_since, sensor.reading = now, None
+            log.warning("%s sensor fault: %s", sensor.name, error)
+            self._emit({"type": "sensor_fault", "sensor": sensor.name, "error": str(error),
+                        "errno": error.errno})
+
+    def _succeeded(self, sensor: TrackedSensor, reading: Reading, now: float) -> None:
+        if sensor.faulted_since is not None:
+            down_s = round(now - sensor.faulted_since, 3)
+            log.warning("%s sensor recovered after %.1f s", sensor.name, down_s)
+            self._emit({"type": "sensor_recovered", "sensor": sensor.name, "down_s": down_s})
+        elif isinstance(reading, PowerReading) and reading.recalibrated:
+            log.info("%s sensor had lost its calibration (a brown-out) and was set again",
+                     sensor.name)
+        sensor.configured, sensor.failures, sensor.retry_at = True, 0, 0.0
+        sensor.faulted_since, sensor.reading = None, reading
+
+    def _discharging(self) -> bool | None:
+        """Whether the battery is discharging (False: charging; None: idle or unknown)."""
+        battery, gauge = self._sensors.get("battery"), self._sensors.get("gauge")
+        if battery is not None and battery.reading is not None:
+            amps = battery.reading.amps
+            if abs(amps) > CURRENT_DEADBAND_AMPS:
+                return amps > 0
+        if gauge is not None and gauge.reading is not None:
+            rate = gauge.reading.rate_percent_per_hour
+            if abs(rate) > RATE_DEADBAND_PERCENT_PER_HOUR:
+                return rate < 0
+        return None
+
+    def _mains_observation(self, mains: PowerReading | None) -> bool | None:
+        """Is mains present, by this poll's evidence? The power-fail line wins, then the mains
+        monitor; with neither (not fitted, or faulted) the battery's direction. None when
+        nothing tells, or while a read of the mains monitor is being retried."""
+        if self._fail_input is not None and self._fail_input.is_active:
+            return False
+        if mains is not None:
+            return mains.volts >= self.config.mains_present_volts
+        if self._fail_input is not None:
+            return True
+        mains_sensor = self._sensors.get("mains")
+        if mains_sensor is not None and mains_sensor.faulted_since is None:
+            return None
+        discharging = self._discharging()
+        return None if discharging is None else not discharging
+
+    def _judge_level(self, gauge: GaugeReading) -> str:
+        """"ok", "low" or "critical" by percent and minutes left; the why in _level_detail."""
+        config = self.config
+        left = minutes_left(gauge.percent, gauge.rate_percent_per_hour)
+        for level, percent, minutes in (
+                ("critical", config.critical_percent, config.critical_minutes),
+                ("low", config.low_percent, config.low_minutes)):
+            why = []
+            if gauge.percent <= percent:
+                why.append(f"{gauge.percent:.1f} % (at most {percent} %)")
+            if left is not None and left <= minutes:
+                why.append(f"{left:.1f} min left (at most {minutes} min)")
+            if why:
+                self._level_detail = f"battery {level}: " + ", ".join(why)
+                return level
+        self._level_detail = ""
+        return "ok"
+
+    # -- the fail line ----------------------------------------------------------------------
+
+    def _open_fail_input(self, loop: asyncio.AbstractEventLoop) -> None:
+        from gpiozero import DigitalInputDevice
+
+        # Pulled towards its inactive level, so an undriven line never reads as a failure.
+        device = DigitalInputDevice(self.config.fail_gpio,
+                                    pull_up=not self.config.fail_gpio_active_high,
+                                    pin_factory=self._pin_factory)
+        # gpiozero calls back on its own thread: hand the edge to the loop.
+        device.when_activated = lambda: loop.call_soon_threadsafe(self._power_failed)
+        self._fail_input = device
+
+    def _power_failed(self) -> None:
+        """The power-fail line went active: on battery now, no debounce, no waiting for a poll."""
+        if self._closed or not self._mains.force(False):
+            return
+        now = self._clock()
+        self._next_sample_at = now
+        self._apply_policy(now)
+        self._publish(now, force=False)
+
+    # -- policy -----------------------------------------------------------------------------
+
+    def _apply_policy(self, now: float) -> None:
+        on_battery = self._mains.value is False
+        if not on_battery:
+            self._on_battery_since = None
+        elif self._on_battery_since is None:
+            self._on_battery_since = now
+        if self._fsd:
+            return
+        if self._shutdown_at is not None:
+            if self._mains.value is True:
+                self._shutdown_at = None
+                log.warning("mains is back: shutdown cancelled")
+                self._emit({"type": "shutdown_cancelled", "reason": "mains_restored"})
+            elif now >= self._shutdown_at:
+                self._commit(now, "battery_critical", self._pending_detail)
+            return
+        reason = self._critical_reason(now) if on_battery else None
+        if reason is None:
+            return
+        self._pending_detail = reason[1]
+        self._shutdown_at = now + self.config.shutdown_delay_s
+        log.warning("%s: shutdown in %g s unless mains returns", reason[1],
+                    self.config.shutdown_delay_s)
+        self._emit({"type": "shutdown_pending", "in_s": self.config.shutdown_delay_s,
+                    "reason": reason[0], "detail": reason[1]})
+        if self.config.shutdown_delay_s == 0:
+            self._commit(now, reason[0], reason[1])
+
+    def _critical_reason(self, now: float) -> tuple[str, str] | None:
+        """Why the battery is critical (reason, detail), on battery; None when it is not."""
+        if self._level.value == "critical":
+            return "battery_critical", self._level_detail
+        gauge = self._sensors["gauge"]
+        if gauge.faulted_since is not None and self._on_battery_since is not None:
+            blind_s = now - max(gauge.faulted_since, self._on_battery_since)
+            if blind_s >= self.config.dead_time_s:
+                return ("battery_level_unknown", f"on battery with no charge reading for "
+                        f"{blind_s:.0f} s (dead_time_s {self.config.dead_time_s:g})")
+        return None
+
+    def _commit(self, now: float, reason: str, detail: str) -> None:
+        """FSD: from here the sequence runs to the command, whatever the mains does."""
+        self._fsd, self._shutdown_at = True, None
+        log.critical("shutting down: %s", detail)
+        self._emit({"type": "shutdown", "reason": reason, "detail": detail,
+                    "command": shlex.join(self.sequence.argv)})
+        status = self._publish(now, force=True)
+        assert status is not None
+        self.shutdown_task = asyncio.get_running_loop().create_task(self.sequence.run(status))
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _state_flags(self) -> list[str]:
+        flags = ["FSD"] if self._fsd else []
+        if self._mains.value is not None:
+            flags.append("OL" if self._mains.value else "OB")
+        discharging = True if self._mains.value is False else self._discharging()
+        if discharging is not None:
+            flags.append("DISCHRG" if discharging else "CHRG")
+        if self._level.value in ("low", "critical"):
+            flags.append("LB")
+        return flags
+
+    def _publish(self, now: float, *, force: bool) -> PowerStatus | None:
+        """Emit a power event if OL/OB, LB or FSD changed; the status then, or when forced."""
+        flags = self._state_flags()
+        state = " ".join(flags) or UNKNOWN_STATE
+        principal = " ".join(flag for flag in flags if flag not in ("CHRG", "DISCHRG"))
+        if principal != self._principal:
+            log.info("power %s -> %s", self._principal or UNKNOWN_STATE, principal)
+            self._emit({"type": "power", "from": self._principal or None, "to": principal,
+                        "state": state})
+            self._principal = principal
+        elif not force:
+            return None
+        sensors = self._sensors
+
+        def last(name: SensorName) -> Any:
+            return sensors[name].reading if name in sensors else None
+
+        self._seq += 1
+        status = PowerStatus(
+            state=state,
+            feeding=None if self._mains.value is None else (
+                "mains" if self._mains.value else "battery"),
+            mains=SourceStatus.of(last("mains"), self.config.mains_present_volts),
+            battery=SourceStatus.of(last("battery"), self.config.battery_present_volts),
+            ups=UpsStatus.of(last("gauge")),
+            sensor_faults=tuple(name for name, sensor in sensors.items()
+                                if sensor.faulted_since is not None),
+            shutdown_in_s=(0.0 if self._fsd else None if self._shutdown_at is None
+                           else max(0.0, self._shutdown_at - now)),
+            ts=now_iso(),
+            seq=self._seq,
+        )
+        self.status = status
+        self._call(self._on_status, status)
+        return status
+
+    def _emit(self, event: PowerEvent) -> None:
+        self._call(self._on_event, {**event, "ts": now_iso()})
+
+    @staticmethod
+    def _call(callback: Callable[[Any], object], value: object) -> None:
+        try:
+            callback(value)
+        except Exception:
+            log.exception("power callback %r failed", callback)

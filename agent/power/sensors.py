@@ -1,0 +1,133 @@
+"""The power drivers as the monitor uses them, building them from ``[power]``, reading them.
+
+:func:`build_sensors` puts the drivers of :mod:`hw.power` that the config names on a bus:
+a :class:`LazySMBus` on a Pi, the simulated rig's bus in ``dropkit sim``. The monitor keeps a
+:class:`TrackedSensor` per driver and reads them with :func:`read_on_i2c_thread`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from hw.power.current import PowerReading
+from hw.power.ina219 import INA219
+from hw.power.ina226 import INA226
+from hw.power.max17048 import MAX17048, GaugeReading
+
+if TYPE_CHECKING:
+    from agent.config import PowerConfig
+    from hw.power.words import SMBusLike
+
+SensorName = Literal["mains", "battery", "gauge"]
+
+_CURRENT_MONITORS = {"ina219": INA219, "ina226": INA226}
+
+
+class CurrentSensor(Protocol):
+    """An INA219 or INA226 driver, as the monitor uses it."""
+
+    def configure(self) -> None: ...
+
+    def read(self) -> PowerReading: ...
+
+
+class ChargeGauge(Protocol):
+    """A MAX17048 driver, as the monitor uses it."""
+
+    def read(self) -> GaugeReading: ...
+
+
+@dataclass(frozen=True)
+class PowerSensors:
+    """The drivers the monitor reads; a current monitor that is not fitted is None."""
+
+    gauge: ChargeGauge
+    mains: CurrentSensor | None = None
+    battery: CurrentSensor | None = None
+
+
+def build_sensors(config: PowerConfig, bus: SMBusLike) -> PowerSensors:
+    """The drivers ``[power]`` describes, on ``bus`` (a :class:`LazySMBus` on a Pi)."""
+
+    def current_monitor(name: str) -> CurrentSensor | None:
+        chip = getattr(config, f"{name}_chip")
+        if chip == "none":
+            return None
+        return _CURRENT_MONITORS[chip](
+            bus, getattr(config, f"{name}_address"),
+            shunt_ohms=getattr(config, f"{name}_shunt_ohms"),
+            max_expected_amps=getattr(config, f"{name}_max_amps"))
+
+    return PowerSensors(gauge=MAX17048(bus, config.gauge_address),
+                        mains=current_monitor("mains"), battery=current_monitor("battery"))
+
+
+class LazySMBus:
+    """``smbus2.SMBus(bus)``, opened at the first call and again after a failed open.
+
+    So a missing or forbidden ``/dev/i2c-N`` is one more sensor fault that the monitor reports
+    and retries, not a failed start. Calls come from the monitor's one I2C thread.
+    """
+
+    def __init__(self, bus: int | str) -> None:
+        self.bus = bus
+        self._smbus: Any = None
+
+    def _opened(self) -> Any:
+        if self._smbus is None:
+            from smbus2 import SMBus
+
+            self._smbus = SMBus(self.bus)
+        return self._smbus
+
+    def read_word_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
+        return self._opened().read_word_data(i2c_addr, register, force)
+
+    def write_word_data(self, i2c_addr: int, register: int, value: int,
+                        force: bool | None = None) -> None:
+        self._opened().write_word_data(i2c_addr, register, value, force)
+
+    def close(self) -> None:
+        if self._smbus is not None:
+            self._smbus.close()
+            self._smbus = None
+
+
+Reading = PowerReading | GaugeReading
+
+
+@dataclass
+class TrackedSensor:
+    """The monitor's bookkeeping for one driver."""
+
+    name: SensorName
+    read: Callable[[], Reading]
+    configure: Callable[[], None] | None
+    every_poll: bool
+    """Read at every poll (the mains watch) or only at samples."""
+    configured: bool = False
+    failures: int = 0
+    faulted_since: float | None = None
+    retry_at: float = 0.0
+    reading: Any = None
+    """The last good reading; None while faulted."""
+
+
+ReadJob = tuple[SensorName, Callable[[], Reading], Callable[[], None] | None]
+
+
+def read_on_i2c_thread(jobs: list[ReadJob]) -> list[tuple[SensorName, Reading | OSError]]:
+    """Read each sensor (configuring it first where asked); a bus error is a result too.
+
+    The monitor runs this on its one I2C thread."""
+    results: list[tuple[SensorName, Reading | OSError]] = []
+    for name, read, configure in jobs:
+        try:
+            if configure is not None:
+                configure()
+            results.append((name, read()))
+        except OSError as exc:  # hw.power.words.SensorError, or the bus itself could not open
+            results.append((name, exc))
+    return results
