@@ -75,6 +75,7 @@ async def monitor_cpu(seconds: float) -> tuple[float, float, int, RecordingBus]:
     await asyncio.sleep(seconds)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    monitor.close()
     after = cpu_seconds()
     return after[0] - before[0], after[1] - before[1], monitor.polls, bus
 
@@ -119,7 +120,9 @@ async def agent_latencies(trials: int, with_fail_line: bool) -> list[float]:
 
     monitor = PowerMonitor(build_sensors(config, build_sim_bus(rig)), config,
                            ShutdownSteps.inert(), on_event=on_event, pin_factory=factory)
-    task = asyncio.create_task(monitor.run())
+    tasks = [asyncio.create_task(monitor.run())]
+    if with_fail_line:
+        tasks.append(asyncio.create_task(monitor.watch_fail_line()))
     assert (await changes.get())[1] == "OL"
     latencies = []
     for _ in range(trials):
@@ -135,8 +138,10 @@ async def agent_latencies(trials: int, with_fail_line: bool) -> list[float]:
         if with_fail_line:
             factory.pin(6).drive_low()
         assert (await changes.get())[1] == "OL"
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    monitor.close()
     return latencies
 
 

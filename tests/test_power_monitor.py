@@ -486,15 +486,17 @@ def test_power_fail_gpio_goes_on_battery_at_once_without_a_poll() -> None:
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         monitor = PowerMonitor(build_sensors(config, sim.bus), config, ShutdownSteps.inert(),
                                on_event=events.put_nowait, pin_factory=factory)
-        task = asyncio.create_task(monitor.run())
+        tasks = [asyncio.create_task(monitor.watch_fail_line()),
+                 asyncio.create_task(monitor.run())]
         assert (await asyncio.wait_for(events.get(), 5))["to"] == "OL"
         await asyncio.to_thread(factory.pin(6).drive_high)  # on another thread, as gpiozero
         event = await asyncio.wait_for(events.get(), 5)
         assert (event["from"], event["to"]) == ("OL", "OB")
         assert monitor.polls == 1  # no poll came between: the line alone did it
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        monitor.close()
 
     asyncio.run(scenario())
 
@@ -532,6 +534,7 @@ def test_simulated_power_drives_the_monitor_in_real_time() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        monitor.close()
 
     asyncio.run(scenario())
 

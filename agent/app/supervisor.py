@@ -2,10 +2,10 @@
 
 A part is a coroutine function that runs until cancelled (the power monitor, the print queue,
 the scanner watch, the uplink's loops). When one raises, the supervisor logs it with its
-traceback (once per distinct failure; a repeat is one short line), marks the part ``degraded``
-with the reason, waits (:class:`agent.backoff.Backoff`) and starts it again. It is ``running``
-again once the new run has lasted ``settle_s``. A part whose coroutine returns has ``ended``
-(the print queue returns at once when the printer is disabled).
+traceback (once per distinct failure; a repeat is a short line now and then), marks the part
+``degraded`` with the reason, waits (:class:`agent.backoff.Backoff`) and starts it again. It
+is ``running`` again once the new run has lasted ``settle_s``. A part whose coroutine returns
+has ``ended`` (the print queue returns at once when the printer is disabled).
 
 Short jobs (an action of a panel button, the settling of one ack) go through :meth:`spawn`:
 they are tracked, their failure is logged once and shown against their part, and :meth:`stop`
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -111,34 +112,36 @@ class Supervisor:
 
     async def _keep(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
         backoff = Backoff(self.first_retry_s, self.most_retry_s)
-        health = PartHealth("running")
-        self._set(name, health)
+        self._set(name, PartHealth("running"))
         while True:
             started = time.monotonic()
             settle = asyncio.get_running_loop().call_later(
-                self.settle_s, self._settled, name) if health.state == "degraded" else None
+                self.settle_s, self._settled, name) if self.parts[name].state == "degraded" \
+                else None
             try:
                 await run()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = _reason(exc)
-                self._log_failure(name, reason, exc)
-                if time.monotonic() - started > self.most_retry_s:
-                    backoff.reset()  # it ran well for a while: this is a new fault
-                health = replace(self.parts[name], state="degraded", reason=reason,
-                                 failures=self.parts[name].failures + 1)
-                self._set(name, health)
-                await asyncio.sleep(backoff.next())
-                health = replace(self.parts[name], restarts=self.parts[name].restarts + 1)
-                self._set(name, health)
-                log.info("%s restarted (%d)", name, health.restarts)
+                failure: Exception | None = exc
             else:
-                self._set(name, replace(self.parts[name], state="ended", reason=""))
-                return
+                failure = None
             finally:
                 if settle is not None:
                     settle.cancel()
+            if failure is None:
+                self._set(name, replace(self.parts[name], state="ended", reason=""))
+                return
+            reason = _reason(failure)
+            failures = self.parts[name].failures + 1
+            self._log_failure(name, reason, failure, failures)
+            if time.monotonic() - started > self.most_retry_s:
+                backoff.reset()  # it ran well for a while: this is a new fault
+            self._set(name, replace(self.parts[name], state="degraded", reason=reason,
+                                    failures=failures))
+            await asyncio.sleep(backoff.next())
+            self._set(name, replace(self.parts[name], restarts=self.parts[name].restarts + 1))
+            log.debug("%s restarted (%d)", name, self.parts[name].restarts)
 
     def _settled(self, name: str) -> None:
         health = self.parts.get(name)
@@ -147,12 +150,15 @@ class Supervisor:
             self._logged.pop(name, None)
             log.info("%s is running again", name)
 
-    def _log_failure(self, name: str, reason: str, exc: BaseException) -> None:
-        if self._logged.get(name) == reason:
-            log.warning("%s failed again: %s", name, reason)
-        else:
+    def _log_failure(self, name: str, reason: str, exc: BaseException, failures: int) -> None:
+        """The traceback once per distinct failure; the same failure again is a line at the
+        10th, 100th, ... time (health shows every one), so a lasting fault cannot fill the log."""
+        if self._logged.get(name) != reason:
             self._logged[name] = reason
-            log.error("%s failed: %s", name, reason, exc_info=exc)
+            log.error("%s failed: %s (restarting it)", name, reason, exc_info=exc)
+        elif math.log10(failures).is_integer():
+            log.warning("%s has failed %d times: %s (still restarting it)", name, failures,
+                        reason)
 
     def _set(self, name: str, health: PartHealth) -> None:
         if self.parts.get(name) != health:
@@ -180,9 +186,10 @@ class Supervisor:
         health = self.parts.get(name)
         if exc is not None:
             reason = _reason(exc)
-            self._log_failure(name, reason, exc)
+            failures = (health.failures if health else 0) + 1
+            self._log_failure(name, reason, exc, failures)
             self._set(name, PartHealth("degraded", reason, health.restarts if health else 0,
-                                       (health.failures if health else 0) + 1))
+                                       failures))
         elif health is not None and health.state == "degraded" and name not in self._tasks:
             self._set(name, replace(health, state="running", reason=""))
 

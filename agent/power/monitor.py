@@ -34,6 +34,7 @@ import logging
 import math
 import shlex
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -130,18 +131,24 @@ class PowerMonitor:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll every ``poll_interval_s`` (on a fixed beat) until cancelled, then close."""
+        """Poll every ``poll_interval_s`` (on a fixed beat) until cancelled. It may be run
+        again after it failed (the supervisor restarts it); :meth:`close` ends it for good."""
         loop = asyncio.get_running_loop()
+        beat = loop.time()
+        while True:
+            await self.poll()
+            beat = max(beat + self.config.poll_interval_s, loop.time())
+            await asyncio.sleep(beat - loop.time())
+
+    async def watch_fail_line(self) -> None:
+        """Hold the power-fail line (``fail_gpio``) until cancelled: an edge puts the kit on
+        battery at once. Run apart from :meth:`run`, so a line that cannot be opened (no such
+        pin, no GPIO here) raises here while the sensors are still polled."""
+        self._open_fail_input(asyncio.get_running_loop())
         try:
-            if self.config.fail_gpio >= 0:
-                self._open_fail_input(loop)
-            beat = loop.time()
-            while True:
-                await self.poll()
-                beat = max(beat + self.config.poll_interval_s, loop.time())
-                await asyncio.sleep(beat - loop.time())
+            await asyncio.Event().wait()
         finally:
-            self.close()
+            self._close_fail_input()
 
     async def poll(self) -> PowerStatus | None:
         """One poll: read what is due, update the state, act; returns the status if it was
@@ -178,9 +185,7 @@ class PowerMonitor:
     def close(self) -> None:
         """Release the power-fail line and the I2C thread; the shutdown task runs on."""
         self._closed = True
-        if self._fail_input is not None:
-            self._fail_input.close()
-            self._fail_input = None
+        self._close_fail_input()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def request_shutdown(self, reason: str = "requested") -> None:
@@ -265,14 +270,23 @@ class PowerMonitor:
 
     def _open_fail_input(self, loop: asyncio.AbstractEventLoop) -> None:
         from gpiozero import DigitalInputDevice
+        from gpiozero.exc import PinFactoryFallback
 
         # Pulled towards its inactive level, so an undriven line never reads as a failure.
-        device = DigitalInputDevice(self.config.fail_gpio,
-                                    pull_up=not self.config.fail_gpio_active_high,
-                                    pin_factory=self._pin_factory)
+        # gpiozero warns once per pin library it cannot load; the outcome is one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PinFactoryFallback)
+            device = DigitalInputDevice(self.config.fail_gpio,
+                                        pull_up=not self.config.fail_gpio_active_high,
+                                        pin_factory=self._pin_factory)
         # gpiozero calls back on its own thread: hand the edge to the loop.
         device.when_activated = lambda: loop.call_soon_threadsafe(self._power_failed)
         self._fail_input = device
+
+    def _close_fail_input(self) -> None:
+        if self._fail_input is not None:
+            self._fail_input.close()
+            self._fail_input = None
 
     def _power_failed(self) -> None:
         """The power-fail line went active: on battery now, no debounce, no waiting for a poll."""

@@ -83,6 +83,8 @@ class PowerService:
             parts["power_rig"] = self.sim.run
         if self.monitor is not None:
             parts["power"] = self.monitor.run
+            if self.config.fail_gpio >= 0:
+                parts["power_fail_line"] = self.monitor.watch_fail_line
         return parts
 
     def close(self) -> None:
