@@ -1,0 +1,96 @@
+"""The ``[power]`` section: the sensors, the poll, the thresholds and the shutdown."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from agent.config.checks import ConfigError, check, pin, positive, seconds
+
+
+def _i2c_address(value: int) -> bool:
+    return 0x03 <= value <= 0x77
+
+
+def _command_line(value: str) -> bool:
+    try:
+        return bool(shlex.split(value))
+    except ValueError:
+        return False
+
+
+_CHIP = check('"ina219", "ina226" or "none"', lambda v: v in ("ina219", "ina226", "none"))
+_ADDRESS = check("a 7-bit I2C address from 0x03 to 0x77", _i2c_address)
+_POSITIVE = check("a positive number", positive)
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    """``[power]``: the sensors, the poll, the thresholds and the shutdown (docs/power.md).
+
+    Field checks follow :mod:`agent.config`; checks across fields raise :class:`ConfigError`
+    from here, naming the key.
+
+    >>> PowerConfig(critical_percent=30)
+    Traceback (most recent call last):
+    ...
+    agent.config.ConfigError: [power] critical_percent: expected below low_percent (20), got 30
+    """
+
+    enabled: bool = True
+    bus: int = field(default=1, metadata=check("an I2C bus number from 0 to 255",
+                                                lambda v: 0 <= v <= 255))
+    mains_chip: str = field(default="ina219", metadata=_CHIP)
+    mains_address: int = field(default=0x40, metadata=_ADDRESS)
+    mains_shunt_ohms: float = field(default=0.1, metadata=_POSITIVE)
+    mains_max_amps: float = field(default=3.2, metadata=_POSITIVE)
+    battery_chip: str = field(default="ina226", metadata=_CHIP)
+    battery_address: int = field(default=0x41, metadata=_ADDRESS)
+    battery_shunt_ohms: float = field(default=0.01, metadata=_POSITIVE)
+    battery_max_amps: float = field(default=4.096, metadata=_POSITIVE)
+    gauge_address: int = field(default=0x36, metadata=_ADDRESS)
+    poll_interval_s: float = field(default=0.1, metadata=seconds(0.01, 5))
+    sample_interval_s: float = field(default=1.0, metadata=seconds(0.1, 60))
+    debounce_polls: int = field(default=2, metadata=check(
+        "an integer from 1 to 50", lambda v: 1 <= v <= 50))
+    mains_present_volts: float = field(default=4.5, metadata=_POSITIVE)
+    battery_present_volts: float = field(default=2.5, metadata=_POSITIVE)
+    low_percent: int = field(default=20, metadata=check(
+        "a whole percent from 1 to 100", lambda v: 1 <= v <= 100))
+    critical_percent: int = field(default=8, metadata=check(
+        "a whole percent from 0 to 99", lambda v: 0 <= v <= 99))
+    low_minutes: int = field(default=15, metadata=check(
+        "whole minutes from 1 to 1440", lambda v: 1 <= v <= 1440))
+    critical_minutes: int = field(default=5, metadata=check(
+        "whole minutes from 0 to 1439", lambda v: 0 <= v <= 1439))
+    dead_time_s: float = field(default=30.0, metadata=seconds(1, 3600))
+    shutdown_delay_s: float = field(default=10.0, metadata=seconds(0, 600))
+    step_timeout_s: float = field(default=10.0, metadata=seconds(1, 120))
+    shutdown_command: str = field(default="systemctl poweroff", metadata=check(
+        'a command line such as "systemctl poweroff"', _command_line))
+    fail_gpio: int = field(default=-1, metadata=check("a BCM pin 0-53 or -1", pin))
+    """The BCM pin of a power-fail line (the X728's is 6); -1 for none."""
+    fail_gpio_active_high: bool = True
+
+    def __post_init__(self) -> None:
+        for key, value, limit in (("critical_percent", self.critical_percent, "low_percent"),
+                                  ("critical_minutes", self.critical_minutes, "low_minutes")):
+            if value >= getattr(self, limit):
+                raise ConfigError(f"[power] {key}: expected below {limit} "
+                                  f"({getattr(self, limit)}), got {value}")
+        if self.sample_interval_s < self.poll_interval_s:
+            raise ConfigError(f"[power] sample_interval_s: expected at least poll_interval_s "
+                              f"({self.poll_interval_s}), got {self.sample_interval_s}")
+        for name in ("mains", "battery"):
+            chip = getattr(self, f"{name}_chip")
+            if chip == "none":
+                continue
+            shunt, amps = getattr(self, f"{name}_shunt_ohms"), getattr(self, f"{name}_max_amps")
+            from hw.power.ina219 import INA219
+            from hw.power.ina226 import INA226
+
+            try:
+                {"ina219": INA219, "ina226": INA226}[chip].calibration_for(shunt, amps)
+            except ValueError as exc:
+                raise ConfigError(f"[power] {name}_max_amps: expected a current the {chip} can "
+                                  f"calibrate for with a {shunt} ohm shunt: {exc}") from None
