@@ -4,14 +4,8 @@ It publishes the durable outbox in order with QoS 1 and marks each message relay
 the broker's PUBACK; power telemetry at an interval and at once on every change; ``status``
 (retained ``online``, and ``offline`` as the last will and on an orderly stop). It takes HQ's
 acks and settles orders with them, and it decides whether the uplink is healthy enough for the
-kit to be online.
-
-paho runs on the agent's asyncio loop through its external-loop interface: the loop watches
-paho's socket and calls ``loop_read`` / ``loop_write``, a task calls ``loop_misc`` for the
-keepalive, and only the blocking connect (TCP and TLS handshake) runs on a worker thread. So
-every callback runs on the loop, which owns all state, and a PUBACK frees an in-flight slot that
-the drain refills within the same loop, with no hand-off between threads (that hand-off held a
-drain to well under half of raw paho's rate).
+kit to be online (:mod:`agent.uplink.acktimes`). paho runs on the kit's asyncio loop
+(:mod:`agent.uplink.paholoop`).
 """
 
 from __future__ import annotations
@@ -35,6 +29,8 @@ from agent.core import outbox, reconcile
 from agent.core.clock import now_iso
 from agent.core.mode import Mode
 from agent.store import Store
+from agent.uplink.acktimes import AckTimes
+from agent.uplink.paholoop import PahoOnLoop
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +60,7 @@ class UplinkOutputs:
     relayed: Callable[[], object]
 
 
-class Uplink:
+class Uplink(PahoOnLoop):
     """One kit's MQTT session: its :meth:`parts` run supervised on the kit's loop;
     :meth:`goodbye` before the store closes."""
 
@@ -93,9 +89,7 @@ class Uplink:
         self.client.on_disconnect = self._disconnected
         self.client.on_publish = self._published
         self.client.on_message = self._message
-        self.client.on_socket_close = self._on_socket_close
-        self.client.on_socket_register_write = self._on_socket_register_write
-        self.client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._watch_socket_callbacks()
 
         self.state = "connecting"
         self.connected = False
@@ -113,8 +107,7 @@ class Uplink:
         self._handed_upto = 0  # highest outbox id handed to paho
         self._acked: list[int] = []
         self._flushing = False
-        self._sent_at: dict[str, float] = {}  # order id -> when its sale was handed to paho
-        self._ack_latencies: deque[tuple[float, float]] = deque(maxlen=ACK_SAMPLES)
+        self._ack_times = AckTimes(config.ack_window_s, ACK_SAMPLES)
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._telemetry_seq = 0
         self.garbage = 0
@@ -150,10 +143,10 @@ class Uplink:
         self._wake.set()
 
     def health(self) -> dict[str, Any]:
-        latencies = sorted(latency for _, latency in self._ack_latencies)
+        ack_p95 = self._ack_times.p95()
         return {"state": self.state, "broker": f"{self.host}:{self.port}",
                 "inflight": len(self._inflight),
-                "ack_p95_s": round(_p95(latencies), 3) if latencies else None,
+                "ack_p95_s": None if ack_p95 is None else round(ack_p95, 3),
                 "garbage_acks": self.garbage}
 
     async def wait_for_ack(self, order_id: str, timeout: float) -> dict[str, Any] | None:
@@ -237,51 +230,6 @@ class Uplink:
         self.client.connect(self.host, self.port, self.config.keepalive_s,
                             **self._connect_options)
 
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            if self._serving:
-                self.client.loop_misc()  # PINGREQ when due; a silent broker closes the socket
-
-    def _readable(self) -> None:
-        self.client.loop_read()
-
-    def _writable(self) -> None:
-        self.client.loop_write()
-
-    def _on_socket_register_write(self, client, userdata, sock) -> None:
-        # paho asks from the connect's worker thread too (its CONNECT packet).
-        self._on_loop(lambda: self.client.socket() is sock and self._loop.add_writer(
-            sock, self._writable))
-
-    def _on_socket_unregister_write(self, client, userdata, sock) -> None:
-        self._on_loop(lambda: self._loop.remove_writer(sock))
-
-    def _on_socket_close(self, client, userdata, sock) -> None:
-        # Called before paho closes the descriptor: forget it while it is still valid.
-        def forget() -> None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-            self._socket_gone.set()
-        self._on_loop(forget)
-
-    def _on_loop(self, fn: Callable[[], object]) -> None:
-        assert self._loop is not None
-        if threading.get_ident() == self._loop_thread:
-            fn()
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn)
-
-    @staticmethod
-    async def _published_within(info: Any, timeout: float) -> bool:
-        """Wait on the loop (which delivers the PUBACK) for a QoS 1 message to be acknowledged."""
-        deadline = time.monotonic() + timeout
-        while not info.is_published():
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
-
     # -- paho's callbacks (on the loop, from loop_read and loop_write) ------------------------
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
@@ -346,10 +294,7 @@ class Uplink:
     async def _settle(self, ack: reconcile.Ack) -> None:
         view = await self.store.write(
             lambda db: reconcile.apply_ack(db, ack, self.kit_id, now_iso()))
-        sent = self._sent_at.pop(ack.order_id, None)
-        if sent is not None:
-            now = time.monotonic()
-            self._ack_latencies.append((now, now - sent))
+        if self._ack_times.answered(ack.order_id, time.monotonic()) is not None:
             self._update_health()
         if view is None:
             return
@@ -393,7 +338,7 @@ class Uplink:
                 self._inflight[info.mid] = row["id"]
                 self._handed_upto = row["id"]
                 if row["kind"] == "sale":
-                    self._sent_at.setdefault(row["key"], time.monotonic())
+                    self._ack_times.sent(row["key"], time.monotonic())
 
     async def _publish_telemetry(self) -> None:
         while True:
@@ -414,16 +359,9 @@ class Uplink:
             self._update_health()
 
     def _update_health(self) -> None:
-        """Online while connected and HQ answers fast: p95 of the ack times of the last
-        ``ack_window_s``, counting the sales still waiting as at least as slow as they have
-        waited so far. Old samples expire, so a drained backlog does not keep the kit offline."""
-        now = time.monotonic()
-        while self._ack_latencies and now - self._ack_latencies[0][0] > self.config.ack_window_s:
-            self._ack_latencies.popleft()
-        waits = [latency for _, latency in self._ack_latencies]
-        waits += [now - sent for sent in self._sent_at.values()]
-        healthy = self.connected and (not waits
-                                      or _p95(sorted(waits)) <= self.config.online_ack_p95_s)
+        """Online while connected and HQ answers fast (:class:`AckTimes`)."""
+        healthy = self.connected and self._ack_times.healthy(self.config.online_ack_p95_s,
+                                                             time.monotonic())
         self.mode.set_uplink_healthy(healthy)
         self.out.health(self.health())
 
@@ -438,7 +376,3 @@ class Uplink:
                 self.out.publish("alert", event)
             self.wake()
             await asyncio.sleep(config.reconcile_check_s)
-
-
-def _p95(ordered: list[float]) -> float:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
