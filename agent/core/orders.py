@@ -44,7 +44,7 @@ def _whole(value: object) -> bool:
 
 
 def parse_order_request(data: object, max_lines: int, max_qty: int) -> OrderRequest:
-    """Check a client's order body; raises a 422 :class:`Refusal` naming the field."""
+    """Check a client's order body; raises an ``invalid`` :class:`Refusal` naming the field."""
     if not isinstance(data, dict):
         raise invalid("the body must be a JSON object")
     unknown = set(data) - {"order_id", "lines", "payment"}

@@ -25,7 +25,7 @@ async def _nothing(*_: object) -> None:
 class ShutdownSteps:
     """What the daemon does when the kit must stop; each is awaited in this order.
 
-    - ``stop_taking_orders()``: new orders get 503 with a clear message from now on.
+    - ``stop_taking_orders()``: new orders are refused (``shutting_down``) from now on.
     - ``flush_outbox(timeout_s)``: relay what is queued (the ``shutdown`` event, handed to
       ``on_event`` just before, included) if the uplink is connected; return whether the
       outbox is empty (False at once when not connected).
