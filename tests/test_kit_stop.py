@@ -75,3 +75,17 @@ def test_a_cancelled_stop_still_closes_the_store(tmp_path: Path,
     assert db.execute("SELECT count(*) FROM orders WHERE order_id = 'order-before-stop'"
                       ).fetchone() == (1,)
     db.close()
+
+
+def test_a_stop_right_after_the_start_closes_everything(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        kit = sim_kit(tmp_path)
+        await kit.start()
+        await kit.stop()  # before any part has run a step
+        assert not kit.store.is_open
+        assert {part.state for part in kit.supervisor.parts.values()} == {"stopped"}
+        # Health still answers from the snapshot once the store is closed (the shutdown's
+        # last minutes): no error for the staff page.
+        assert (await kit.health())["kit_id"] == "kit-test"
+
+    asyncio.run(scenario())

@@ -41,9 +41,11 @@ from agent.app.supervisor import PartHealth
 
 log = logging.getLogger(__name__)
 
-# Printer states that need staff (the LED blinks, the page shows an alert).
+# Printer states that need staff: the page shows an alert; the panel's mode LED blinks for those
+# staff fix at the printer itself (paper, cover).
 PRINTER_ALERTS = {"paper_out": "printer_paper_out", "cover_open": "printer_cover_open",
                   "offline": "printer_offline", "not_responding": "printer_offline"}
+PRINTER_LED_ALERTS = ("printer_paper_out", "printer_cover_open")
 
 
 def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -94,6 +96,12 @@ class KitState:
         alerts += [f"power_sensor_{name}" for name in self.power.get("sensor_faults") or ()]
         alerts += [f"degraded_{name}" for name in self.degraded]
         return tuple(alerts)
+
+    @property
+    def led_alerts(self) -> tuple[str, ...]:
+        """The alerts the panel's mode LED blinks for: paper or cover, and degraded parts."""
+        return tuple(alert for alert in self.alerts
+                     if alert in PRINTER_LED_ALERTS or alert.startswith("degraded_"))
 
     @property
     def status(self) -> str:

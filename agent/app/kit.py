@@ -75,7 +75,7 @@ class Kit:
         self.sales = Orders(self.store, self.kit_id, config.orders.max_lines,
                             config.orders.max_qty, print_receipts=config.printer.enabled)
         self.events = EventHub()
-        self.coordinator = Coordinator(self.kit_id, lambda: self.store.read(outbox.depth))
+        self.coordinator = Coordinator(self.kit_id, self._queue_depth)
         self.coordinator.listen(self._state_changed)
         self.supervisor = Supervisor(self.coordinator.set_part)
         self.mode = Mode()
@@ -197,7 +197,12 @@ class Kit:
             self.events.publish("status", {"status": state.status, "degraded": state.degraded,
                                            "alerts": list(state.alerts)})
         self.devices.show(mode=state.mode, uplink=str(state.uplink.get("state", "off")),
-                          power=state.power_state, alerts=list(state.alerts))
+                          power=state.power_state, alerts=list(state.led_alerts))
+
+    async def _queue_depth(self) -> int:
+        if not self.store.is_open:  # the shutdown closed it: what it last was
+            return self.coordinator.state.queue_depth
+        return await self.store.read(outbox.depth)
 
     async def health(self) -> dict[str, Any]:
         state = await self.coordinator.current()

@@ -93,6 +93,7 @@ class Supervisor:
         """Run ``run()`` as the part ``name`` until :meth:`stop`, restarting it when it fails."""
         if name in self._tasks:
             raise ValueError(f"part {name} is already supervised")
+        self._set(name, PartHealth("running"))
         self._tasks[name] = asyncio.get_running_loop().create_task(
             self._keep(name, run), name=f"part:{name}")
 
@@ -112,7 +113,6 @@ class Supervisor:
 
     async def _keep(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
         backoff = Backoff(self.first_retry_s, self.most_retry_s)
-        self._set(name, PartHealth("running"))
         while True:
             started = time.monotonic()
             settle = asyncio.get_running_loop().call_later(

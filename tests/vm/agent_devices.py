@@ -99,7 +99,8 @@ def main() -> int:
     config.write_text(config.read_text()
                       + f'\n[power]\nbus = {bus}\n[scanner]\nnames = "VM Barcode"\n'
                       f"scan_timeout_s = {SCAN_TIMEOUT_S}\n[panel]\nchip = {chip}\n"
-                      + "".join(f"{part} = {pin}\n" for part, pin in PANEL_PINS.items()))
+                      + "".join(f"{part} = {-1 if pin is None else pin}\n"
+                                for part, pin in PANEL_PINS.items()))
     scanner = UInput({ecodes.EV_KEY: [c for c in ecodes.KEY if 0 < c < 0x100]},
                      name="VM Barcode Scanner", vendor=0x05E0, product=0x1200)
     subprocess.run(["systemctl", "restart", "dropkit-agent.service"], check=True)

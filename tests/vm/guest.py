@@ -96,7 +96,7 @@ def agent_health() -> dict[str, Any]:
     try:
         connection.request("GET", "/api/health")
         response = connection.getresponse()
-        return {"status": response.status, **json.loads(response.read())}
+        return {**json.loads(response.read()), "http_status": response.status}
     finally:
         connection.close()
 

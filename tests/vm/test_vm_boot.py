@@ -88,9 +88,14 @@ def test_agent_reaches_ready_unattended(first_boot: GuestRun) -> None:
 
 def test_health_answers_inside_the_vm(first_boot: GuestRun) -> None:
     health = first_boot.result["health"]
-    assert health["status"] == 200
+    assert health["http_status"] == 200
     assert health["kit_id"] == first_boot.result["identity"]["kit_id"]
     assert health["simulated"] is False
+    print(f"health inside the VM: {health['status']}, degraded {health['degraded']}")
+    # The VM has no GPIO chip for the panel the image's config names; nothing else may fail.
+    assert set(health["degraded"]) <= {"panel"}, health["degraded"]
+    assert all(part["state"] == "running" for name, part in health["parts"].items()
+               if name != "panel"), health["parts"]
 
 
 def test_systemd_restarts_the_agent_after_kill_9(first_boot: GuestRun) -> None:
@@ -99,7 +104,7 @@ def test_systemd_restarts_the_agent_after_kill_9(first_boot: GuestRun) -> None:
           f"{restart['ready_again_s']:.2f} s")
     assert restart["restarts"] == 1
     assert restart["new_process_s"] < RESTART_LIMIT_S
-    assert restart["health_after"]["status"] == 200
+    assert restart["health_after"]["http_status"] == 200
 
 
 def test_kernel_devices_are_there_for_the_agent(first_boot: GuestRun) -> None:
@@ -168,7 +173,7 @@ def test_watchdog_restarts_a_hung_agent(second_boot: GuestRun) -> None:
           f"{restart['ready_again_s']:.1f} s")
     assert restart["restarts"] == 1
     assert "watchdog timeout" in restart["journal"].lower()
-    assert restart["health_after"]["status"] == 200
+    assert restart["health_after"]["http_status"] == 200
 
 
 def test_agent_user_powers_the_kit_off(second_boot: GuestRun) -> None:
