@@ -122,7 +122,7 @@ function showStatus(kit) {
   $("kit-status-parts").replaceChildren(...Object.entries(kit.degraded || {}).map(
     ([part, reason]) => {
       const li = el("li", {}, el("strong", {}, `${partName(part)} is not working`),
-        `: ${plainReason(reason)}. The kit keeps retrying it.`);
+        `: ${plainReason(reason)}. Sales go on without it.`);
       li.dataset.part = part;
       return li;
     }));
