@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.ops.harness import wait_for, write_config
 from tests.conftest import Kit
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+PHONE = {"width": 390, "height": 844}
+TABLET = {"width": 820, "height": 1180}
+SHOTS = Path("/tmp/dropkit-shots")
+
+
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator:
+def browser() -> Iterator:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is missing: ./run-tests installs it when run as root")
@@ -27,9 +34,13 @@ def page(tmp_path: Path) -> Iterator:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
-        yield context.new_page()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    yield browser.new_context(viewport=PHONE).new_page()
 
 
 def test_place_an_order_by_clicking_and_see_it_listed(kit: Kit, page, tmp_path: Path) -> None:
@@ -97,3 +108,82 @@ def test_simulator_controls_pull_the_mains_and_scan_into_the_cart(kit: Kit, page
     # Paper out is an alert staff see.
     page.get_by_role("button", name="Paper out").click()
     page.locator("#alerts").filter(has_text="paper out").wait_for(timeout=15000)
+
+
+def shot(page, tmp_path: Path, name: str) -> None:
+    """A screenshot in the test's directory, copied to /tmp/dropkit-shots to be looked at."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path))
+    SHOTS.mkdir(exist_ok=True)
+    shutil.copy(path, SHOTS / path.name)
+
+
+def strip_fits(page) -> None:
+    """The status strip is whole on screen and within its width, at the top of the page and
+    scrolled to its end."""
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    for scroll in ("0", "document.body.scrollHeight"):
+        page.evaluate(f"window.scrollTo(0, {scroll})")
+        box = page.locator("#kit-status").bounding_box()
+        assert box is not None and box["x"] == 0 and box["width"] <= width, box
+        assert box["y"] >= 0 and box["y"] + box["height"] <= height, (scroll, box)
+        assert page.evaluate("(() => { const s = document.getElementById('kit-status');"
+                             " return s.scrollWidth <= s.clientWidth; })()")
+        for item in page.locator("#kit-status li").all():
+            item_box = item.bounding_box()
+            assert item_box is not None and item_box["x"] + item_box["width"] <= width
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+@pytest.mark.parametrize("viewport", [PHONE, TABLET], ids=["phone", "tablet"])
+def test_the_status_strip_shows_a_degraded_part_alerts_and_the_shutdown(
+        kit_factory, browser, tmp_path: Path, viewport: dict[str, int]) -> None:
+    # Two panel buttons on one pin: the panel cannot start, a degraded part with its reason.
+    kit = kit_factory(config=write_config(tmp_path / "agent.toml", {
+        "kit": {"id": "kit-page"}, "panel": {"reprint_button": 17},
+        "power": {"shutdown_delay_s": 1.0}}))
+    health = kit.health()
+    assert health["status"] == "degraded" and "GPIO17" in health["degraded"]["panel"]
+    page = browser.new_context(viewport=viewport).new_page()
+    name = "phone" if viewport == PHONE else "tablet"
+    page.goto(kit.url + "/")
+    strip = page.locator("#kit-status")
+    strip.filter(has_text="Taking orders, but something needs attention").wait_for()
+    part = page.locator("#kit-status-parts li[data-part=panel]")
+    part.filter(has_text="Button panel is not working").wait_for()
+    words = part.inner_text()
+    assert "pin GPIO17 is already in use" in words and "Sales go on without it" in words
+    assert "GPIOPinInUse" not in words and "<" not in words, words  # plain words
+    assert strip.get_attribute("class") == "kit-status degraded"
+    strip_fits(page)
+    shot(page, tmp_path, f"status-degraded-{name}")
+
+    # An unplugged power sensor is an alert (not a degraded part), shown as it happens.
+    assert kit.request("POST", "/api/staff/sim/power", {"action": "unplug", "sensor": "gauge"},
+                       staff=True).status == 200
+    alerts = page.locator("#kit-status-alerts")
+    alerts.filter(has_text='Power sensor "gauge" is not answering').wait_for(timeout=15000)
+    strip_fits(page)
+    shot(page, tmp_path, f"status-alert-{name}")
+    assert kit.request("POST", "/api/staff/sim/power", {"action": "plug", "sensor": "gauge"},
+                       staff=True).status == 200
+    page.wait_for_function("document.getElementById('kit-status-alerts').children.length == 0",
+                           timeout=15000)
+
+    # The battery drains to critical: the kit says it is shutting down before it goes.
+    answer = kit.request("POST", "/api/staff/sim/power",
+                         {"action": "scenario", "name": "drain_to_critical", "speed": 50},
+                         staff=True)
+    assert answer.status == 200
+    stopping = strip.filter(has_text="Shutting down: no new orders")
+    try:
+        stopping.wait_for(timeout=60000)
+    finally:
+        shot(page, tmp_path, f"status-stopping-{name}")
+        (tmp_path / "kit.log").write_text("".join(kit.log))
+    assert strip.get_attribute("data-status") == "stopping"
+    started = time.monotonic()
+    wait_for(lambda: kit.proc.poll() is not None, 30, "the kit exits after its shutdown")
+    # Gone, the page still says why rather than a stale "Ready".
+    page.locator("#kit-status[data-status=stopping]").wait_for()
+    assert time.monotonic() - started < 30

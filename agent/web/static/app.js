@@ -78,8 +78,79 @@ async function loadManifest() {
   renderAll();
 }
 
+// The kit's parts and alerts in the words staff use (health: "parts" and "alerts").
+const PART_NAMES = {
+  power: "Power monitor", power_rig: "Simulated power supply", printer: "Receipt printer",
+  scanner: "Barcode scanner", panel: "Button panel", uplink: "Connection to HQ",
+  uplink_drain: "Sending orders to HQ", telemetry: "Power reports to HQ",
+  uplink_health: "HQ connection check", uplink_keepalive: "HQ connection keep-alive",
+  reconcile: "Checking HQ's answers", events: "Event log",
+};
+const ALERT_WORDS = {
+  printer_paper_out: "Printer is out of paper", printer_cover_open: "Printer cover is open",
+  printer_offline: "Printer is not answering",
+};
+const STATUS_WORDS = {
+  ready: "Ready: taking orders",
+  degraded: "Taking orders, but something needs attention",
+  stopping: "Shutting down: no new orders",
+};
+
+function partName(name) { return PART_NAMES[name] || name.replaceAll("_", " "); }
+
+function plainReason(reason) {
+  // "GPIOPinInUse: pin GPIO17 is already in use by <gpiozero.Button ...>" -> the words.
+  const words = reason.replace(/^[A-Za-z_.]*(Error|Exception|InUse|Factory|Fault)?: /, "")
+    .replace(/ by <[^>]*>/g, "").replace(/<[^>]*>/g, "").trim();
+  return words || "it stopped working";
+}
+
+function alertWords(alert) {
+  if (ALERT_WORDS[alert]) return ALERT_WORDS[alert];
+  if (alert.startsWith("power_sensor_")) {
+    return `Power sensor "${alert.slice("power_sensor_".length)}" is not answering`;
+  }
+  return alert.replaceAll("_", " ");
+}
+
+function showStatus(kit) {
+  // kit: {status, degraded: {part: reason}, alerts: [...]} (from /api/health or "status").
+  const strip = $("kit-status");
+  strip.className = `kit-status ${kit.status}`;
+  strip.dataset.status = kit.status;
+  $("kit-status-word").textContent = STATUS_WORDS[kit.status] || kit.status;
+  $("kit-status-parts").replaceChildren(...Object.entries(kit.degraded || {}).map(
+    ([part, reason]) => {
+      const li = el("li", {}, el("strong", {}, `${partName(part)} is not working`),
+        `: ${plainReason(reason)}. Sales go on without it.`);
+      li.dataset.part = part;
+      return li;
+    }));
+  $("kit-status-alerts").replaceChildren(...(kit.alerts || [])
+    .filter((alert) => !alert.startsWith("degraded_"))
+    .map((alert) => el("li", {}, alertWords(alert))));
+}
+
+function showUnreachable() {
+  const strip = $("kit-status");
+  if (strip.dataset.status === "stopping") return; // it said it was going: keep the why
+  strip.className = "kit-status unreachable";
+  strip.dataset.status = "unreachable";
+  $("kit-status-word").textContent = "No answer from the kit: check its power and Wi-Fi";
+  $("kit-status-parts").replaceChildren();
+  $("kit-status-alerts").replaceChildren();
+}
+
 async function loadHealth() {
-  const { data } = await api("GET", "/api/health");
+  let r;
+  try {
+    r = await api("GET", "/api/health");
+  } catch (e) {
+    r = { ok: false };
+  }
+  if (!r.ok) { showUnreachable(); return; } // gone, or closing its store as it shuts down
+  const data = r.data;
+  showStatus(data);
   $("kit").textContent = `dropkit · ${data.kit_id}${data.simulated ? " (sim)" : ""}`;
   $("mode").textContent = data.mode + (data.staff_latch ? " (latched)" : "");
   $("mode").className = `badge ${data.mode}`;
@@ -258,6 +329,9 @@ function listen() {
   events.addEventListener("alert", alert);
   events.addEventListener("scan", scanned);
   events.addEventListener("power", (event) => showPower(JSON.parse(event.data)));
+  events.addEventListener("health", (event) => showStatus(JSON.parse(event.data)));
+  events.addEventListener("status", (event) => showStatus(JSON.parse(event.data)));
+  events.addEventListener("error", () => { loadHealth(); });
 }
 
 $("place").addEventListener("click", placeOrder);

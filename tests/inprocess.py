@@ -1,0 +1,88 @@
+"""A real :class:`agent.app.kit.Kit` in the test's own process and event loop.
+
+The kit is wired as ``dropkit sim`` wires it (simulated printer, scanner, panel and power rig, a
+real SQLite store in the test's directory); the web layer is :func:`agent.web.app.build_app`
+driven through httpx's ASGI transport. Nothing of the project is mocked: a fault is made in the
+simulated hardware or the store, the way a real one would come.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.app.daemon import demo_manifest
+from agent.app.kit import Kit, Wiring
+from agent.config import parse_config
+from tests.test_printing import eventually as eventually
+
+FIRST_RETRY_S = 0.05
+"""The supervisor's first wait before a restart, in these tests (0.5 s in the daemon)."""
+SETTLE_S = 0.3
+"""How long a restarted part must run to count as running again (2 s in the daemon)."""
+
+
+@dataclass
+class Running:
+    """A started kit and an HTTP client on its app."""
+
+    kit: Kit
+    http: httpx.AsyncClient
+
+    @property
+    def staff(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.kit.staff_token}"}
+
+    async def health(self) -> dict[str, Any]:
+        answer = await self.http.get("/api/health")
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    async def order(self, *lines: tuple[str, int], order_id: str | None = None,
+                    method: str = "cash") -> httpx.Response:
+        return await self.http.post("/api/orders", json={
+            "order_id": order_id or str(uuid.uuid4()),
+            "lines": [{"sku": sku, "qty": qty} for sku, qty in lines],
+            "payment": {"method": method}})
+
+    def health_when(self, test: Callable[[dict[str, Any]], bool]
+                    ) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+        """A probe for ``eventually``: the health once ``test(health)`` holds."""
+        async def probe() -> dict[str, Any] | None:
+            health = await self.health()
+            return health if test(health) else None
+        return probe
+
+    async def part(self, name: str) -> dict[str, Any]:
+        return (await self.health())["parts"].get(name, {})
+
+
+@contextlib.asynccontextmanager
+async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]] | None = None,
+                      manifest: str | None = None) -> AsyncIterator[Running]:
+    """Start a simulated kit on the running loop; stop it (and close its store) after."""
+    from agent.web.app import build_app
+
+    config = parse_config({"kit": {"id": "kit-inproc"}, **(sections or {})},
+                          source="test config")
+    kit = Kit(config, Wiring(simulated=True, state_dir=state_dir, host="127.0.0.1", port=0,
+                             manifest=demo_manifest() if manifest is None else manifest))
+    # Public knobs of the supervisor; the backoff of each part is made from them at its start.
+    kit.supervisor.first_retry_s, kit.supervisor.settle_s = FIRST_RETRY_S, SETTLE_S
+    await kit.start()
+    try:
+        # Each part reports "running" at its first step, and the parts' tasks take their first
+        # steps in the order they were made: once one shows, all have (stopping a kit before
+        # that fails: see test_a_kit_stopped_right_after_its_start_stops_cleanly).
+        await eventually(lambda: kit.supervisor.parts)
+        transport = httpx.ASGITransport(app=build_app(kit), client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kit") as client:
+            yield Running(kit, client)
+    finally:
+        await kit.stop()
