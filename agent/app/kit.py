@@ -127,9 +127,9 @@ class Kit:
             self.store.open()
         except StoreRefused as exc:
             raise StartError(
-                f"store {self.store.path}: {exc}; refusing to start as a new kit (to start over "
-                f"deliberately: dropkit store reset --i-know --state-dir "
-                f"{self.wiring.state_dir})") from None
+                f"store {self.store.path}: {exc}; the kit will not start on it (to start over "
+                f"as a new kit, the old files kept aside: dropkit store reset --i-know "
+                f"--state-dir {self.wiring.state_dir})") from None
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))

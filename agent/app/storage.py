@@ -64,10 +64,10 @@ class StorageWatch:
     def store_changed(self, condition: str, why: str) -> None:
         """The store's listener: its new condition."""
         was, self.condition, self.why = self.condition, condition, why
+        if was == "full" and condition == "ok":
+            self.recovered()  # what waited goes first, then the news that the store is back
         self._measure()
         self._publish()
-        if was == "full" and condition == "ok":
-            self.recovered()
 
     async def run(self) -> None:
         """The ``storage`` part: look every :data:`CHECK_S` s until cancelled."""

@@ -164,12 +164,15 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         identity = self._known_identity()
         if identity is not None and not self.path.exists():
-            raise StoreRefused(f"{self.path.name} is missing, but {identity.history}")
+            raise StoreRefused(f"the database is missing, but {identity.history}")
+        if identity is not None and self.path.stat().st_size == 0:
+            # Checked before SQLite opens it: opening would make it a new, empty database.
+            raise StoreRefused(f"the database is empty, but {identity.history}")
         write_db: sqlite3.Connection | None = None
         try:
             write_db = connect(self.path)
             if problem := quick_check(write_db):
-                raise StoreRefused(f"{self.path.name} is damaged ({problem})")
+                raise StoreRefused(f"the database is damaged (SQLite's check: {problem})")
             if identity is not None and (why := mismatch(
                     identity, read_facts(write_db, identity.seq), self.kit_id or "")):
                 raise StoreRefused(why)
@@ -180,7 +183,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if write_db is not None:
                 write_db.close()
-            raise StoreRefused(f"{self.path.name} is damaged ({exc})") from None
+            raise StoreRefused(f"the database is damaged (SQLite: {exc})") from None
         except BaseException:
             if write_db is not None:
                 write_db.close()
