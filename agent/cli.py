@@ -131,6 +131,32 @@ def cmd_receipts_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+STORE_FILES = ("dropkit.db", "dropkit.db-wal", "dropkit.db-shm", "dropkit.identity")
+"""The store's files: the database, its write-ahead log and index, the kit's identity."""
+
+
+def cmd_store_reset(args: argparse.Namespace) -> int:
+    """Set the store's files aside (never deleted), so the next start is a new kit."""
+    import time
+
+    config = load_config(args.config, required=args.config is not None)
+    state_dir = _state_dir(args, config)
+    if not args.i_know:
+        return _fail(f"this makes {state_dir} a new kit: receipts from #1 again and the "
+                     f"manifest's full stock on sale again. Stop the kit first, then run "
+                     f"dropkit store reset --i-know (the old files are moved aside, not deleted)")
+    present = [state_dir / name for name in STORE_FILES if (state_dir / name).exists()]
+    if not present:
+        return _fail(f"{state_dir}: no store here (give --state-dir or --config)")
+    aside = Path(tempfile.mkdtemp(prefix=time.strftime("set-aside-%Y%m%d-%H%M%S-"),
+                                  dir=state_dir))
+    for path in present:
+        path.rename(aside / path.name)
+    print(f"moved {', '.join(path.name for path in present)} to {aside}; the next start is a "
+          f"new kit")
+    return 0
+
+
 def cmd_hq(args: argparse.Namespace) -> int:
     if missing := _missing_extra("hq", "hq"):
         return _fail(missing)
@@ -265,6 +291,16 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--password-file")
     watch.add_argument("--ca-file")
     watch.set_defaults(func=cmd_watch)
+
+    store = sub.add_parser("store", help="the kit's store")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    reset = store_sub.add_parser("reset", help="set the store aside (moved, never deleted): "
+                                               "the next start is a new kit")
+    reset.add_argument("--i-know", action="store_true",
+                       help="the kit starts over: receipts from #1, the manifest's full stock")
+    reset.add_argument("--config")
+    reset.add_argument("--state-dir")
+    reset.set_defaults(func=cmd_store_reset)
 
     rcpt = sub.add_parser("receipts", help="receipt chain tools")
     rcpt_sub = rcpt.add_subparsers(dest="receipts_command", required=True)

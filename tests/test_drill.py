@@ -3,6 +3,7 @@ and timeline; a drill that fails when the kit cannot do what it drills; the CLI'
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -46,6 +47,15 @@ KEY_LINES = {
                       "ok    the kit is online again",
                       "ok    HQ's ledger holds each sale exactly once: 11 sales for 11 sold, "
                       "most copies of one: 1"],
+    "disk-full": ["ok    staff are warned before the disk is full: storage low",
+                  "ok    every order is sold (201) or refused 507 storage_full, never a 500",
+                  "ok    health shows the full disk, with an alert: storage full, alerts "
+                  "storage_full",
+                  "ok    the kit keeps answering reads: manifest, order: (200, 200)",
+                  "ok    every confirmed sale is there after the restart",
+                  "ok    the kit takes writes again by itself, without a restart",
+                  "ok    sales go on: 201, 201, 201, 201, 201",
+                  "ok    every sale's receipt is printed"],
 }
 TIMELINE_LINE = re.compile(r"^ +\d+\.\d\ds  (ok  |FAIL|    )  \S")
 
@@ -65,6 +75,10 @@ def test_drill_passes(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
     if name == "broker-outage" and mosquitto_binary() is None:
         assert status == 3, out
         assert out.splitlines()[-2].startswith("SKIP  broker-outage: needs a mosquitto"), out
+        return
+    if name == "disk-full" and os.geteuid() != 0:
+        assert status == 3, out
+        assert out.splitlines()[-2].startswith("SKIP  disk-full: needs root"), out
         return
     assert status == 0, out
     lines = out.splitlines()
@@ -113,7 +127,7 @@ def test_unknown_drill_is_refused_with_the_list() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "dropkit: no drill 'fire-drill'; expected one of payment-failure, power-loss, "
-        "double-sold, paper-out, broker-outage or all (dropkit drill --list)")
+        "double-sold, paper-out, broker-outage, disk-full or all (dropkit drill --list)")
     assert done.stdout == ""
 
 

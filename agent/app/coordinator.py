@@ -47,6 +47,11 @@ PRINTER_ALERTS = {"paper_out": "printer_paper_out", "cover_open": "printer_cover
                   "offline": "printer_offline", "not_responding": "printer_offline"}
 PRINTER_LED_ALERTS = ("printer_paper_out", "printer_cover_open")
 
+# The storage states that need staff; in the first set no order is taken.
+STORAGE_ALERTS = {"low": "storage_low", "full": "storage_full", "damaged": "store_damaged",
+                  "lost": "store_lost"}
+STORAGE_REFUSING = {"full", "damaged", "lost"}
+
 
 def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
@@ -72,6 +77,9 @@ class KitState:
     manifest: Mapping[str, Any] = field(
         default_factory=lambda: _frozen({"version": None, "hash": None}))
     parts: Mapping[str, PartHealth] = field(default_factory=_frozen)
+    storage: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "ok"}))
+    """The storage watch's view (:mod:`agent.app.storage`): ``state`` ``ok``, ``low``,
+    ``full``, ``damaged`` or ``lost``, ``free_mb``, ``warn_mb``, ``detail``."""
     refusal: str = ""
     """Why new orders are refused (the shutdown has begun); empty while they are taken."""
 
@@ -82,19 +90,25 @@ class KitState:
 
     @property
     def degraded(self) -> dict[str, str]:
-        """The supervised parts that are degraded, and why."""
-        return {name: part.reason for name, part in self.parts.items()
-                if part.state == "degraded"}
+        """The supervised parts that are degraded, and why; ``storage`` while the store takes
+        no writes."""
+        degraded = {name: part.reason for name, part in self.parts.items()
+                    if part.state == "degraded"}
+        if self.storage.get("state") in STORAGE_REFUSING:
+            degraded["storage"] = f"store {self.storage['state']}: {self.storage.get('detail')}"
+        return degraded
 
     @property
     def alerts(self) -> tuple[str, ...]:
-        """What waits for staff: a printer that cannot print, a faulted power sensor, a part
-        that is degraded."""
+        """What waits for staff: a printer that cannot print, a faulted power sensor, storage
+        low or full or a store lost, a part that is degraded."""
         alerts = []
         if (printer := PRINTER_ALERTS.get(str(self.printer.get("state")))) is not None:
             alerts.append(printer)
         alerts += [f"power_sensor_{name}" for name in self.power.get("sensor_faults") or ()]
-        alerts += [f"degraded_{name}" for name in self.degraded]
+        if (storage := STORAGE_ALERTS.get(str(self.storage.get("state")))) is not None:
+            alerts.append(storage)
+        alerts += [f"degraded_{name}" for name in self.degraded if name != "storage"]
         return tuple(alerts)
 
     @property
@@ -126,6 +140,7 @@ class KitState:
                         "scanners": list(self.scanners),
                         "panel": dict(self.panel)},
             "manifest": dict(self.manifest),
+            "storage": dict(self.storage),
             "parts": {name: part.to_dict() for name, part in self.parts.items()},
         }
 
@@ -150,7 +165,7 @@ class Coordinator:
 
     def update(self, **changes: Any) -> KitState:
         """Replace the named fields; listeners hear of it when anything changed."""
-        for name in ("power", "printer", "panel", "uplink", "manifest", "parts"):
+        for name in ("power", "printer", "panel", "uplink", "manifest", "parts", "storage"):
             if name in changes:
                 changes[name] = _frozen(changes[name])
         for name in ("scanners", "mode_reasons"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.app.coordinator import Coordinator, KitState
+from agent.app.coordinator import STORAGE_ALERTS, Coordinator, KitState
 from agent.app.events import EventHub
 from agent.app.sales import Orders
+from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
 from agent.config import Config
 from agent.core import kitmeta, outbox, printjobs
@@ -34,7 +36,7 @@ from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps
-from agent.store import Store
+from agent.store import Store, StoreRefused
 from agent.web.auth import StaffAuth, staff_token
 
 if TYPE_CHECKING:
@@ -45,6 +47,10 @@ log = logging.getLogger("dropkit")
 
 STOP_TIMEOUT_S = 5.0
 """How long the stop waits for a part before it closes the store without it."""
+UNWRITTEN_EVENTS = 100
+"""Events for remote ops kept in memory while the store takes no writes (the oldest go)."""
+STORE_CODES = {"storage_full", "store_damaged", "store_lost"}
+"""The refusals of a store that takes no writes (:func:`agent.store.refusal`)."""
 
 
 class StartError(RuntimeError):
@@ -71,7 +77,13 @@ class Kit:
         self.kit_id = config.kit_id
         self.max_body_bytes = config.http.max_body_bytes
         self.started = time.monotonic()
-        self.store = Store(wiring.state_dir / "dropkit.db")
+        self.storage = StorageWatch(None, wiring.state_dir, config.kit.storage_warn_mb,
+                                    show=self._storage_shown,
+                                    recovered=self._storage_recovered)
+        self.store = Store(wiring.state_dir / "dropkit.db", kit_id=self.kit_id,
+                           on_condition=self.storage.store_changed)
+        self.storage.store = self.store
+        self._unwritten: deque[tuple[dict[str, Any], str]] = deque(maxlen=UNWRITTEN_EVENTS)
         self.sales = Orders(self.store, self.kit_id, config.orders.max_lines,
                             config.orders.max_qty, print_receipts=config.printer.enabled)
         self.events = EventHub()
@@ -113,6 +125,11 @@ class Kit:
         self.staff_auth = StaffAuth(self.staff_token, self.config.http.staff_failures_per_minute)
         try:
             self.store.open()
+        except StoreRefused as exc:
+            raise StartError(
+                f"store {self.store.path}: {exc}; the kit will not start on it (to start over "
+                f"as a new kit, the old files kept aside: dropkit store reset --i-know "
+                f"--state-dir {self.wiring.state_dir})") from None
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
@@ -122,6 +139,8 @@ class Kit:
                     log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
             except ManifestConflict as exc:
                 raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
+            except Refusal as refused:  # the store takes no writes: sell what it holds
+                log.error("manifest %s not loaded: %s", self.wiring.manifest, refused.detail)
         await self._manifest_loaded()
         if self.config.mqtt.url:
             from agent.uplink.session import Uplink, UplinkOutputs
@@ -133,6 +152,7 @@ class Kit:
                                      telemetry=self.telemetry, spawn=self.spawn,
                                      relayed=self.coordinator.outbox_changed),
                                  password=self.config.mqtt.password(self.config.source))
+        self.supervisor.start("storage_watch", self.storage.run)
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
@@ -223,9 +243,36 @@ class Kit:
         """A durable event for remote ops: into the outbox, then out over the uplink."""
         self.spawn("events", self._record_event(event))
 
-    async def _record_event(self, event: dict[str, Any]) -> None:
-        await self.store.write(lambda db: outbox.record_event(db, event, self.kit_id, now_iso()))
+    async def _record_event(self, event: dict[str, Any], ts: str = "") -> None:
+        ts = ts or now_iso()
+        try:
+            await self.store.write(lambda db: outbox.record_event(db, event, self.kit_id, ts))
+        except Refusal as refused:
+            if refused.code not in STORE_CODES:
+                raise
+            self._unwritten.append((event, ts))  # written once the store takes writes again
+            return
         self.outbox_changed()
+
+    def _storage_shown(self, view: dict[str, Any]) -> None:
+        before = self.coordinator.state.storage.get("state")
+        self.coordinator.update(storage=view)
+        if view["state"] == before:
+            return
+        if (alert := STORAGE_ALERTS.get(view["state"])) is not None:
+            self.events.publish("alert", {"type": alert, "reason": view["detail"] or
+                                          f"{view['free_mb']} MB free", "storage": view})
+        if self.store.is_open:
+            self.record_event({"type": "storage", "state": view["state"],
+                               "free_mb": view["free_mb"], "detail": view["detail"]})
+
+    def _storage_recovered(self) -> None:
+        """A full store takes writes again: what waited for it goes on."""
+        while self._unwritten:
+            self.spawn("events", self._record_event(*self._unwritten.popleft()))
+        self.devices.wake_printer()
+        if self.uplink is not None:
+            self.uplink.retry_relayed()
 
     def outbox_changed(self) -> None:
         self.coordinator.outbox_changed()

@@ -29,6 +29,8 @@ class KitConfig:
         lambda v: v == "" or (len(v) <= 64 and v.replace("-", "").replace("_", "").isalnum())))
     name: str = "Drop kit"
     state_dir: str = "/var/lib/dropkit"
+    storage_warn_mb: float = field(default=64.0, metadata=check(
+        "a number of megabytes from 0 to 1000000", lambda v: 0 <= v <= 1_000_000))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What the kit keeps about itself beside the sales: the staff latch, in the ``meta`` table.
+"""What the kit keeps about itself beside the sales, in the ``meta`` table: the staff latch, and
+the probe the storage watch writes to learn whether a full disk has room again.
 
     >>> import sqlite3
     >>> db = sqlite3.connect(":memory:")
@@ -26,3 +27,12 @@ def write_latch(db: sqlite3.Connection, latched: bool) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                (LATCH_KEY, "1" if latched else "0"))
+
+
+PROBE_KEY = "storage_probe"
+
+
+def write_probe(db: sqlite3.Connection, now: str) -> None:
+    """A small real write, to learn whether a full disk has room again."""
+    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (PROBE_KEY, now))

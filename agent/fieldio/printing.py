@@ -22,7 +22,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from agent.backoff import Backoff
 from agent.config import PrintingConfig
 from agent.core import printjobs
 from agent.core.clock import now_iso
+from agent.core.errors import Refusal
 from agent.store import Store
 from hw.printer.receipt import Receipt
 from hw.printer.transport import (
@@ -125,6 +126,9 @@ class PrintQueue:
         self._printer: Escpos | None = None
         self._sending: asyncio.Task[None] | None = None
         self._setup_error = ""
+        self._unrecorded: tuple[int, _Outcome] | None = None
+        self._interrupted_flagged = False  # jobs a previous run left ``sending`` are unsure
+        self._store_refused = False
 
     @property
     def status(self) -> dict[str, Any]:
@@ -157,24 +161,19 @@ class PrintQueue:
         """
         if not self.config.enabled:
             return
-        interrupted = await self.store.write(
-            lambda db: printjobs.flag_interrupted_sends(db, now_iso()))
-        for job in interrupted:
-            log.warning("receipt job %d (order %s) may not have printed: %s",
-                        job["id"], job["order_id"], job["note"])
-            self.on_event("print_job", job)
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="printer")
         interval = self.config.status_interval_s
         retry = Backoff(min(FIRST_RETRY_S, interval), interval)
         try:
             while True:
                 self._wakeup.clear()
+                caught_up = await self._unless_refused(self._catch_up)
                 status = await self._in_worker(self._query_status)
                 self._observe(status)
-                if status.ready and await self._print_pending():
+                if caught_up and status.ready and await self._unless_refused(self._print_pending):
                     delay = interval
                     retry.reset()
-                else:  # the printer is away: try again soon, then less and less often
+                else:  # the printer or the store is away: try again soon, then less often
                     delay = retry.next()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), delay)
@@ -183,6 +182,35 @@ class PrintQueue:
                 await asyncio.wait({self._sending})
             await self._in_worker(self._close_printer)
             self._worker.shutdown(wait=False)
+
+    async def _catch_up(self) -> bool:
+        """What the store must hear before anything is printed: the jobs a previous run left
+        ``sending`` become ``unsure`` (once), and a send whose outcome could not be recorded
+        is recorded."""
+        if not self._interrupted_flagged:
+            interrupted = await self.store.write(
+                lambda db: printjobs.flag_interrupted_sends(db, now_iso()))
+            self._interrupted_flagged = True
+            for job in interrupted:
+                log.warning("receipt job %d (order %s) may not have printed: %s",
+                            job["id"], job["order_id"], job["note"])
+                self.on_event("print_job", job)
+        if self._unrecorded is not None:
+            await self._record(*self._unrecorded)
+        return True
+
+    async def _unless_refused(self, step: Callable[[], Awaitable[bool]]) -> bool:
+        """``step()``'s answer, or False when the store takes no writes (a full disk): then no
+        job is sent, since none could be marked ``sending`` first."""
+        try:
+            answer = await step()
+        except Refusal as refused:
+            if not self._store_refused:
+                log.warning("receipts wait: %s", refused.detail)
+            self._store_refused = True
+            return False
+        self._store_refused = False
+        return answer
 
     async def _print_pending(self) -> bool:
         """Print pending jobs in order: True once none is left, False when the printer stops.
@@ -208,13 +236,19 @@ class PrintQueue:
                 db, job["id"], "pending", "sending", now_iso())) is None:
             return  # no longer pending: never send a job twice
         outcome = await self._in_worker(lambda: self._send(receipt, header))
-        after = "pending" if outcome.result == "refused" else outcome.result
-        moved = await self.store.write(lambda db: printjobs.move_job(
-            db, job["id"], "sending", after, now_iso(), outcome.note))
         self._observe(outcome.status)
         if outcome.result == "unsure":
             log.warning("receipt job %d (order %s) may not have printed: %s",
                         job["id"], job["order_id"], outcome.note)
+        self._unrecorded = (job["id"], outcome)
+        await self._record(job["id"], outcome)
+
+    async def _record(self, job_id: int, outcome: _Outcome) -> None:
+        """Record what became of a send (kept in :attr:`_unrecorded` until it is)."""
+        after = "pending" if outcome.result == "refused" else outcome.result
+        moved = await self.store.write(lambda db: printjobs.move_job(
+            db, job_id, "sending", after, now_iso(), outcome.note))
+        self._unrecorded = None
         if moved is not None and outcome.result != "refused":
             self.on_event("print_job", moved)
 

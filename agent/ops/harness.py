@@ -180,12 +180,13 @@ class SimKit(Child):
     def start(self, timeout: float = 20) -> Self:
         """Start it and return once it serves (RuntimeError with its output if it does not)."""
         config = ["--config", str(self.config)] if self.config is not None else []
+        since = len(self.log)  # started again: the earlier run's announcement is not this one's
         self._spawn_agent("sim", "--state-dir", str(self.state_dir), "--http-port", "0",
                           *config)
 
         def announced() -> tuple[str, str] | None:
             exited = self._exited()
-            output = "".join(self.log)
+            output = "".join(self.log[since:])
             url, token = URL_LINE.search(output), TOKEN_LINE.search(output)
             if url and token:
                 return url.group(1).rstrip("/"), token.group(1)
@@ -195,7 +196,7 @@ class SimKit(Child):
 
         found = poll(announced, timeout, 0.01)
         if found is None:
-            raise RuntimeError("dropkit sim did not start in time:\n" + "".join(self.log))
+            raise RuntimeError("dropkit sim did not start in time:\n" + "".join(self.log[since:]))
         self.url, self.token = found
         return self
 

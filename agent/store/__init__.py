@@ -6,10 +6,20 @@ savepoint (a function that raises rolls back only its own changes), commits once
 ``synchronous=FULL`` and only then answers each caller. So an answer always means durable, and
 under load many orders share one fsync (group commit).
 
+What the disk does is a refusal, never a crash: a full disk fails the batch's callers with
+``storage_full``, a damaged database with ``store_damaged``, and a database file removed or
+replaced under the running kit with ``store_lost`` (the writer checks the files before every
+commit). The writer goes on; :attr:`Store.condition` says how the store is, and
+``on_condition`` hears each change. With a ``kit_id`` the store checks at :meth:`Store.open`
+that the database is whole (``PRAGMA quick_check``) and is this kit's
+(:mod:`agent.store.identity`), and refuses with :class:`StoreRefused` otherwise.
+
     >>> import asyncio, tempfile, os
     >>> store = Store(os.path.join(tempfile.mkdtemp(), "kit.db")); store.open()
     >>> asyncio.run(store.write(lambda db: db.execute("SELECT 1").fetchone()[0]))
     1
+    >>> store.condition
+    'ok'
     >>> store.close()
 """
 
@@ -17,13 +27,32 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from agent.core.errors import Refusal
+from agent.store.identity import (
+    IDENTITY_NAME,
+    MARK_EVERY_S,
+    Identity,
+    IdentityError,
+    load,
+    mismatch,
+    new_store_id,
+    read_facts,
+    save,
+)
+from agent.store.schema import MIGRATIONS, migrate
+
+__all__ = ["MIGRATIONS", "Store", "StoreClosed", "StoreRefused", "connect", "migrate"]
 
 log = logging.getLogger(__name__)
 
@@ -34,108 +63,48 @@ Job = tuple[Callable[[sqlite3.Connection], object], concurrent.futures.Future]
 # that one bad batch never delays many answers.
 MAX_BATCH = 128
 
-MIGRATIONS: list[str] = [
-    # 1: orders, stock, receipt chain and outbox.
+OK, FULL, DAMAGED, LOST = "ok", "full", "damaged", "lost"
+"""The store's conditions: ``full`` ends at the next commit that fits; the others last."""
+
+REFUSALS = {
+    FULL: ("storage_full", "the kit's storage is full, so this was not saved and nothing was "
+                           "sold; staff: free space on the kit's card (the kit carries on by "
+                           "itself once there is room)", 60),
+    DAMAGED: ("store_damaged", "the kit's order book is damaged, so it takes no orders; "
+                               "staff: restart the kit and follow what its first line says",
+              300),
+    LOST: ("store_lost", "the kit's order book was removed or replaced while it ran, so it "
+                         "takes no orders; staff: restart the kit", 300),
+}
+
+
+def refusal(condition: str) -> Refusal:
+    """What a caller hears when the store is ``condition`` (``full``, ``damaged``, ``lost``)."""
+    code, detail, retry_after = REFUSALS[condition]
+    return Refusal(code, detail, retry_after=retry_after)
+
+
+def fault_of(exc: BaseException) -> str:
+    """``full`` or ``damaged`` when SQLite's error says so, else empty (a plain error).
+
+    >>> fault_of(sqlite3.OperationalError("x")), fault_of(ValueError())
+    ('', '')
     """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE manifests (
-        id INTEGER PRIMARY KEY,
-        version TEXT NOT NULL,
-        content_hash TEXT NOT NULL,
-        loaded_at TEXT NOT NULL,
-        source TEXT NOT NULL
-    );
-    CREATE TABLE items (
-        sku TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
-        allocated INTEGER NOT NULL CHECK (allocated >= 0),
-        sold INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0 AND sold <= allocated),
-        active INTEGER NOT NULL DEFAULT 1,
-        position INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE stock_ledger (
-        id INTEGER PRIMARY KEY,
-        sku TEXT NOT NULL REFERENCES items (sku),
-        field TEXT NOT NULL CHECK (field IN ('allocated', 'sold')),
-        delta INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        order_id TEXT,
-        manifest_id INTEGER REFERENCES manifests (id),
-        at TEXT NOT NULL
-    );
-    CREATE TABLE receipts (
-        seq INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,
-        order_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL UNIQUE
-    );
-    CREATE TABLE orders (
-        order_id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL UNIQUE REFERENCES receipts (seq),
-        fingerprint TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        total_cents INTEGER NOT NULL,
-        payment_method TEXT NOT NULL,
-        payment_status TEXT NOT NULL,
-        status TEXT NOT NULL,
-        trace_id TEXT NOT NULL
-    );
-    CREATE INDEX orders_recent ON orders (created_at);
-    CREATE TABLE order_lines (
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        line_no INTEGER NOT NULL,
-        sku TEXT NOT NULL,
-        name TEXT NOT NULL,
-        qty INTEGER NOT NULL CHECK (qty > 0),
-        price_cents INTEGER NOT NULL,
-        PRIMARY KEY (order_id, line_no)
-    );
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        relayed_at TEXT
-    );
-    CREATE INDEX outbox_pending ON outbox (id) WHERE relayed_at IS NULL;
-    """,
-    # 2: reconciliation with HQ.
-    """
-    ALTER TABLE orders ADD COLUMN relayed_at TEXT;
-    ALTER TABLE orders ADD COLUMN reconciled_at TEXT;
-    ALTER TABLE orders ADD COLUMN ack_reason TEXT;
-    ALTER TABLE orders ADD COLUMN mismatch_at TEXT;
-    ALTER TABLE orders ADD COLUMN refund_due_at TEXT;
-    ALTER TABLE orders ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX orders_open ON orders (status, created_at)
-        WHERE status IN ('queued', 'relayed');
-    CREATE INDEX outbox_key ON outbox (kind, key);
-    """,
-    # 3: the print queue (agent/printing.py).
-    """
-    CREATE TABLE print_jobs (
-        id INTEGER PRIMARY KEY,
-        order_id TEXT NOT NULL REFERENCES orders (order_id),
-        kind TEXT NOT NULL CHECK (kind IN ('receipt', 'reprint')),
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'sending', 'printed', 'unsure', 'checked')),
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        note TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
-    CREATE INDEX print_jobs_by_order ON print_jobs (order_id);
-    """,
-]
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return FULL
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return DAMAGED
+    return ""
 
 
 class StoreClosed(RuntimeError):
     """The store was closed; nothing more can be written."""
+
+
+class StoreRefused(RuntimeError):
+    """The database cannot be the kit's store (damaged, emptied, replaced, rolled back): one
+    sentence saying what is wrong."""
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -148,37 +117,42 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return db
 
 
-def migrate(db: sqlite3.Connection) -> int:
-    """Bring the schema up to the newest version; returns that version."""
-    current = db.execute("PRAGMA user_version").fetchone()[0]
-    if current > len(MIGRATIONS):
-        raise RuntimeError(f"store schema version {current} is newer than this dropkit "
-                           f"({len(MIGRATIONS)}); refusing to touch it")
-    for version in range(current + 1, len(MIGRATIONS) + 1):
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version={version}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        log.info("store schema migrated to version %d", version)
-    return len(MIGRATIONS)
+def quick_check(db: sqlite3.Connection) -> str:
+    """Empty when ``PRAGMA quick_check`` finds the database whole, else its first complaint."""
+    rows = [row[0] for row in db.execute("PRAGMA quick_check(10)")]
+    if rows == ["ok"]:
+        return ""
+    more = f" and {len(rows) - 1} more problem(s)" if len(rows) > 1 else ""
+    return f"{rows[0]}{more}"
+
+
+ConditionListener = Callable[[str, str], object]
+"""Called on the loop with the store's new condition and why (empty for ``ok``)."""
 
 
 class Store:
-    """SQLite in WAL mode with one writer thread (group commit) and one reader thread."""
+    """SQLite in WAL mode with one writer thread (group commit) and one reader thread.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``kit_id``, the store is that kit's: checked at :meth:`open` against the identity
+    file beside it, whose high-water mark it keeps.
+    """
+
+    def __init__(self, path: str | Path, kit_id: str | None = None,
+                 on_condition: ConditionListener | None = None) -> None:
         self.path = Path(path)
+        self.kit_id = kit_id
+        self.identity_path = self.path.with_name(IDENTITY_NAME)
+        self.on_condition = on_condition
+        self.condition, self.why = OK, ""
+        self._reported = OK
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
         self._read_db: sqlite3.Connection | None = None
         self._closed = False
+        self._files: dict[Path, tuple[int, int]] = {}
+        self._identity: Identity | None = None
+        self._next_mark = 0.0
         self.commits = 0
 
     @property
@@ -186,31 +160,107 @@ class Store:
         return self._writer is not None and not self._closed
 
     def open(self) -> None:
+        """Open (or create) the database; :class:`StoreRefused` when it cannot be the kit's."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_db = connect(self.path)
-        migrate(write_db)
-        self._read_db = connect(self.path)
+        identity = self._known_identity()
+        if identity is not None and not self.path.exists():
+            raise StoreRefused(f"the database is missing, but {identity.history}")
+        if identity is not None and self.path.stat().st_size == 0:
+            # Checked before SQLite opens it: opening would make it a new, empty database.
+            raise StoreRefused(f"the database is empty, but {identity.history}")
+        write_db: sqlite3.Connection | None = None
+        try:
+            write_db = connect(self.path)
+            if problem := quick_check(write_db):
+                raise StoreRefused(f"the database is damaged (SQLite's check: {problem})")
+            if identity is not None and (why := mismatch(
+                    identity, read_facts(write_db, identity.seq), self.kit_id or "")):
+                raise StoreRefused(why)
+            migrate(write_db)
+            if self.kit_id is not None:
+                self._identity = identity or self._new_identity(write_db)
+            self._read_db = connect(self.path)
+        except sqlite3.DatabaseError as exc:
+            if write_db is not None:
+                write_db.close()
+            raise StoreRefused(f"the database is damaged (SQLite: {exc})") from None
+        except BaseException:
+            if write_db is not None:
+                write_db.close()
+            raise
+        self._files = {path: (st.st_dev, st.st_ino) for path in
+                       (self.path, self.path.with_name(self.path.name + "-wal"))
+                       if (st := _stat(path)) is not None}
+        self._next_mark = time.monotonic() + MARK_EVERY_S
         self._writer = threading.Thread(target=self._write_loop, args=(write_db,),
                                         name="store-write", daemon=True)
         self._writer.start()
 
+    def _known_identity(self) -> Identity | None:
+        if self.kit_id is None:
+            return None
+        try:
+            return load(self.identity_path)
+        except IdentityError as exc:
+            raise StoreRefused(str(exc)) from None
+
+    def _new_identity(self, db: sqlite3.Connection) -> Identity:
+        """A store without an identity file: a new kit, or one from before the file existed."""
+        facts = read_facts(db, 0)
+        store_id = facts.store_id
+        if not store_id:
+            db.execute("BEGIN IMMEDIATE")
+            store_id = new_store_id(db)
+            db.execute("COMMIT")
+        identity = Identity(self.kit_id or "", store_id).marked(facts)
+        try:
+            save(self.identity_path, identity)
+        except OSError as exc:
+            raise StoreRefused(f"cannot write {self.identity_path.name}: "
+                               f"{exc.strerror}") from None
+        log.info("store %s is kit %s's (identity in %s)", self.path, self.kit_id,
+                 self.identity_path.name)
+        return identity
+
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the writer's transaction; returns once its change is durable."""
+        """Run ``fn`` in the writer's transaction; returns once its change is durable.
+
+        Raises the store's refusal (:func:`refusal`) when the disk is full or the database is
+        damaged or gone."""
         if self._closed:
             raise StoreClosed("the store is closed")
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((fn, future))
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            self._report()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader's connection (it sees every committed change)."""
         if self._closed:
             raise StoreClosed("the store is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, fn, self._read_db)
+        try:
+            return await loop.run_in_executor(self._reader, fn, self._read_db)
+        except sqlite3.DatabaseError as exc:
+            if fault_of(exc) != DAMAGED:
+                raise
+            self._set_condition(DAMAGED, str(exc))
+            raise refusal(DAMAGED) from None
+        finally:
+            self._report()
+
+    def check_files(self) -> str:
+        """Look whether the database's files are still the ones opened (the writer does before
+        every commit); the store's condition."""
+        if self.condition != LOST and (why := self._files_changed()):
+            self._set_condition(LOST, why)
+        self._report()
+        return self.condition
 
     def close(self) -> None:
-        """Finish the queued writes, then close both connections."""
+        """Finish the queued writes, write the identity's mark, then close both connections."""
         if self._closed:
             return
         self._closed = True
@@ -220,6 +270,37 @@ class Store:
         self._reader.shutdown(wait=True)
         if self._read_db is not None:
             self._read_db.close()
+
+    # -- the condition ----------------------------------------------------------------------
+
+    def _files_changed(self) -> str:
+        for path, opened in self._files.items():
+            st = _stat(path)
+            if st is None:
+                return f"{path.name} was removed while the kit ran"
+            if (st.st_dev, st.st_ino) != opened:
+                return f"{path.name} was replaced while the kit ran"
+        return ""
+
+    def _set_condition(self, condition: str, why: str = "") -> None:
+        if condition == self.condition:
+            return
+        if self.condition in (LOST, DAMAGED):
+            return  # lasting: only a restart (and its checks) ends it
+        self.condition, self.why = condition, why
+        if condition == OK:
+            log.warning("store: writes fit again; taking orders")
+        else:
+            log.error("store %s: %s (%s)", condition, REFUSALS[condition][1], why)
+
+    def _report(self) -> None:
+        """On the loop: tell the listener of a change of condition."""
+        if self.condition != self._reported:
+            self._reported = self.condition
+            if self.on_condition is not None:
+                self.on_condition(self.condition, self.why)
+
+    # -- the writer thread ---------------------------------------------------------------------
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
         try:
@@ -246,9 +327,16 @@ class Store:
                 if stop:
                     return
         finally:
+            self._mark(db, force=True)
             db.close()
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[Job]) -> None:
+        if self.condition != LOST and (why := self._files_changed()):
+            self._set_condition(LOST, why)
+        if self.condition in (LOST, DAMAGED):
+            for _, future in batch:
+                future.set_exception(refusal(self.condition))
+            return
         outcomes: list[tuple[bool, object]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -257,20 +345,55 @@ class Store:
                 try:
                     outcomes.append((True, fn(db)))
                 except Exception as exc:
+                    if fault_of(exc):
+                        raise  # the disk, not the job: SQLite may have ended the transaction
                     db.execute("ROLLBACK TO job")
                     outcomes.append((False, exc))
                 db.execute("RELEASE job")
             db.execute("COMMIT")
             self.commits += 1
         except Exception as exc:
-            log.error("store commit failed, %d changes not made: %s", len(batch), exc)
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            fault = fault_of(exc)
+            if fault:
+                self._set_condition(fault, str(exc))
+            else:
+                log.error("store commit failed, %d changes not made: %s", len(batch), exc)
             for _, future in batch:
-                future.set_exception(exc)
+                future.set_exception(refusal(fault) if fault else exc)
             return
+        self._set_condition(OK)
         for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)  # type: ignore[arg-type]
+        self._mark(db)
+
+    def _mark(self, db: sqlite3.Connection, force: bool = False) -> None:
+        """Write the identity's high-water mark when it is due and the last receipt moved: at
+        receipt #1, then at most every :data:`MARK_EVERY_S` s, and at the stop (``force``)."""
+        identity, now = self._identity, time.monotonic()
+        if identity is None or not (force or identity.seq == 0 or now >= self._next_mark):
+            return
+        self._next_mark = now + MARK_EVERY_S
+        try:
+            facts = read_facts(db, 0)
+            if facts.last_seq == identity.seq:
+                return
+            marked = identity.marked(facts)
+            save(self.identity_path, marked)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("could not write %s (tried again later): %s", self.identity_path.name,
+                        exc)
+            return
+        self._identity = marked
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None

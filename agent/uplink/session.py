@@ -27,6 +27,7 @@ from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
 from agent.core.clock import now_iso
+from agent.core.errors import Refusal
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
@@ -263,21 +264,31 @@ class Uplink(PahoOnLoop):
         if outbox_id is None:
             return  # telemetry, status or discovery: nothing durable waits on it
         self._acked.append(outbox_id)
-        if not self._flushing:
-            self._flushing = True
-            self.out.spawn("uplink_drain", self._flush_acked())
+        self.retry_relayed()
         self.wake()
 
     async def _flush_acked(self) -> None:
-        """Mark every PUBACKed message relayed, many in one commit."""
+        """Mark every PUBACKed message relayed, many in one commit. When the store takes no
+        writes, the ids wait for :meth:`retry_relayed` (or the next PUBACK)."""
         try:
             while self._acked:
                 ids, self._acked = self._acked, []
-                await self.store.write(
-                    lambda db, ids=ids: outbox.mark_relayed(db, ids, now_iso()))
+                try:
+                    await self.store.write(
+                        lambda db, ids=ids: outbox.mark_relayed(db, ids, now_iso()))
+                except Refusal:
+                    self._acked = ids + self._acked
+                    raise
                 self.out.relayed()
         finally:
             self._flushing = False
+
+    def retry_relayed(self) -> None:
+        """Mark what the broker acknowledged, unless a flush is under way (the kit calls it too
+        when the store takes writes again)."""
+        if self._acked and not self._flushing:
+            self._flushing = True
+            self.out.spawn("uplink_drain", self._flush_acked())
 
     def _message(self, client, userdata, message) -> None:
         topic, payload = message.topic, message.payload

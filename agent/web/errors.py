@@ -1,7 +1,7 @@
 """The HTTP status for each refusal code: the one place the kit maps its words to HTTP.
 
-    >>> status_of("sold_out"), status_of("shutting_down")
-    (409, 503)
+    >>> status_of("sold_out"), status_of("shutting_down"), status_of("storage_full")
+    (409, 503, 507)
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ STATUS: dict[str, int] = {
     "manifest_conflict": 409,
     # the kit
     "shutting_down": 503,
+    "store_lost": 503,
+    "store_damaged": 503,
+    "storage_full": 507,
     "internal": 500,
 }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.hq.ledger import Ledger
+from agent.ops.drill.diskfull import disk_full
 from agent.ops.drill.runner import Abort, Drill, Scenario, Session, Skipped
 from agent.ops.harness import Answer, Broker, EventStream, Hq, mosquitto_binary, new_order_id
 
@@ -367,3 +368,7 @@ def broker_outage(s: Session) -> None:
     s.expect(report == [], "dropkit hq report: no rejection, hold or gap",
              "; ".join(report) or "no mismatches")
     s.check_chain(s.stop_kit())
+
+
+drill("disk-full", "the kit's disk fills (needs root): orders refused 507, reads go on, "
+      "nothing confirmed lost; room again: it carries on by itself")(disk_full)

@@ -127,7 +127,8 @@ function showStatus(kit) {
       return li;
     }));
   $("kit-status-alerts").replaceChildren(...(kit.alerts || [])
-    .filter((alert) => !alert.startsWith("degraded_"))
+    // Degraded parts are listed above; storage has its own warning below the header.
+    .filter((alert) => !/^(degraded_|storage_|store_)/.test(alert))
     .map((alert) => el("li", {}, alertWords(alert))));
 }
 
@@ -157,9 +158,29 @@ async function loadHealth() {
   $("uplink").textContent = `uplink ${data.uplink.state}`;
   $("queue").textContent = `queue ${data.queue_depth}`;
   showPower(data.power);
+  showStorage(data.storage);
   $("sim").hidden = !(data.simulated && token);
   $("latch").textContent = data.staff_latch ? "Release offline latch" : "Force offline";
   $("latch").dataset.latched = data.staff_latch ? "1" : "";
+}
+
+const STORAGE_WORDS = {
+  low: (s) => `Storage low: ${s.free_mb} MB free. Free space on the kit's card soon.`,
+  full: () => "Storage full: orders are refused and nothing is saved. Free space on the kit's "
+    + "card; the kit carries on by itself.",
+  damaged: () => "The kit's order book is damaged: orders are refused. Restart the kit.",
+  lost: () => "The kit's order book was removed or replaced: orders are refused. "
+    + "Restart the kit.",
+};
+
+function showStorage(storage) {
+  const words = storage && STORAGE_WORDS[storage.state];
+  $("storage").hidden = !words;
+  $("storage-warning").hidden = !words;
+  if (!words) return;
+  $("storage").textContent = `storage ${storage.state}`;
+  $("storage").className = "badge offline";
+  $("storage-warning").textContent = words(storage);
 }
 
 function showPower(power) {
@@ -326,6 +347,7 @@ function listen() {
   events.addEventListener("manifest", loadManifest);
   events.addEventListener("mode", loadHealth);
   events.addEventListener("uplink", loadHealth);
+  events.addEventListener("status", loadHealth);
   events.addEventListener("alert", alert);
   events.addEventListener("scan", scanned);
   events.addEventListener("power", (event) => showPower(JSON.parse(event.data)));

@@ -1,0 +1,128 @@
+"""The store's schema: the migrations, applied in order at start (``PRAGMA user_version``)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[str] = [
+    # 1: orders, stock, receipt chain and outbox.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE manifests (
+        id INTEGER PRIMARY KEY,
+        version TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        loaded_at TEXT NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE items (
+        sku TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
+        allocated INTEGER NOT NULL CHECK (allocated >= 0),
+        sold INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0 AND sold <= allocated),
+        active INTEGER NOT NULL DEFAULT 1,
+        position INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE stock_ledger (
+        id INTEGER PRIMARY KEY,
+        sku TEXT NOT NULL REFERENCES items (sku),
+        field TEXT NOT NULL CHECK (field IN ('allocated', 'sold')),
+        delta INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        order_id TEXT,
+        manifest_id INTEGER REFERENCES manifests (id),
+        at TEXT NOT NULL
+    );
+    CREATE TABLE receipts (
+        seq INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE orders (
+        order_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE REFERENCES receipts (seq),
+        fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        total_cents INTEGER NOT NULL,
+        payment_method TEXT NOT NULL,
+        payment_status TEXT NOT NULL,
+        status TEXT NOT NULL,
+        trace_id TEXT NOT NULL
+    );
+    CREATE INDEX orders_recent ON orders (created_at);
+    CREATE TABLE order_lines (
+        order_id TEXT NOT NULL REFERENCES orders (order_id),
+        line_no INTEGER NOT NULL,
+        sku TEXT NOT NULL,
+        name TEXT NOT NULL,
+        qty INTEGER NOT NULL CHECK (qty > 0),
+        price_cents INTEGER NOT NULL,
+        PRIMARY KEY (order_id, line_no)
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        relayed_at TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (id) WHERE relayed_at IS NULL;
+    """,
+    # 2: reconciliation with HQ.
+    """
+    ALTER TABLE orders ADD COLUMN relayed_at TEXT;
+    ALTER TABLE orders ADD COLUMN reconciled_at TEXT;
+    ALTER TABLE orders ADD COLUMN ack_reason TEXT;
+    ALTER TABLE orders ADD COLUMN mismatch_at TEXT;
+    ALTER TABLE orders ADD COLUMN refund_due_at TEXT;
+    ALTER TABLE orders ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX orders_open ON orders (status, created_at)
+        WHERE status IN ('queued', 'relayed');
+    CREATE INDEX outbox_key ON outbox (kind, key);
+    """,
+    # 3: the print queue (agent/printing.py).
+    """
+    CREATE TABLE print_jobs (
+        id INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL REFERENCES orders (order_id),
+        kind TEXT NOT NULL CHECK (kind IN ('receipt', 'reprint')),
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'printed', 'unsure', 'checked')),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
+    CREATE INDEX print_jobs_by_order ON print_jobs (order_id);
+    """,
+]
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema up to the newest version; returns that version."""
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise RuntimeError(f"store schema version {current} is newer than this dropkit "
+                           f"({len(MIGRATIONS)}); refusing to touch it")
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={version}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.info("store schema migrated to version %d", version)
+    return len(MIGRATIONS)
