@@ -18,12 +18,14 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "not_simulated": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "body_too_large": 413,
     "unsupported_media_type": 415,
     "invalid": 422,
     "invalid_manifest": 422,
     "unknown_sku": 422,
     "too_many_attempts": 429,
+    "headers_too_large": 431,
     # the rules of sale
     "order_id_reused": 409,
     "sold_out": 409,
@@ -34,6 +36,7 @@ STATUS: dict[str, int] = {
     "manifest_conflict": 409,
     # the kit
     "shutting_down": 503,
+    "busy": 503,
     "internal": 500,
 }
 
