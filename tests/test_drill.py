@@ -46,6 +46,14 @@ KEY_LINES = {
                       "ok    the kit is online again",
                       "ok    HQ's ledger holds each sale exactly once: 11 sales for 11 sold, "
                       "most copies of one: 1"],
+    "hostile-client": ["ok    each flood is cut short: 431, 431, 431",
+                       "ok    the kit's memory stays put",
+                       "ok    the other phone's sales go on meanwhile",
+                       "ok    past its share, the attacker is refused at once: the 1100th "
+                       "connection answered 503",
+                       "ok    a sale from the other phone is taken at once: 201",
+                       "ok    the kit lets the half-sent requests go after its deadline",
+                       "ok    the log says so in a few lines, not one per connection"],
 }
 TIMELINE_LINE = re.compile(r"^ +\d+\.\d\ds  (ok  |FAIL|    )  \S")
 
@@ -113,7 +121,7 @@ def test_unknown_drill_is_refused_with_the_list() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "dropkit: no drill 'fire-drill'; expected one of payment-failure, power-loss, "
-        "double-sold, paper-out, broker-outage or all (dropkit drill --list)")
+        "double-sold, paper-out, broker-outage, hostile-client or all (dropkit drill --list)")
     assert done.stdout == ""
 
 

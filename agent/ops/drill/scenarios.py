@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.hq.ledger import Ledger
+from agent.ops.drill.hostile import hostile_client
 from agent.ops.drill.runner import Abort, Drill, Scenario, Session, Skipped
 from agent.ops.harness import Answer, Broker, EventStream, Hq, mosquitto_binary, new_order_id
 
@@ -367,3 +368,7 @@ def broker_outage(s: Session) -> None:
     s.expect(report == [], "dropkit hq report: no rejection, hold or gap",
              "; ".join(report) or "no mismatches")
     s.check_chain(s.stop_kit())
+
+
+drill("hostile-client", "one phone floods headers, then holds a thousand half-sent requests: "
+      "the kit stays small and another phone's sales go on")(hostile_client)
