@@ -8,6 +8,7 @@ one on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -171,3 +172,29 @@ def test_event_streams_are_capped_per_address_and_overall(kit: Kit) -> None:
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_an_event_stream_ends_after_its_lifetime(tmp_path: Path) -> None:
+    # In-process: a real Kit on the demo manifest, its stream read as the server would.
+    from agent.app.daemon import demo_manifest
+    from agent.app.kit import Kit as InProcessKit
+    from agent.app.kit import Wiring
+    from agent.config import parse_config
+    from agent.web.stream import RETRY_MS, event_stream
+
+    async def scenario() -> tuple[list[str], float]:
+        kit = InProcessKit(parse_config({"printer": {"enabled": False}}),
+                           Wiring(simulated=True, state_dir=tmp_path, host="127.0.0.1", port=0,
+                                  manifest=demo_manifest()))
+        await kit.start()
+        try:
+            started = time.monotonic()
+            async def read() -> list[str]:
+                return [chunk async for chunk in event_stream(kit, lifetime_s=0.3)]
+            return await asyncio.wait_for(read(), 5), time.monotonic() - started
+        finally:
+            await kit.stop()
+
+    lines, took = asyncio.run(scenario())
+    assert lines[0].startswith(f"retry: {RETRY_MS}\nevent: health\n")
+    assert 0.3 <= took < 2, took

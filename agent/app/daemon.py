@@ -99,7 +99,7 @@ def _server(kit: Kit) -> Any:
     config = uvicorn.Config(build_app(kit), host=kit.wiring.host, port=kit.wiring.port,
                             lifespan="off", access_log=False, log_config=None,
                             http=protocol_class(limits, tally), ws="none", loop="asyncio",
-                            timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]
+                            timeout_keep_alive=limits.keep_alive_s,
                             backlog=128, timeout_graceful_shutdown=5, server_header=False,
                             proxy_headers=False)
     return Server(config)

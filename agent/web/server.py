@@ -48,7 +48,7 @@ class HttpLimits:
     max_connections: int = 512
     max_connections_per_client: int = 64
     request_timeout_s: float = 10.0
-    keep_alive_s: float = 5.0
+    keep_alive_s: int = 5
     max_head_bytes: int = 16384
     max_headers: int = 64
     write_stall_s: float = 30.0

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -73,7 +73,7 @@ class Streams:
 class _Stream(StreamingResponse):
     """A stream that gives its place back however it ends (even before its first byte)."""
 
-    def __init__(self, body: AsyncIterator[str], release: Any) -> None:
+    def __init__(self, body: AsyncIterator[str], release: Callable[[], None]) -> None:
         super().__init__(body, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache"})
         self._release = release
