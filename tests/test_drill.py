@@ -56,6 +56,14 @@ KEY_LINES = {
                   "ok    the kit takes writes again by itself, without a restart",
                   "ok    sales go on: 201, 201, 201, 201, 201",
                   "ok    every sale's receipt is printed"],
+    "hostile-client": ["ok    each flood is cut short: 431, 431, 431",
+                       "ok    the kit's memory stays put",
+                       "ok    the other phone's sales go on meanwhile",
+                       "ok    past its share, the attacker is refused at once: the 1100th "
+                       "connection answered 503",
+                       "ok    a sale from the other phone is taken at once: 201",
+                       "ok    the kit lets the half-sent requests go after its deadline",
+                       "ok    the log says so in a few lines, not one per connection"],
 }
 TIMELINE_LINE = re.compile(r"^ +\d+\.\d\ds  (ok  |FAIL|    )  \S")
 
@@ -127,7 +135,7 @@ def test_unknown_drill_is_refused_with_the_list() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "dropkit: no drill 'fire-drill'; expected one of payment-failure, power-loss, "
-        "double-sold, paper-out, broker-outage, disk-full or all (dropkit drill --list)")
+        "double-sold, paper-out, broker-outage, disk-full, hostile-client or all (dropkit drill --list)")
     assert done.stdout == ""
 
 

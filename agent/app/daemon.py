@@ -16,11 +16,15 @@ import logging
 import signal
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.app.kit import Kit, StartError, Wiring
 from agent.app.sdnotify import keep_watchdog_fed, notify, watchdog_interval
 from agent.config import Config
+
+if TYPE_CHECKING:
+    from agent.web.server import HttpLimits
+    from agent.web.tally import Tally
 
 log = logging.getLogger("dropkit")
 
@@ -29,10 +33,46 @@ def demo_manifest() -> str:
     return str(resources.files("agent") / "demo-manifest.toml")
 
 
+def http_limits(config: Config) -> HttpLimits:
+    """The server's limits from ``[http]``, with the connections kept to half the process's
+    file descriptors (the rest are the kit's: the store, devices, the uplink)."""
+    import resource
+
+    from agent.web.server import HttpLimits
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.http.max_connections
+    most = wanted if soft == resource.RLIM_INFINITY else min(wanted, max(8, soft // 2))
+    if most < wanted:
+        log.warning("[http] max_connections %d lowered to %d: the process may open %d files",
+                    wanted, most, soft)
+    return HttpLimits(max_connections=most,
+                      max_connections_per_client=config.http.max_connections_per_client,
+                      request_timeout_s=config.http.request_timeout_s)
+
+
+def _resource_conditions(tally: Tally) -> None:
+    """asyncio logs a traceback for each accept() that finds no free file descriptor, and
+    tries a whole backlog of them each time: count them instead."""
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            tally.note("connection not accepted: no free file descriptor",
+                       str(context.get("exception")))
+        else:
+            loop.default_exception_handler(context)
+    asyncio.get_running_loop().set_exception_handler(handle)
+
+
 def _server(kit: Kit) -> Any:
     import uvicorn
 
     from agent.web.app import build_app
+    from agent.web.server import protocol_class
+    from agent.web.tally import Tally
+
+    limits = http_limits(kit.config)
+    tally = Tally(logging.getLogger("dropkit.http"))
+    _resource_conditions(tally)
 
     class Server(uvicorn.Server):
         # uvicorn re-raises a captured SIGTERM after its shutdown, which would kill the process
@@ -58,8 +98,10 @@ def _server(kit: Kit) -> Any:
 
     config = uvicorn.Config(build_app(kit), host=kit.wiring.host, port=kit.wiring.port,
                             lifespan="off", access_log=False, log_config=None,
-                            http="auto", loop="asyncio", timeout_graceful_shutdown=5,
-                            server_header=False, proxy_headers=False)
+                            http=protocol_class(limits, tally), ws="none", loop="asyncio",
+                            timeout_keep_alive=limits.keep_alive_s,
+                            backlog=128, timeout_graceful_shutdown=5, server_header=False,
+                            proxy_headers=False)
     return Server(config)
 
 

@@ -44,6 +44,11 @@ class HttpConfig:
         "an integer from 1024 to 1048576", lambda v: 1024 <= v <= 1048576))
     staff_failures_per_minute: int = field(default=10, metadata=check(
         "a positive integer", positive))
+    max_connections: int = field(default=512, metadata=check(
+        "an integer from 8 to 65536", lambda v: 8 <= v <= 65536))
+    max_connections_per_client: int = field(default=64, metadata=check(
+        "an integer from 1 to 65536", lambda v: 1 <= v <= 65536))
+    request_timeout_s: float = field(default=10.0, metadata=seconds(0.5, 300))
 
 
 @dataclass(frozen=True)

@@ -205,14 +205,15 @@ class SimKit(Child):
         return {"Authorization": f"Bearer {self.token}"}
 
     def request(self, method: str, path: str, body: Any = None, *, staff: bool = False,
-                timeout: float = 30) -> Answer:
-        """One request on a connection of its own (so threads may call it at once).
+                timeout: float = 30, source: str | None = None) -> Answer:
+        """One request on a connection of its own (so threads may call it at once), from the
+        loopback address ``source`` when given (127.0.0.2: another client than 127.0.0.1).
 
         Raises OSError or :class:`http.client.HTTPException` when the kit does not answer.
         """
-        address = urlsplit(self.url)
-        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1",
-                                                address.port, timeout=timeout)
+        host, port = self.address
+        connection = http.client.HTTPConnection(
+            host, port, timeout=timeout, source_address=(source, 0) if source else None)
         headers = {**self.staff} if staff else {}
         payload = None
         if body is not None:
@@ -234,10 +235,33 @@ class SimKit(Child):
         return self.request("GET", "/api/health").data
 
     def place(self, lines: list[dict[str, Any]], order_id: str | None = None,
-              method: str = "cash") -> Answer:
+              method: str = "cash", source: str | None = None, timeout: float = 30) -> Answer:
         return self.request("POST", "/api/orders", {"order_id": order_id or new_order_id(),
                                                     "lines": lines,
-                                                    "payment": {"method": method}})
+                                                    "payment": {"method": method}},
+                            source=source, timeout=timeout)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the kit listens: ``(host, port)``."""
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or 80
+
+    def resident_mb(self) -> float:
+        """The daemon's resident memory (VmRSS), in MB."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS line in /proc: the kit is gone")
+
+    def limit_open_files(self, count: int) -> None:
+        """Let the running daemon hold at most ``count`` file descriptors, as the unit's
+        ``LimitNOFILE=`` does (``prlimit --nofile``)."""
+        import resource
+
+        assert self.proc is not None
+        resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (count, count))
 
     def open_store(self) -> sqlite3.Connection:
         """The kit's store, read-only (WAL lets it be read beside the daemon); close it."""
@@ -250,12 +274,13 @@ class SimKit(Child):
 class EventStream:
     """The kit's ``GET /api/events`` (server-sent events) read on a thread of its own."""
 
-    def __init__(self, kit: SimKit) -> None:
-        address = urlsplit(kit.url)
-        self._connection = http.client.HTTPConnection(address.hostname or "127.0.0.1",
-                                                      address.port, timeout=30)
+    def __init__(self, kit: SimKit, source: str | None = None) -> None:
+        host, port = kit.address
+        self._connection = http.client.HTTPConnection(
+            host, port, timeout=30, source_address=(source, 0) if source else None)
         self._connection.request("GET", "/api/events")
         self._response = self._connection.getresponse()
+        self.status = self._response.status
         self.events: list[tuple[str, Any]] = []
         """``(kind, data)`` in the order they came."""
         threading.Thread(target=self._read, daemon=True).start()

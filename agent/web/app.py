@@ -15,7 +15,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from agent.core.errors import Refusal
@@ -24,7 +24,7 @@ from agent.web import sim
 from agent.web.api import KitAPI
 from agent.web.bodies import field, json_object, optional_json_object, read_json
 from agent.web.errors import error, refusal_response
-from agent.web.stream import event_stream
+from agent.web.stream import Streams
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -32,14 +32,19 @@ Handler = Callable[[Request], Awaitable[Response]]
 MAX_RECENT = 500
 
 
+def client_of(request: Request) -> str:
+    """The client's address (what the per-address limits count)."""
+    return request.client.host if request.client else "?"
+
+
 def build_app(kit: KitAPI) -> Starlette:
     """The HTTP face of ``kit``."""
     limit = kit.max_body_bytes
+    streams = Streams()
 
     def staff(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            client = request.client.host if request.client else "?"
-            kit.check_staff(request.headers.get("authorization"), client)
+            kit.check_staff(request.headers.get("authorization"), client_of(request))
             return await handler(request)
         return guarded
 
@@ -154,8 +159,7 @@ def build_app(kit: KitAPI) -> Starlette:
         return JSONResponse(view)
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(event_stream(kit), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return streams.response(kit, client_of(request))
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from agent.core.errors import Refusal
 
@@ -22,10 +22,13 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
+    except ClientDisconnect:  # gone, or cut off by the server's deadline: nobody to answer
+        raise Refusal("request_timeout", "the body did not arrive; send it again") from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

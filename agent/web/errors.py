@@ -18,12 +18,14 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "not_simulated": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "body_too_large": 413,
     "unsupported_media_type": 415,
     "invalid": 422,
     "invalid_manifest": 422,
     "unknown_sku": 422,
     "too_many_attempts": 429,
+    "headers_too_large": 431,
     # the rules of sale
     "order_id_reused": 409,
     "sold_out": 409,
@@ -37,6 +39,7 @@ STATUS: dict[str, int] = {
     "store_lost": 503,
     "store_damaged": 503,
     "storage_full": 507,
+    "busy": 503,
     "internal": 500,
 }
 

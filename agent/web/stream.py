@@ -1,24 +1,45 @@
-"""The staff page's live events: server-sent events from the kit's event hub."""
+"""The staff page's live events: server-sent events from the kit's event hub, bounded.
+
+``/api/events`` needs no token (the page shows the stall's state to whoever holds it), so its
+streams are capped: :data:`MAX_STREAMS` at once, :data:`MAX_STREAMS_PER_CLIENT` from one address
+(one phone cannot take them all), each ending after :data:`LIFETIME_S`, when the browser opens
+the next one by itself (``retry:``). A stream whose client stops reading is closed by the server
+(docs/deploy.md); a queue of at most the hub's backlog waits for it meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+from starlette.responses import StreamingResponse
+
+from agent.core.errors import Refusal
 from agent.web.api import KitAPI
 
 KEEP_ALIVE_S = 15.0
 """A comment line this often keeps proxies and phones from dropping a quiet stream."""
+MAX_STREAMS = 16
+MAX_STREAMS_PER_CLIENT = 4
+LIFETIME_S = 300.0
+"""A stream ends after this long (a phone that left without closing it frees its place)."""
+RETRY_MS = 1000
+"""How soon the browser opens the next stream after one ends."""
 
 
-async def event_stream(kit: KitAPI) -> AsyncIterator[str]:
-    """The kit's health first, then every event as it comes, until the daemon stops."""
+async def event_stream(kit: KitAPI, lifetime_s: float = LIFETIME_S) -> AsyncIterator[str]:
+    """The kit's health first, then every event as it comes, until the daemon stops or
+    ``lifetime_s`` is over."""
+    ends = time.monotonic() + lifetime_s
     with kit.listen() as queue:
-        yield f"event: health\ndata: {json.dumps(await kit.health())}\n\n"
-        while True:
+        yield f"retry: {RETRY_MS}\nevent: health\ndata: {json.dumps(await kit.health())}\n\n"
+        while (left := ends - time.monotonic()) > 0:
             try:
-                event = await asyncio.wait_for(queue.get(), KEEP_ALIVE_S)
+                event = await asyncio.wait_for(queue.get(), min(KEEP_ALIVE_S, left))
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
@@ -26,3 +47,39 @@ async def event_stream(kit: KitAPI) -> AsyncIterator[str]:
                 return  # the daemon is stopping; the page reconnects to the next one
             kind, data = event
             yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+class Streams:
+    """The event streams open, overall and by client address."""
+
+    def __init__(self, most: int = MAX_STREAMS, per_client: int = MAX_STREAMS_PER_CLIENT) -> None:
+        self.most, self.per_client = most, per_client
+        self.by_client: Counter[str] = Counter()
+
+    def response(self, kit: KitAPI, client: str) -> StreamingResponse:
+        """A stream for ``client``, or ``503 busy`` when there are too many."""
+        if self.by_client.total() >= self.most or self.by_client[client] >= self.per_client:
+            raise Refusal("busy", "too many live views of the kit are open; this page "
+                          "tries again by itself", retry_after=5)
+        self.by_client[client] += 1
+        return _Stream(event_stream(kit), lambda: self._release(client))
+
+    def _release(self, client: str) -> None:
+        self.by_client[client] -= 1
+        if not self.by_client[client]:
+            del self.by_client[client]
+
+
+class _Stream(StreamingResponse):
+    """A stream that gives its place back however it ends (even before its first byte)."""
+
+    def __init__(self, body: AsyncIterator[str], release: Callable[[], None]) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

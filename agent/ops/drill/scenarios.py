@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.hq.ledger import Ledger
 from agent.ops.drill.diskfull import disk_full
+from agent.ops.drill.hostile import hostile_client
 from agent.ops.drill.runner import Abort, Drill, Scenario, Session, Skipped
 from agent.ops.harness import Answer, Broker, EventStream, Hq, mosquitto_binary, new_order_id
 
@@ -372,3 +373,5 @@ def broker_outage(s: Session) -> None:
 
 drill("disk-full", "the kit's disk fills (needs root): orders refused 507, reads go on, "
       "nothing confirmed lost; room again: it carries on by itself")(disk_full)
+drill("hostile-client", "one phone floods headers, then holds a thousand half-sent requests: "
+      "the kit stays small and another phone's sales go on")(hostile_client)
