@@ -68,7 +68,9 @@ class KitState:
     uplink: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "off"}))
     queue_depth: int = 0
     manifest: Mapping[str, Any] = field(
-        default_factory=lambda: _frozen({"version": None, "hash": None}))
+        default_factory=lambda: _frozen({"version": None, "hash": None, "conflict": None}))
+    """What the kit sells (from the store), and the configured file's ``conflict`` while it is
+    refused (:func:`agent.core.manifest.file_conflict`)."""
     parts: Mapping[str, PartHealth] = field(default_factory=_frozen)
     refusal: str = ""
     """Why new orders are refused (the shutdown has begun); empty while they are taken."""
@@ -86,12 +88,14 @@ class KitState:
 
     @property
     def alerts(self) -> tuple[str, ...]:
-        """What waits for staff: a printer that cannot print, a faulted power sensor, a part
-        that is degraded."""
+        """What waits for staff: a printer that cannot print, a faulted power sensor, a
+        manifest file refused for a conflict, a part that is degraded."""
         alerts = []
         if (printer := PRINTER_ALERTS.get(str(self.printer.get("state")))) is not None:
             alerts.append(printer)
         alerts += [f"power_sensor_{name}" for name in self.power.get("sensor_faults") or ()]
+        if self.manifest.get("conflict"):
+            alerts.append("manifest_conflict")
         alerts += [f"degraded_{name}" for name in self.degraded]
         return tuple(alerts)
 

@@ -29,7 +29,7 @@ from agent.config import Config
 from agent.core import kitmeta, outbox, printjobs
 from agent.core.clock import now_iso
 from agent.core.errors import Refusal
-from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
+from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
@@ -117,12 +117,17 @@ class Kit:
             raise StartError(f"store {self.store.path}: {exc}") from None
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
         if manifest is not None:
-            try:
-                if await self.sales.load_manifest(manifest, self.wiring.manifest):
-                    log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
-            except ManifestConflict as exc:
-                raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
-        await self._manifest_loaded()
+            before = await self.sales.manifest()
+            refused = await self.sales.take_up_file(manifest, self.wiring.manifest)
+            if refused is not None:
+                self.record_event({"type": "manifest_conflict", "file": self.wiring.manifest,
+                                   "version": manifest.version, "skus": sorted(refused.skus)})
+            elif (await self.sales.manifest())["hash"] != before["hash"]:
+                log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
+        view = await self._manifest_loaded()
+        if conflict := view.get("conflict"):
+            log.warning("manifest file %s not loaded, %s; selling from the stored manifest %s",
+                        conflict["file"], conflict_words(conflict), view["version"])
         if self.config.mqtt.url:
             from agent.uplink.session import Uplink, UplinkOutputs
 
@@ -228,8 +233,12 @@ class Kit:
             self.uplink.wake()
 
     async def _manifest_loaded(self) -> dict[str, Any]:
-        view = await self.sales.manifest()
-        self.coordinator.update(manifest={"version": view["version"], "hash": view["hash"]})
+        """The manifest the kit sells, and a refused file's conflict (health shows both)."""
+        view = {**await self.sales.manifest(), "conflict": await self.sales.file_conflict()}
+        self.coordinator.update(manifest={"version": view["version"], "hash": view["hash"],
+                                          "conflict": view["conflict"]})
+        if view["conflict"] is not None:
+            self.events.publish("alert", {"type": "manifest_conflict", **view["conflict"]})
         return view
 
     # -- what the web layer calls (agent.web.api.KitAPI) ----------------------------------------
@@ -277,6 +286,7 @@ class Kit:
         changed = await self.sales.load_manifest(manifest, "staff")
         view = await self._manifest_loaded()
         self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
+        view.pop("conflict")
         return {"changed": changed, **view}
 
     def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:

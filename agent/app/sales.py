@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.core import outbox
 from agent.core.clock import now_iso
-from agent.core.manifest import Manifest, apply_manifest
+from agent.core.manifest import Manifest, ManifestConflict, apply_file, apply_manifest, file_conflict
 from agent.core.orders import (
     OrderRequest,
     parse_order_request,
@@ -59,6 +59,13 @@ class Orders:
 
     async def load_manifest(self, manifest: Manifest, source: str) -> bool:
         return await self.store.write(lambda db: apply_manifest(db, manifest, source, now_iso()))
+
+    async def take_up_file(self, manifest: Manifest, path: str) -> ManifestConflict | None:
+        """The configured file at a start: applied when it changed (see :func:`apply_file`)."""
+        return await self.store.write(lambda db: apply_file(db, manifest, path, now_iso()))
+
+    async def file_conflict(self) -> dict[str, Any] | None:
+        return await self.store.read(file_conflict)
 
     async def queue_depth(self) -> int:
         return await self.store.read(outbox.depth)
