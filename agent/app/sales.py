@@ -7,7 +7,13 @@ from typing import Any
 
 from agent.core import outbox
 from agent.core.clock import now_iso
-from agent.core.manifest import Manifest, ManifestConflict, apply_file, apply_manifest, file_conflict
+from agent.core.manifest import (
+    Manifest,
+    ManifestConflict,
+    apply_file,
+    apply_manifest,
+    file_conflict,
+)
 from agent.core.orders import (
     OrderRequest,
     parse_order_request,
