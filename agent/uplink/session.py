@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 ACK_SAMPLES = 50
 READ_AHEAD = 256  # outbox rows fetched per store read during a drain
+MAX_ACK_BYTES = 4096
+"""An ack is a few hundred bytes; a bigger payload is dropped and counted before parsing."""
+MAX_PACKET_BYTES = 16384
+"""The largest MQTT packet the kit takes: MQTT 5's Maximum Packet Size in its CONNECT (the
+broker drops bigger ones), and the kit's own check of what paho starts to read
+(:meth:`PahoOnLoop._readable`), for 3.1.1 or a broker that ignores it."""
 
 
 CONNECTION_PART = "uplink"
@@ -77,7 +83,9 @@ class Uplink(PahoOnLoop):
                            keepalive_s=config.keepalive_s, username=config.username,
                            password=password, ca_file=config.ca_file,
                            cert_file=config.cert_file, key_file=config.key_file,
-                           will=Will(f"{self.prefix}/status", "offline"))
+                           will=Will(f"{self.prefix}/status", "offline"),
+                           max_packet_bytes=MAX_PACKET_BYTES,
+                           packet_too_big=self._packet_too_big)
         self.client, self._connect_options = built.paho, built.connect_options
         self.host, self.port = built.address.host, built.address.port
         # The outbox window is ours (_drain); paho must never hold a message back, or one it
@@ -219,6 +227,11 @@ class Uplink(PahoOnLoop):
                 break
             await asyncio.sleep(backoff.next())
 
+    def _packet_too_big(self, size: int) -> None:
+        self.garbage += 1
+        self._say_once(f"broker {self.host}:{self.port} sent a packet of {size} bytes (the kit "
+                       f"takes at most {MAX_PACKET_BYTES}): connection dropped")
+
     def _say_once(self, complaint: str) -> None:
         """A warning for a lasting fault, once, not at every retry."""
         if complaint != self._last_complaint:
@@ -284,6 +297,8 @@ class Uplink(PahoOnLoop):
         if topic != f"{self.prefix}/acks":
             return
         try:
+            if len(payload) > MAX_ACK_BYTES:
+                raise ValueError(f"{len(payload)} bytes, an ack has at most {MAX_ACK_BYTES}")
             ack = reconcile.parse_ack(payload)
         except ValueError as exc:
             self.garbage += 1
