@@ -26,8 +26,8 @@ from agent.app.events import EventHub
 from agent.app.sales import Orders
 from agent.app.supervisor import Supervisor
 from agent.config import Config
-from agent.core import kitmeta, outbox, printjobs
-from agent.core.clock import now_iso
+from agent.core import clock, kitmeta, outbox, printjobs
+from agent.core.clock import Clock, Moment, Timeline
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
@@ -61,6 +61,8 @@ class Wiring:
     port: int
     manifest: str
     on_ready: Callable[[str, Kit], None] | None = None
+    clock: Clock | None = None
+    """The kit's clocks (:meth:`Clock.system` when None); tests inject theirs here."""
 
 
 class Kit:
@@ -72,7 +74,9 @@ class Kit:
         self.max_body_bytes = config.http.max_body_bytes
         self.started = time.monotonic()
         self.store = Store(wiring.state_dir / "dropkit.db")
-        self.sales = Orders(self.store, self.kit_id, config.orders.max_lines,
+        self.clock = wiring.clock or Clock.system()
+        self.timeline: Timeline | None = None  # kit seconds, once the store is open
+        self.sales = Orders(self.store, self.kit_id, self.moment, config.orders.max_lines,
                             config.orders.max_qty, print_receipts=config.printer.enabled)
         self.events = EventHub()
         self.coordinator = Coordinator(self.kit_id, lambda: self.store.read(outbox.depth))
@@ -115,6 +119,7 @@ class Kit:
             self.store.open()
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
+        self.timeline = await self.store.write(lambda db: clock.resume(db, self.clock))
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
         if manifest is not None:
             before = await self.sales.manifest()
@@ -132,6 +137,7 @@ class Kit:
             from agent.uplink.session import Uplink, UplinkOutputs
 
             self.uplink = Uplink(self.config.mqtt, self.kit_id, self.store, self.mode,
+                                 self.moment,
                                  UplinkOutputs(
                                      publish=self.events.publish,
                                      health=lambda view: self.coordinator.update(uplink=view),
@@ -166,6 +172,8 @@ class Kit:
             hung += await self.supervisor.stop(STOP_TIMEOUT_S)
             self.devices.close()
             self.power.close()
+            if self.timeline is not None:
+                await self.store.write(lambda db: clock.note_seen(db, self.moment()))
         finally:
             self.store.close()
             if hung:
@@ -174,6 +182,12 @@ class Kit:
     def request_exit(self) -> None:
         """The shutdown sequence is done: the daemon exits (and the kit powers off)."""
         self.exit_requested()
+
+    def moment(self) -> Moment:
+        """Now, as the kit stamps it (the kit's timeline runs once the store is open)."""
+        if self.timeline is None:
+            raise RuntimeError("the kit's timeline starts with the store")
+        return self.timeline.now()
 
     def spawn(self, name: str, job: Coroutine[Any, Any, object]) -> object:
         """Run a short job of the part ``name``; the kit tracks it and waits for it at stop."""
@@ -224,7 +238,8 @@ class Kit:
         self.spawn("events", self._record_event(event))
 
     async def _record_event(self, event: dict[str, Any]) -> None:
-        await self.store.write(lambda db: outbox.record_event(db, event, self.kit_id, now_iso()))
+        await self.store.write(
+            lambda db: outbox.record_event(db, event, self.kit_id, self.moment().iso))
         self.outbox_changed()
 
     def outbox_changed(self) -> None:
@@ -274,7 +289,8 @@ class Kit:
         return await self.store.read(printjobs.jobs_to_check)
 
     async def mark_print_job_checked(self, job_id: int) -> bool:
-        return await self.store.write(lambda db: printjobs.mark_checked(db, job_id, now_iso()))
+        return await self.store.write(
+            lambda db: printjobs.mark_checked(db, job_id, self.moment().iso))
 
     async def set_staff_latch(self, latched: bool) -> dict[str, Any]:
         await self.store.write(lambda db: kitmeta.write_latch(db, latched))

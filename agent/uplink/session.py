@@ -26,7 +26,7 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
-from agent.core.clock import now_iso
+from agent.core.clock import Moment
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
@@ -71,11 +71,12 @@ class Uplink(PahoOnLoop):
     :meth:`goodbye` before the store closes."""
 
     def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
-                 outputs: UplinkOutputs, password: str = "") -> None:
+                 moment: Callable[[], Moment], outputs: UplinkOutputs,
+                 password: str = "") -> None:
         from agent.uplink.mqtt import Will, new_client
 
         self.config, self.kit_id, self.store = config, kit_id, store
-        self.mode, self.out = mode, outputs
+        self.mode, self.out, self.moment = mode, outputs, moment
         self.prefix = f"{config.topic_prefix}/{kit_id}"
         # A persistent session: the broker keeps HQ's acks for the kit while it is away.
         built = new_client(config.url, client_id=config.client_id or f"dropkit-{kit_id}",
@@ -208,8 +209,9 @@ class Uplink(PahoOnLoop):
             try:
                 await asyncio.to_thread(self._connect)
             except ssl.SSLError as exc:
-                # Not the network: a CA or certificate that does not match the broker's.
-                self._say_once(f"TLS with broker {self.host}:{self.port} failed: {exc}")
+                # Not the network: a CA or certificate that does not match the broker's, or a
+                # kit whose clock is not set yet.
+                self._say_once(self._tls_complaint(exc))
             except OSError as exc:
                 log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
             except Exception:  # a bug here must not end the reconnecting for good
@@ -226,6 +228,13 @@ class Uplink(PahoOnLoop):
             if self._stopping:
                 break
             await asyncio.sleep(backoff.next())
+
+    def _tls_complaint(self, exc: ssl.SSLError) -> str:
+        if "not yet valid" in str(getattr(exc, "verify_message", "")):
+            return (f"TLS with broker {self.host}:{self.port}: its certificate is not valid yet "
+                    f"by this kit's clock ({self.moment().iso}); the kit's clock is probably not "
+                    f"set yet, and the kit connects once NTP or HQ sets it")
+        return f"TLS with broker {self.host}:{self.port} failed: {exc}"
 
     def _packet_too_big(self, size: int) -> None:
         self.garbage += 1
@@ -287,7 +296,7 @@ class Uplink(PahoOnLoop):
             while self._acked:
                 ids, self._acked = self._acked, []
                 await self.store.write(
-                    lambda db, ids=ids: outbox.mark_relayed(db, ids, now_iso()))
+                    lambda db, ids=ids: outbox.mark_relayed(db, ids, self.moment()))
                 self.out.relayed()
         finally:
             self._flushing = False
@@ -308,7 +317,7 @@ class Uplink(PahoOnLoop):
 
     async def _settle(self, ack: reconcile.Ack) -> None:
         view = await self.store.write(
-            lambda db: reconcile.apply_ack(db, ack, self.kit_id, now_iso()))
+            lambda db: reconcile.apply_ack(db, ack, self.kit_id, self.moment()))
         if self._ack_times.answered(ack.order_id, time.monotonic()) is not None:
             self._update_health()
         if view is None:
@@ -364,7 +373,7 @@ class Uplink(PahoOnLoop):
     async def _send_telemetry(self, qos: int = 0) -> Any:
         self._telemetry_seq += 1
         seq = self._telemetry_seq
-        payload = {**await self.out.telemetry(), "ts": now_iso(), "seq": seq}
+        payload = {**await self.out.telemetry(), "ts": self.moment().iso, "seq": seq}
         return self.client.publish(f"{self.prefix}/telemetry/power",
                                    json.dumps(payload, separators=(",", ":")), qos=qos)
 
@@ -384,7 +393,7 @@ class Uplink(PahoOnLoop):
         config = self.config
         while True:
             events = await self.store.write(lambda db: reconcile.sweep(
-                db, self.kit_id, now_iso(), mismatch_after=config.mismatch_after_s,
+                db, self.kit_id, self.moment(), mismatch_after=config.mismatch_after_s,
                 refund_after=config.refund_after_s, resend_after=config.resend_after_s))
             for event in events:
                 log.warning("order %s: %s", event["order_id"], event["type"])
