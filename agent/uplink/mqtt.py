@@ -85,6 +85,16 @@ def tls_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> s
     return context
 
 
+def tls_failure(exc: ssl.SSLError, broker: str, now: str) -> str:
+    """What a failed TLS handshake means, in one line; a certificate that is not valid yet
+    names the kit's clock (a Pi boots with the time it last saved)."""
+    if "not yet valid" in str(getattr(exc, "verify_message", "")):
+        return (f"TLS with broker {broker}: its certificate is not valid yet by this kit's "
+                f"clock ({now}); the kit's clock is probably not set yet, and the kit connects "
+                f"once NTP or HQ sets it")
+    return f"TLS with broker {broker} failed: {exc}"
+
+
 def _bound_reads(paho: mqtt.Client, max_bytes: int, too_big: Callable[[int], object]) -> None:
     """Refuse a packet whose announced length is over ``max_bytes`` before reading its body.
 

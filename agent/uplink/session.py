@@ -30,6 +30,7 @@ from agent.core.clock import Moment
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
+from agent.uplink.mqtt import tls_failure
 from agent.uplink.paholoop import PahoOnLoop
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class Uplink(PahoOnLoop):
             except ssl.SSLError as exc:
                 # Not the network: a CA or certificate that does not match the broker's, or a
                 # kit whose clock is not set yet.
-                self._say_once(self._tls_complaint(exc))
+                self._say_once(tls_failure(exc, f"{self.host}:{self.port}", self.moment().iso))
             except OSError as exc:
                 log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
             except Exception:  # a bug here must not end the reconnecting for good
@@ -228,13 +229,6 @@ class Uplink(PahoOnLoop):
             if self._stopping:
                 break
             await asyncio.sleep(backoff.next())
-
-    def _tls_complaint(self, exc: ssl.SSLError) -> str:
-        if "not yet valid" in str(getattr(exc, "verify_message", "")):
-            return (f"TLS with broker {self.host}:{self.port}: its certificate is not valid yet "
-                    f"by this kit's clock ({self.moment().iso}); the kit's clock is probably not "
-                    f"set yet, and the kit connects once NTP or HQ sets it")
-        return f"TLS with broker {self.host}:{self.port} failed: {exc}"
 
     def _packet_too_big(self, size: int) -> None:
         self.garbage += 1
