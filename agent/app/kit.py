@@ -62,7 +62,7 @@ class Wiring:
     manifest: str
     on_ready: Callable[[str, Kit], None] | None = None
     clock: Clock | None = None
-    """The kit's clocks (:meth:`Clock.system` when None); tests inject theirs here."""
+    """The kit's clocks (the system's when None); tests inject theirs here."""
 
 
 class Kit:
@@ -74,7 +74,7 @@ class Kit:
         self.max_body_bytes = config.http.max_body_bytes
         self.started = time.monotonic()
         self.store = Store(wiring.state_dir / "dropkit.db")
-        self.clock = wiring.clock or Clock.system()
+        self.clock = wiring.clock or Clock()
         self.timeline: Timeline | None = None  # kit seconds, once the store is open
         self.sales = Orders(self.store, self.kit_id, self.moment, config.orders.max_lines,
                             config.orders.max_qty, print_receipts=config.printer.enabled)

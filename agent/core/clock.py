@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
 import sqlite3
 import time
 import uuid
@@ -37,8 +36,6 @@ TIMELINE_KEY = "timeline"
 """``meta`` key: JSON ``{"boot_id", "base", "seen_ks", "seen_wall", "seen_synced"}``."""
 SEEN_EVERY_KS = 300.0
 """How often (kit seconds) the sweep notes the last kit second seen, for after a hard reboot."""
-WALL_OFFSET_ENV = "DROPKIT_WALL_OFFSET_S"
-"""A test seam: seconds added to the wall clock of :meth:`Clock.system` (never set on a kit)."""
 _TIME_ERROR = 5  # adjtimex's answer while the kernel's clock is not synchronised
 _SYNCED_FLAG = Path("/run/systemd/timesync/synchronized")
 
@@ -110,12 +107,6 @@ class Clock:
         self.wall, self.mono = wall, mono
         self.boot_id = boot_id or _boot_id()
         self.synced = synced or wall_synced()
-
-    @classmethod
-    def system(cls) -> Clock:
-        """The kit's own clocks, the wall clock offset by :data:`WALL_OFFSET_ENV` if set."""
-        offset = float(os.environ.get(WALL_OFFSET_ENV) or 0)
-        return cls(wall=(lambda: time.time() + offset) if offset else time.time)
 
     def iso(self) -> str:
         return _iso(self.wall())
