@@ -64,8 +64,9 @@ def kit_config(path: Path, broker: Broker, manifest: Path,
         "mqtt": broker.kit_mqtt(**mqtt), **(sections or {})})
 
 
-def make_certificates(directory: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+def make_certificates(directory: Path, valid_from: str = "") -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl; the server's
+    valid from ``valid_from`` (``YYYYMMDDHHMMSSZ``) if given, else from now."""
     directory.mkdir(exist_ok=True)
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
@@ -75,8 +76,20 @@ def make_certificates(directory: Path) -> None:
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
             "-keyout", "server.key", "-out", "server.csr")
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    if not valid_from:
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+        return
+    # openssl 3.0's x509 cannot set the start; its ca can, with a config of its own.
+    (directory / "index.txt").touch()
+    (directory / "serial").write_text("01\n")
+    (directory / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = c\n[c]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n"
+        "default_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n"
+        "[ext]\nsubjectAltName = IP:127.0.0.1\n")
+    openssl("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
+            "-in", "server.csr", "-out", "server.crt", "-extensions", "ext",
+            "-startdate", valid_from, "-enddate", "20991231000000Z")
 
 
 def tls_broker(workdir: Path, certs: Path, *settings: str) -> Broker:

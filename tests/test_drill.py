@@ -135,7 +135,8 @@ def test_unknown_drill_is_refused_with_the_list() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "dropkit: no drill 'fire-drill'; expected one of payment-failure, power-loss, "
-        "double-sold, paper-out, broker-outage, disk-full, hostile-client or all (dropkit drill --list)")
+        "double-sold, paper-out, broker-outage, disk-full, hostile-client or all "
+        "(dropkit drill --list)")
     assert done.stdout == ""
 
 

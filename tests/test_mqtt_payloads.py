@@ -17,7 +17,7 @@ from agent.core.mode import Mode
 from agent.core.orders import refund_order, settle_payment, void_order
 from agent.core.reconcile import apply_ack, parse_ack, sweep
 from tests.conftest import write_manifest
-from tests.core.sales_helpers import KIT, at, open_db, sell
+from tests.core.sales_helpers import KIT, at, moment, open_db, sell
 from tests.mqtt_helpers import Broker, Hq, Listener, kit_config, wait_for
 
 
@@ -108,10 +108,10 @@ def test_every_kind_of_outbox_message_matches_its_schema(tmp_path: Path, validat
     refund_order(db, "order-cash", True, "changed their mind", KIT, at(4))
     sell(db, "order-rejected", 5)
     apply_ack(db, parse_ack(b'{"order_id": "order-rejected", "result": "rejected", '
-                            b'"reason": "central stock has 0 left"}'), KIT, at(6))
+                            b'"reason": "central stock has 0 left"}'), KIT, moment(6))
     sell(db, "order-unsettled", 7)
-    sweep(db, KIT, at(100), mismatch_after=10, refund_after=1000, resend_after=1000)
-    sweep(db, KIT, at(1007), mismatch_after=10, refund_after=1000, resend_after=1000)
+    sweep(db, KIT, moment(100), mismatch_after=10, refund_after=1000, resend_after=1000)
+    sweep(db, KIT, moment(1007), mismatch_after=10, refund_after=1000, resend_after=1000)
     mode = Mode(uplink_configured=True)
     mode.set_latch(True)
     outbox.record_event(db, {"type": "mode", "state": mode.state, "reasons": mode.reasons},
@@ -175,13 +175,14 @@ def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
     ledger.load_stock(parse_manifest({"version": "c", "items": [
         {"sku": "A-1", "name": "A", "price_cents": 1, "qty": 1}]}))
 
-    def sale(seq: int, qty: int) -> dict:
+    def sale(seq: int, qty: int, synced: bool = True) -> dict:
         return {"type": "sale", "order_id": f"order-{seq:04}", "receipt": {"seq": seq,
-                "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": qty}], "total_cents": qty}
+                "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": qty}], "total_cents": qty,
+                "created_at": f"2025-06-01T10:00:0{seq}.000+00:00", "clock_synced": synced}
 
     assert [a["result"] for a in ledger.record("kit-a", sale(1, 1))] == ["accepted"]
     # #3 before #2: held for the missing link, then taken without it after hold_s.
-    assert ledger.record("kit-a", sale(3, 1), now=100.0) == []
+    assert ledger.record("kit-a", sale(3, 1, synced=False), now=100.0) == []
     assert ledger.release_overdue(now=100.0 + ledger.hold_s - 1) == []
     [(kit, rejected)] = ledger.release_overdue(now=100.0 + ledger.hold_s)
     assert kit == "kit-a" and rejected["result"] == "rejected"
@@ -195,7 +196,7 @@ def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
                              str(tmp_path / "hq.db")], capture_output=True, text=True)
     assert report.returncode == 1
     assert report.stdout.splitlines() == [
-        "rejected: kit kit-a order order-0003 (receipt #3): "
-        "A-1: central stock has 0 left, 1 sold",
+        "rejected: kit kit-a order order-0003 (receipt #3, sold 2025-06-01T10:00:03.000+00:00 "
+        "by the kit's clock, which was not set): A-1: central stock has 0 left, 1 sold",
         "gap: kit kit-a receipt chain misses 1 link(s): #2",
         "2 mismatch(es)"]

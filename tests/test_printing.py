@@ -16,7 +16,7 @@ import pytest
 
 from agent.app.events import Event, EventHub
 from agent.config import ConfigError, PrintingConfig, parse_config
-from agent.core.clock import now_iso
+from agent.core.clock import Moment, now_iso
 from agent.core.errors import Refusal
 from agent.core.manifest import Item, Manifest, apply_manifest
 from agent.core.orders import OrderRequest, place_order
@@ -63,7 +63,7 @@ async def sell(store: Store, *lines: tuple[str, int]) -> dict[str, Any]:
     request = OrderRequest(str(uuid.uuid4()), tuple(lines), "cash")
 
     def sale(db: sqlite3.Connection) -> dict[str, Any]:
-        view, _ = place_order(db, request, KIT_ID, "trace", now_iso())
+        view, _ = place_order(db, request, KIT_ID, "trace", Moment(now_iso(), 0.0))
         enqueue_receipt(db, view["order_id"], now_iso())
         return view
 

@@ -72,3 +72,21 @@ def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
     assert sum("TLS with broker" in line for line in stranger.log) == 1
     hq.stop()
     broker.stop()
+
+
+def test_a_certificate_not_valid_yet_names_the_kits_clock(kit_factory, tmp_path: Path) -> None:
+    """A Pi that booted with an old saved time sees the broker's certificate as not valid yet:
+    one line says the clock is the likely cause, not a silent retry."""
+    certs = tmp_path / "certs"
+    make_certificates(certs, valid_from="20990101000000Z")
+    broker = tls_broker(tmp_path / "broker", certs).start()
+    manifest = write_manifest(tmp_path / "stock.toml", [("A-1", "Item A", 250, 10)])
+    config = kit_config(tmp_path / "agent.toml", broker, manifest,
+                        url=f"mqtts://127.0.0.1:{broker.port}", ca_file=str(certs / "ca.crt"))
+    kit = kit_factory(tmp_path / "state", config)
+    said = wait_for(lambda: [line for line in kit.log if "not valid yet" in line], 15,
+                    "the kit names its clock")
+    assert "by this kit's clock" in said[0] and "clock is probably not set" in said[0]
+    assert kit.health()["uplink"]["state"] != "connected"
+    assert sum("TLS with broker" in line for line in kit.log) == 1
+    broker.stop()

@@ -75,7 +75,9 @@ class KitState:
     uplink: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "off"}))
     queue_depth: int = 0
     manifest: Mapping[str, Any] = field(
-        default_factory=lambda: _frozen({"version": None, "hash": None}))
+        default_factory=lambda: _frozen({"version": None, "hash": None, "conflict": None}))
+    """What the kit sells (from the store), and the configured file's ``conflict`` while it is
+    refused (:func:`agent.core.manifest.file_conflict`)."""
     parts: Mapping[str, PartHealth] = field(default_factory=_frozen)
     storage: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "ok"}))
     """The storage watch's view (:mod:`agent.app.storage`): ``state`` ``ok``, ``low``,
@@ -101,13 +103,16 @@ class KitState:
     @property
     def alerts(self) -> tuple[str, ...]:
         """What waits for staff: a printer that cannot print, a faulted power sensor, storage
-        low or full or a store lost, a part that is degraded."""
+        low or full or a store lost, a manifest file refused for a conflict, a part that is
+        degraded."""
         alerts = []
         if (printer := PRINTER_ALERTS.get(str(self.printer.get("state")))) is not None:
             alerts.append(printer)
         alerts += [f"power_sensor_{name}" for name in self.power.get("sensor_faults") or ()]
         if (storage := STORAGE_ALERTS.get(str(self.storage.get("state")))) is not None:
             alerts.append(storage)
+        if self.manifest.get("conflict"):
+            alerts.append("manifest_conflict")
         alerts += [f"degraded_{name}" for name in self.degraded if name != "storage"]
         return tuple(alerts)
 

@@ -28,10 +28,10 @@ from agent.app.sales import Orders
 from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
 from agent.config import Config
-from agent.core import kitmeta, outbox, printjobs
-from agent.core.clock import now_iso
+from agent.core import clock, kitmeta, outbox, printjobs
+from agent.core.clock import Clock, Moment, Timeline
 from agent.core.errors import Refusal
-from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
+from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
@@ -67,6 +67,8 @@ class Wiring:
     port: int
     manifest: str
     on_ready: Callable[[str, Kit], None] | None = None
+    clock: Clock | None = None
+    """The kit's clocks (the system's when None); tests inject theirs here."""
 
 
 class Kit:
@@ -84,7 +86,9 @@ class Kit:
                            on_condition=self.storage.store_changed)
         self.storage.store = self.store
         self._unwritten: deque[tuple[dict[str, Any], str]] = deque(maxlen=UNWRITTEN_EVENTS)
-        self.sales = Orders(self.store, self.kit_id, config.orders.max_lines,
+        self.clock = wiring.clock or Clock()
+        self.timeline: Timeline | None = None  # kit seconds, once the store is open
+        self.sales = Orders(self.store, self.kit_id, self.moment, config.orders.max_lines,
                             config.orders.max_qty, print_receipts=config.printer.enabled)
         self.events = EventHub()
         self.coordinator = Coordinator(self.kit_id, self._queue_depth)
@@ -132,20 +136,29 @@ class Kit:
                 f"--state-dir {self.wiring.state_dir})") from None
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
+        self.timeline = await self.store.write(lambda db: clock.resume(db, self.clock))
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
         if manifest is not None:
+            before = await self.sales.manifest()
             try:
-                if await self.sales.load_manifest(manifest, self.wiring.manifest):
-                    log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
-            except ManifestConflict as exc:
-                raise StartError(f"manifest {self.wiring.manifest}: {exc}") from None
-            except Refusal as refused:  # the store takes no writes: sell what it holds
-                log.error("manifest %s not loaded: %s", self.wiring.manifest, refused.detail)
-        await self._manifest_loaded()
+                refused = await self.sales.take_up_file(manifest, self.wiring.manifest)
+            except Refusal as no_room:  # the store takes no writes: sell what it holds
+                log.error("manifest %s not loaded: %s", self.wiring.manifest, no_room.detail)
+                refused = None
+            if refused is not None:
+                self.record_event({"type": "manifest_conflict", "file": self.wiring.manifest,
+                                   "version": manifest.version, "skus": sorted(refused.skus)})
+            elif (await self.sales.manifest())["hash"] != before["hash"]:
+                log.info("manifest %s loaded from %s", manifest.version, self.wiring.manifest)
+        view = await self._manifest_loaded()
+        if conflict := view.get("conflict"):
+            log.warning("manifest file %s not loaded, %s; selling from the stored manifest %s",
+                        conflict["file"], conflict_words(conflict), view["version"])
         if self.config.mqtt.url:
             from agent.uplink.session import Uplink, UplinkOutputs
 
             self.uplink = Uplink(self.config.mqtt, self.kit_id, self.store, self.mode,
+                                 self.moment,
                                  UplinkOutputs(
                                      publish=self.events.publish,
                                      health=lambda view: self.coordinator.update(uplink=view),
@@ -181,6 +194,8 @@ class Kit:
             hung += await self.supervisor.stop(STOP_TIMEOUT_S)
             self.devices.close()
             self.power.close()
+            if self.timeline is not None:
+                await self.store.write(lambda db: clock.note_seen(db, self.moment()))
         finally:
             self.store.close()
             if hung:
@@ -189,6 +204,12 @@ class Kit:
     def request_exit(self) -> None:
         """The shutdown sequence is done: the daemon exits (and the kit powers off)."""
         self.exit_requested()
+
+    def moment(self) -> Moment:
+        """Now, as the kit stamps it (the kit's timeline runs once the store is open)."""
+        if self.timeline is None:
+            raise RuntimeError("the kit's timeline starts with the store")
+        return self.timeline.now()
 
     def spawn(self, name: str, job: Coroutine[Any, Any, object]) -> object:
         """Run a short job of the part ``name``; the kit tracks it and waits for it at stop."""
@@ -244,7 +265,7 @@ class Kit:
         self.spawn("events", self._record_event(event))
 
     async def _record_event(self, event: dict[str, Any], ts: str = "") -> None:
-        ts = ts or now_iso()
+        ts = ts or self.moment().iso
         try:
             await self.store.write(lambda db: outbox.record_event(db, event, self.kit_id, ts))
         except Refusal as refused:
@@ -280,8 +301,12 @@ class Kit:
             self.uplink.wake()
 
     async def _manifest_loaded(self) -> dict[str, Any]:
-        view = await self.sales.manifest()
-        self.coordinator.update(manifest={"version": view["version"], "hash": view["hash"]})
+        """The manifest the kit sells, and a refused file's conflict (health shows both)."""
+        view = {**await self.sales.manifest(), "conflict": await self.sales.file_conflict()}
+        self.coordinator.update(manifest={"version": view["version"], "hash": view["hash"],
+                                          "conflict": view["conflict"]})
+        if view["conflict"] is not None:
+            self.events.publish("alert", {"type": "manifest_conflict", **view["conflict"]})
         return view
 
     # -- what the web layer calls (agent.web.api.KitAPI) ----------------------------------------
@@ -317,7 +342,8 @@ class Kit:
         return await self.store.read(printjobs.jobs_to_check)
 
     async def mark_print_job_checked(self, job_id: int) -> bool:
-        return await self.store.write(lambda db: printjobs.mark_checked(db, job_id, now_iso()))
+        return await self.store.write(
+            lambda db: printjobs.mark_checked(db, job_id, self.moment().iso))
 
     async def set_staff_latch(self, latched: bool) -> dict[str, Any]:
         await self.store.write(lambda db: kitmeta.write_latch(db, latched))
@@ -329,6 +355,7 @@ class Kit:
         changed = await self.sales.load_manifest(manifest, "staff")
         view = await self._manifest_loaded()
         self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
+        view.pop("conflict")
         return {"changed": changed, **view}
 
     def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:

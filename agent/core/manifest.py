@@ -14,6 +14,12 @@ Its content hash is taken over the canonical JSON of what it says, so the same m
 a file or over HTTP has the same hash. Loading a manifest keeps what was sold: an allocation
 smaller than what is already sold is refused, and an item left out stops selling but keeps its
 history.
+
+The store is the one source of truth: the manifest last loaded (from the configured file or
+over HTTP) is what the kit sells, across restarts. The configured file is applied at a start
+only when it changed since it was last taken up (:func:`apply_file`), and a file that would
+un-sell stock is refused without stopping the start: the refusal is kept in ``meta`` under
+:data:`FILE_KEY` (the SKUs, what was sold and what the file allows) until a manifest loads.
 """
 
 from __future__ import annotations
@@ -143,20 +149,89 @@ def current_manifest(db: sqlite3.Connection) -> sqlite3.Row | None:
                       "ORDER BY id DESC LIMIT 1").fetchone()
 
 
+FILE_KEY = "manifest_file"
+"""``meta`` key: the configured file as last taken up, JSON ``{"hash", "version", "source",
+"conflict"}``; ``conflict`` is ``{sku: [sold, qty]}`` while the file is refused, else null."""
+
+
+def _file_record(db: sqlite3.Connection) -> dict[str, Any] | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (FILE_KEY,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def _last_file_hash(db: sqlite3.Connection) -> str | None:
+    record = _file_record(db)
+    if record is not None:
+        return record["hash"]
+    # A store from before FILE_KEY: the last manifest that did not come over HTTP.
+    row = db.execute("SELECT content_hash FROM manifests WHERE source != 'staff' "
+                     "ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else row[0]
+
+
+def apply_file(db: sqlite3.Connection, manifest: Manifest, source: str,
+               now: str) -> ManifestConflict | None:
+    """Take up the configured manifest file at a start, inside the caller's transaction.
+
+    A file whose content is the one taken up last time is not applied again (a manifest loaded
+    over HTTP since stays). A changed file is applied; one that would un-sell stock changes
+    nothing and is returned as the :class:`ManifestConflict`, kept for :func:`file_conflict`.
+    """
+    if _last_file_hash(db) == manifest.content_hash:
+        return None
+    try:
+        apply_manifest(db, manifest, source, now)
+        conflict = None
+    except ManifestConflict as exc:
+        conflict = exc
+    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               (FILE_KEY, json.dumps({
+                   "hash": manifest.content_hash, "version": manifest.version, "source": source,
+                   "conflict": None if conflict is None else
+                   {sku: list(pair) for sku, pair in conflict.skus.items()}})))
+    return conflict
+
+
+def file_conflict(db: sqlite3.Connection) -> dict[str, Any] | None:
+    """The configured file refused for a conflict and not resolved since, as health shows it:
+    ``file``, ``version`` and ``skus`` (``{sku: {"sold", "file_qty"}}``); else None."""
+    record = _file_record(db)
+    if record is None or not record.get("conflict"):
+        return None
+    return {"file": record["source"], "version": record["version"],
+            "skus": {sku: {"sold": sold, "file_qty": qty}
+                     for sku, (sold, qty) in sorted(record["conflict"].items())}}
+
+
+def conflict_words(conflict: dict[str, Any]) -> str:
+    """A :func:`file_conflict` in plain words, naming the SKUs.
+
+    >>> conflict_words({"skus": {"TEE-M": {"sold": 5, "file_qty": 3}}})
+    'more was sold than it allows: TEE-M (sold 5, the file allows 3)'
+    """
+    return "more was sold than it allows: " + ", ".join(
+        f"{sku} (sold {n['sold']}, the file allows {n['file_qty']})"
+        for sku, n in conflict["skus"].items())
+
+
 def apply_manifest(db: sqlite3.Connection, manifest: Manifest, source: str, now: str) -> bool:
     """Make ``manifest`` the kit's inventory inside the caller's transaction.
 
     Returns False when it is already the current one. Raises :class:`ManifestConflict` (and
-    changes nothing) when a quantity is below what is already sold.
+    changes nothing) when a quantity is below what is already sold. A manifest taken, even the
+    current one again, settles a refused file (:func:`file_conflict` is None after it).
     """
-    loaded = current_manifest(db)
-    if loaded is not None and loaded["content_hash"] == manifest.content_hash:
-        return False
     existing = {row["sku"]: row for row in db.execute("SELECT sku, allocated, sold FROM items")}
     conflicts = {item.sku: (existing[item.sku]["sold"], item.qty) for item in manifest.items
                  if item.sku in existing and existing[item.sku]["sold"] > item.qty}
     if conflicts:
         raise ManifestConflict(conflicts)
+    db.execute("UPDATE meta SET value = json_set(value, '$.conflict', json('null')) "
+               "WHERE key = ? AND json_extract(value, '$.conflict') IS NOT NULL", (FILE_KEY,))
+    loaded = current_manifest(db)
+    if loaded is not None and loaded["content_hash"] == manifest.content_hash:
+        return False
     manifest_id = db.execute(
         "INSERT INTO manifests (version, content_hash, loaded_at, source) VALUES (?, ?, ?, ?)",
         (manifest.version, manifest.content_hash, now, source)).lastrowid

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.core import outbox, printjobs, receipts
+from agent.core.clock import Moment
 from agent.core.errors import Refusal, invalid
 from agent.core.manifest import valid_sku
 from agent.core.views import order_view
@@ -87,15 +88,17 @@ def _move_stock(db: sqlite3.Connection, sku: str, sold_delta: int, reason: str,
 
 
 def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
-                now: str, print_receipt: bool = False) -> tuple[dict[str, Any], bool]:
+                at: Moment, print_receipt: bool = False) -> tuple[dict[str, Any], bool]:
     """Sell the order, or answer the first result for a retried ``order_id``.
 
     With ``print_receipt``, the receipt's print job is queued in the same transaction, so a
     confirmed sale always has its receipt coming. Returns ``(order view, created)``.
 
     The outbox message is a ``sale`` of ``agent/schemas/orders.schema.json``: the order's view
-    with ``kit_id`` and ``trace_id``.
+    with ``kit_id`` and ``trace_id``. ``at`` stamps it: the wall clock's label, whether that was
+    synced, and the kit second its timers count from.
     """
+    now = at.iso
     existing = db.execute("SELECT fingerprint FROM orders WHERE order_id = ?",
                           (request.order_id,)).fetchone()
     if existing is not None:
@@ -122,10 +125,10 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
         "payment_method": request.payment_method})
     db.execute(
         "INSERT INTO orders (order_id, seq, fingerprint, created_at, updated_at, total_cents, "
-        "payment_method, payment_status, status, trace_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+        "payment_method, payment_status, status, trace_id, created_ks, clock_synced) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
         (request.order_id, seq, request.fingerprint, now, now, total, request.payment_method,
-         INITIAL_PAYMENT[request.payment_method], trace_id))
+         INITIAL_PAYMENT[request.payment_method], trace_id, at.ks, int(at.synced)))
     db.executemany(
         "INSERT INTO order_lines (order_id, line_no, sku, name, qty, price_cents) "
         "VALUES (?, ?, ?, ?, ?, ?)",

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from agent.core.clock import Moment
 from agent.core.receipts import canonical_json
 
 TOPIC_OF_KIND = {"sale": "orders", "void": "orders", "refund": "orders", "event": "events"}
@@ -50,16 +51,16 @@ def depth(db: sqlite3.Connection) -> int:
     return db.execute("SELECT count(*) FROM outbox WHERE relayed_at IS NULL").fetchone()[0]
 
 
-def mark_relayed(db: sqlite3.Connection, ids: Sequence[int], now: str) -> None:
+def mark_relayed(db: sqlite3.Connection, ids: Sequence[int], at: Moment) -> None:
     """The broker has these messages: mark them, and their sales as relayed."""
     marks = ",".join("?" * len(ids))
     db.execute(f"UPDATE outbox SET relayed_at = ? WHERE id IN ({marks}) AND relayed_at IS NULL",
-               (now, *ids))
-    db.execute(f"UPDATE orders SET status = 'relayed', relayed_at = ?, updated_at = ? "
-               f"WHERE status = 'queued' AND order_id IN "
+               (at.iso, *ids))
+    db.execute(f"UPDATE orders SET status = 'relayed', relayed_at = ?, relayed_ks = ?, "
+               f"updated_at = ? WHERE status = 'queued' AND order_id IN "
                # NOT INDEXED: by (kind, key) SQLite would scan every sale ever queued.
                f"(SELECT key FROM outbox NOT INDEXED WHERE kind = 'sale' AND id IN ({marks}))",
-               (now, now, *ids))
+               (at.iso, at.ks, at.iso, *ids))
 
 
 def with_message_id(payload: str, message_id: int) -> str:

@@ -7,6 +7,9 @@
   refunded through the refund endpoint).
 - A relayed sale with no ack after ``resend_after`` seconds is sent again (a broker that lost it
   after its PUBACK must not lose the sale); HQ drops repeats by order id.
+
+Every age here is in kit seconds (:mod:`agent.core.clock`), which a wall clock set back or
+forward does not move.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import bisect
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from agent.backoff import Backoff
 from agent.core import outbox
+from agent.core.clock import SEEN_EVERY_KS, Moment, note_seen
 from agent.core.views import order_view
 
 OPEN = ("queued", "relayed")
@@ -54,27 +57,23 @@ def parse_ack(payload: bytes) -> Ack:
 
 
 def apply_ack(db: sqlite3.Connection, ack: Ack, kit_id: str,
-              now: str) -> dict[str, Any] | None:
+              at: Moment) -> dict[str, Any] | None:
     """Settle the order; returns its view when this ack changed it (a repeat changes nothing)."""
     row = db.execute("SELECT status FROM orders WHERE order_id = ?", (ack.order_id,)).fetchone()
     if row is None or row["status"] not in (*OPEN, "refund_due"):
         return None
     status = "reconciled" if ack.accepted else "rejected"
-    db.execute("UPDATE orders SET status = ?, reconciled_at = ?, ack_reason = ?, updated_at = ? "
-               "WHERE order_id = ?", (status, now, ack.reason or None, now, ack.order_id))
+    db.execute("UPDATE orders SET status = ?, reconciled_at = ?, reconciled_ks = ?, "
+               "ack_reason = ?, updated_at = ? WHERE order_id = ?",
+               (status, at.iso, at.ks, ack.reason or None, at.iso, ack.order_id))
     if not ack.accepted:
         outbox.record_event(db, {"type": "order_rejected", "order_id": ack.order_id,
-                                 "reason": ack.reason}, kit_id, now)
+                                 "reason": ack.reason}, kit_id, at.iso)
     return order_view(db, ack.order_id)
 
 
-def _before(now: str, seconds: float) -> str:
-    return (datetime.fromisoformat(now) - timedelta(seconds=seconds)).isoformat(
-        timespec="milliseconds")
-
-
-def _lost_sales(db: sqlite3.Connection, now: str, resend_after: float) -> list[sqlite3.Row]:
-    """Relayed sales that HQ will not answer without a new copy.
+def _lost_sales(db: sqlite3.Connection, now: float, resend_after: float) -> list[sqlite3.Row]:
+    """Relayed sales that HQ will not answer without a new copy (``now`` in kit seconds).
 
     HQ answers one kit's sales in the order they were sent, so a sale with no answer while a
     later one was answered after it went out was lost on the way (a broker that died after its
@@ -82,55 +81,61 @@ def _lost_sales(db: sqlite3.Connection, now: str, resend_after: float) -> list[s
     ``resend_after`` seconds, then twice that, and so on, so repeats never pile onto a backlog.
     """
     grace = min(resend_after, 2.0)
-    waiting = db.execute("SELECT order_id, seq, relayed_at, resends FROM orders "
-                         "WHERE status = 'relayed' AND relayed_at <= ? ORDER BY seq",
-                         (_before(now, grace),)).fetchall()
+    waiting = db.execute("SELECT order_id, seq, relayed_ks, resends FROM orders "
+                         "WHERE status = 'relayed' AND relayed_ks <= ? ORDER BY seq",
+                         (now - grace,)).fetchall()
     if not waiting:
         return []
     answered = db.execute(
-        "SELECT reconciled_at, seq FROM orders WHERE reconciled_at >= ? ORDER BY reconciled_at",
-        (min(row["relayed_at"] for row in waiting),)).fetchall()
+        "SELECT reconciled_ks, seq FROM orders WHERE reconciled_ks >= ? ORDER BY reconciled_ks",
+        (min(row["relayed_ks"] for row in waiting),)).fetchall()
     # latest_seq_after[i]: the highest seq answered at or after answered[i]'s time.
     latest_seq_after = [0] * (len(answered) + 1)
     for i in range(len(answered) - 1, -1, -1):
         latest_seq_after[i] = max(answered[i]["seq"], latest_seq_after[i + 1])
-    times = [row["reconciled_at"] for row in answered]
-    cutoffs: dict[int, str] = {}  # resends so far -> sent before this is overdue
+    times = [row["reconciled_ks"] for row in answered]
+    cutoffs: dict[int, float] = {}  # resends so far -> sent before this is overdue
     lost = []
     for row in waiting:
-        overtaken = latest_seq_after[bisect.bisect_right(times, row["relayed_at"])] > row["seq"]
+        overtaken = latest_seq_after[bisect.bisect_right(times, row["relayed_ks"])] > row["seq"]
         resends = min(row["resends"], MAX_RESEND_DOUBLINGS)
         if resends not in cutoffs:
-            cutoffs[resends] = _before(now, Backoff.nth(
-                resend_after, resend_after * 2 ** MAX_RESEND_DOUBLINGS, resends + 1))
-        if overtaken or row["relayed_at"] <= cutoffs[resends]:
+            cutoffs[resends] = now - Backoff.nth(
+                resend_after, resend_after * 2 ** MAX_RESEND_DOUBLINGS, resends + 1)
+        if overtaken or row["relayed_ks"] <= cutoffs[resends]:
             lost.append(row)
     return lost
 
 
-def sweep(db: sqlite3.Connection, kit_id: str, now: str, *, mismatch_after: float,
+def sweep(db: sqlite3.Connection, kit_id: str, at: Moment, *, mismatch_after: float,
           refund_after: float, resend_after: float) -> list[dict[str, Any]]:
-    """Raise mismatches, mark refunds due and queue resends; returns the events raised."""
+    """Raise mismatches, mark refunds due and queue resends; returns the events raised.
+
+    Ages are kit seconds (``at.ks`` less the order's), never the wall clock's, which jumps.
+    """
+    now, ks = at.iso, at.ks
     events = []
     for row in db.execute("SELECT order_id FROM orders WHERE status IN ('queued', 'relayed') "
-                          "AND created_at <= ?", (_before(now, refund_after),)).fetchall():
+                          "AND created_ks <= ?", (ks - refund_after,)).fetchall():
         db.execute("UPDATE orders SET status = 'refund_due', refund_due_at = ?, updated_at = ? "
                    "WHERE order_id = ?", (now, now, row["order_id"]))
         events.append({"type": "refund_due", "order_id": row["order_id"]})
-    for row in db.execute("SELECT order_id, created_at FROM orders "
+    for row in db.execute("SELECT order_id, created_at, clock_synced FROM orders "
                           "WHERE status IN ('queued', 'relayed') AND mismatch_at IS NULL "
-                          "AND created_at <= ?", (_before(now, mismatch_after),)).fetchall():
+                          "AND created_ks <= ?", (ks - mismatch_after,)).fetchall():
         db.execute("UPDATE orders SET mismatch_at = ? WHERE order_id = ?",
                    (now, row["order_id"]))
         events.append({"type": "mismatch", "order_id": row["order_id"],
-                       "sold_at": row["created_at"], "detail": "HQ has not settled this sale"})
+                       "sold_at": row["created_at"], "clock_synced": bool(row["clock_synced"]),
+                       "detail": "HQ has not settled this sale"})
     for event in events:
         outbox.record_event(db, event, kit_id, now)
-    for row in _lost_sales(db, now, resend_after):
+    for row in _lost_sales(db, ks, resend_after):
         # Back to queued: relayed again once the broker has the new copy.
         db.execute("INSERT INTO outbox (kind, key, payload, created_at) SELECT 'sale', key, "
                    "payload, ? FROM outbox WHERE kind = 'sale' AND key = ? ORDER BY id LIMIT 1",
                    (now, row["order_id"]))
         db.execute("UPDATE orders SET status = 'queued', resends = resends + 1 "
                    "WHERE order_id = ?", (row["order_id"],))
+    note_seen(db, at, every_ks=SEEN_EVERY_KS)
     return events

@@ -21,7 +21,8 @@ def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
              for line in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
                                     "WHERE order_id = ? ORDER BY line_no", (order_id,))]
     return {"order_id": row["order_id"], "status": row["status"],
-            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "created_at": row["created_at"], "clock_synced": bool(row["clock_synced"]),
+            "updated_at": row["updated_at"],
             "lines": lines, "total_cents": row["total_cents"],
             "payment": {"method": row["payment_method"], "status": row["payment_status"]},
             "receipt": {"seq": row["seq"], "hash": row["hash"]}}

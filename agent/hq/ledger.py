@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ CREATE TABLE IF NOT EXISTS sales (
     reason TEXT NOT NULL,
     trace_id TEXT NOT NULL,
     received_at TEXT NOT NULL,
+    sold_at TEXT NOT NULL DEFAULT '',
+    clock_synced INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (kit_id, order_id)
 );
 CREATE TABLE IF NOT EXISTS links (
@@ -64,6 +67,12 @@ CREATE TABLE IF NOT EXISTS held (
 HOLD_S = 5.0
 
 
+def sold_at(sale: sqlite3.Row) -> str:
+    """A sale's time as its kit's clock told it, marked when that clock was not set."""
+    when = sale["sold_at"] or "at an unknown time"
+    return when if sale["clock_synced"] else f"{when} by the kit's clock, which was not set"
+
+
 class Ledger:
     """The central ledger in SQLite; :meth:`record` is the whole reconciliation rule.
 
@@ -80,6 +89,11 @@ class Ledger:
     def __init__(self, path: str | Path, hold_s: float = HOLD_S) -> None:
         self.db = connect(path)
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(sales)")}
+        for column, declared in (("sold_at", "TEXT NOT NULL DEFAULT ''"),
+                                 ("clock_synced", "INTEGER NOT NULL DEFAULT 1")):
+            if column not in columns:  # a ledger from before the kits said so
+                self.db.execute(f"ALTER TABLE sales ADD COLUMN {column} {declared}")
         self.hold_s = hold_s
         self.lock = threading.Lock()  # paho's threads record; the main thread releases holds
 
@@ -183,9 +197,12 @@ class Ledger:
             lines = message.get("lines") or []
             result, reason = self._check_stock(lines)
             self.db.execute(
-                "INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sales (kit_id, order_id, seq, total_cents, lines, result, reason, "
+                "trace_id, received_at, sold_at, clock_synced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kit_id, order_id, message["receipt"]["seq"], int(message.get("total_cents", 0)),
-                 json.dumps(lines), result, reason, str(message.get("trace_id", "")), now_iso()))
+                 json.dumps(lines), result, reason, str(message.get("trace_id", "")), now_iso(),
+                 str(message.get("created_at", "")), int(message.get("clock_synced") is not False)))
             row = {"result": result, "reason": reason, "trace_id": message.get("trace_id", "")}
             log.info("kit %s order %s %s%s trace %s", kit_id, order_id, result,
                      f" ({reason})" if reason else "", row["trace_id"] or "-")
@@ -219,8 +236,8 @@ class Ledger:
 
     def report(self) -> list[str]:
         """What needs a person, one line each."""
-        lines = [f"rejected: kit {r['kit_id']} order {r['order_id']} (receipt #{r['seq']}): "
-                 f"{r['reason']}" for r in self.db.execute(
+        lines = [f"rejected: kit {r['kit_id']} order {r['order_id']} (receipt #{r['seq']}, "
+                 f"sold {sold_at(r)}): {r['reason']}" for r in self.db.execute(
                      "SELECT * FROM sales WHERE result = 'rejected' ORDER BY received_at")]
         for kit_id, first, n in self.db.execute(
                 "SELECT kit_id, min(seq), count(*) FROM held GROUP BY kit_id ORDER BY kit_id"):

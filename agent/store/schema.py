@@ -104,6 +104,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
     CREATE INDEX print_jobs_by_order ON print_jobs (order_id);
     """,
+    # 4: kit seconds for the timers, and whether the wall clock was synced (agent/core/clock.py).
+    """
+    ALTER TABLE orders ADD COLUMN created_ks REAL;
+    ALTER TABLE orders ADD COLUMN relayed_ks REAL;
+    ALTER TABLE orders ADD COLUMN reconciled_ks REAL;
+    ALTER TABLE orders ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 1;
+    DROP INDEX orders_open;
+    CREATE INDEX orders_open ON orders (status, created_ks)
+        WHERE status IN ('queued', 'relayed');
+    """,
 ]
 
 

@@ -15,6 +15,7 @@ A broker is named by a URL, ``mqtt://host[:port]`` (plain TCP, port 1883 by defa
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -84,16 +85,50 @@ def tls_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> s
     return context
 
 
+def tls_failure(exc: ssl.SSLError, broker: str, now: str) -> str:
+    """What a failed TLS handshake means, in one line; a certificate that is not valid yet
+    names the kit's clock (a Pi boots with the time it last saved)."""
+    if "not yet valid" in str(getattr(exc, "verify_message", "")):
+        return (f"TLS with broker {broker}: its certificate is not valid yet by this kit's "
+                f"clock ({now}); the kit's clock is probably not set yet, and the kit connects "
+                f"once NTP or HQ sets it")
+    return f"TLS with broker {broker} failed: {exc}"
+
+
+def _bound_reads(paho: mqtt.Client, max_bytes: int, too_big: Callable[[int], object]) -> None:
+    """Refuse a packet whose announced length is over ``max_bytes`` before reading its body.
+
+    paho reads the fixed header, then the body with ``_sock_recv`` (the one seam it has); an
+    OSError there is a lost connection to paho, which closes the socket.
+    """
+    recv = paho._sock_recv
+
+    def bounded_recv(size: int) -> bytes:
+        packet = paho._in_packet  # paho replaces it after each packet
+        if packet["have_remaining"] and packet["remaining_length"] > max_bytes:
+            too_big(packet["remaining_length"])
+            raise ConnectionAbortedError(f"packet of {packet['remaining_length']} bytes")
+        return recv(size)
+
+    paho._sock_recv = bounded_recv  # type: ignore[method-assign]
+
+
 def new_client(url: str, *, client_id: str = "", protocol: str = "5",
                session_expiry_s: int | None = None, keepalive_s: int = 30,
                username: str = "", password: str = "", ca_file: str = "", cert_file: str = "",
-               key_file: str = "", will: Will | None = None) -> Client:
+               key_file: str = "", will: Will | None = None,
+               max_packet_bytes: int | None = None,
+               packet_too_big: Callable[[int], object] | None = None) -> Client:
     """A client for the broker at ``url``; TLS for ``mqtts://``.
 
     ``protocol`` is ``"5"`` or ``"3.1.1"``. With ``session_expiry_s`` the session is persistent
     (the broker keeps it, and the messages for it, while the client is away): clean session off
     (3.1.1), or clean start off and that session expiry (5). Without it each connection starts
-    a new session.
+    a new session. ``max_packet_bytes`` is MQTT 5's Maximum Packet Size in the CONNECT: the
+    broker drops a bigger message for this client rather than send it. And the client checks
+    it itself (3.1.1 has no such property, and paho 2.x reads a packet of any announced length,
+    up to 256 MB, into memory): a packet announced bigger ends the connection before its body
+    is read, and ``packet_too_big(length)`` is told.
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
@@ -106,10 +141,14 @@ def new_client(url: str, *, client_id: str = "", protocol: str = "5",
                        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                        **({} if v5 else {"clean_session": not persistent}))
     connect_options: dict[str, Any] = {}
-    if v5 and persistent:
+    if v5 and (persistent or max_packet_bytes):
         properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = session_expiry_s
-        connect_options = {"clean_start": False, "properties": properties}
+        if persistent:
+            properties.SessionExpiryInterval = session_expiry_s
+            connect_options["clean_start"] = False
+        if max_packet_bytes:
+            properties.MaximumPacketSize = max_packet_bytes
+        connect_options["properties"] = properties
     if address.tls:
         paho.tls_set_context(tls_context(ca_file, cert_file, key_file))
     if username:
@@ -117,4 +156,6 @@ def new_client(url: str, *, client_id: str = "", protocol: str = "5",
     if will is not None:
         paho.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     paho.reconnect_delay_set(*RECONNECT_S)
+    if max_packet_bytes:
+        _bound_reads(paho, max_packet_bytes, packet_too_big or (lambda length: None))
     return Client(paho, address, keepalive_s, connect_options)

@@ -26,17 +26,24 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
-from agent.core.clock import now_iso
+from agent.core.clock import Moment
 from agent.core.errors import Refusal
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
+from agent.uplink.mqtt import tls_failure
 from agent.uplink.paholoop import PahoOnLoop
 
 log = logging.getLogger(__name__)
 
 ACK_SAMPLES = 50
 READ_AHEAD = 256  # outbox rows fetched per store read during a drain
+MAX_ACK_BYTES = 4096
+"""An ack is a few hundred bytes; a bigger payload is dropped and counted before parsing."""
+MAX_PACKET_BYTES = 16384
+"""The largest MQTT packet the kit takes: MQTT 5's Maximum Packet Size in its CONNECT (the
+broker drops bigger ones), and the kit's own check of what paho starts to read
+(:meth:`PahoOnLoop._readable`), for 3.1.1 or a broker that ignores it."""
 
 
 CONNECTION_PART = "uplink"
@@ -66,11 +73,12 @@ class Uplink(PahoOnLoop):
     :meth:`goodbye` before the store closes."""
 
     def __init__(self, config: MqttConfig, kit_id: str, store: Store, mode: Mode,
-                 outputs: UplinkOutputs, password: str = "") -> None:
+                 moment: Callable[[], Moment], outputs: UplinkOutputs,
+                 password: str = "") -> None:
         from agent.uplink.mqtt import Will, new_client
 
         self.config, self.kit_id, self.store = config, kit_id, store
-        self.mode, self.out = mode, outputs
+        self.mode, self.out, self.moment = mode, outputs, moment
         self.prefix = f"{config.topic_prefix}/{kit_id}"
         # A persistent session: the broker keeps HQ's acks for the kit while it is away.
         built = new_client(config.url, client_id=config.client_id or f"dropkit-{kit_id}",
@@ -78,7 +86,9 @@ class Uplink(PahoOnLoop):
                            keepalive_s=config.keepalive_s, username=config.username,
                            password=password, ca_file=config.ca_file,
                            cert_file=config.cert_file, key_file=config.key_file,
-                           will=Will(f"{self.prefix}/status", "offline"))
+                           will=Will(f"{self.prefix}/status", "offline"),
+                           max_packet_bytes=MAX_PACKET_BYTES,
+                           packet_too_big=self._packet_too_big)
         self.client, self._connect_options = built.paho, built.connect_options
         self.host, self.port = built.address.host, built.address.port
         # The outbox window is ours (_drain); paho must never hold a message back, or one it
@@ -201,8 +211,9 @@ class Uplink(PahoOnLoop):
             try:
                 await asyncio.to_thread(self._connect)
             except ssl.SSLError as exc:
-                # Not the network: a CA or certificate that does not match the broker's.
-                self._say_once(f"TLS with broker {self.host}:{self.port} failed: {exc}")
+                # Not the network: a CA or certificate that does not match the broker's, or a
+                # kit whose clock is not set yet.
+                self._say_once(tls_failure(exc, f"{self.host}:{self.port}", self.moment().iso))
             except OSError as exc:
                 log.debug("broker %s:%d unreachable: %s", self.host, self.port, exc)
             except Exception:  # a bug here must not end the reconnecting for good
@@ -219,6 +230,11 @@ class Uplink(PahoOnLoop):
             if self._stopping:
                 break
             await asyncio.sleep(backoff.next())
+
+    def _packet_too_big(self, size: int) -> None:
+        self.garbage += 1
+        self._say_once(f"broker {self.host}:{self.port} sent a packet of {size} bytes (the kit "
+                       f"takes at most {MAX_PACKET_BYTES}): connection dropped")
 
     def _say_once(self, complaint: str) -> None:
         """A warning for a lasting fault, once, not at every retry."""
@@ -275,7 +291,7 @@ class Uplink(PahoOnLoop):
                 ids, self._acked = self._acked, []
                 try:
                     await self.store.write(
-                        lambda db, ids=ids: outbox.mark_relayed(db, ids, now_iso()))
+                        lambda db, ids=ids: outbox.mark_relayed(db, ids, self.moment()))
                 except Refusal:
                     self._acked = ids + self._acked
                     raise
@@ -295,6 +311,8 @@ class Uplink(PahoOnLoop):
         if topic != f"{self.prefix}/acks":
             return
         try:
+            if len(payload) > MAX_ACK_BYTES:
+                raise ValueError(f"{len(payload)} bytes, an ack has at most {MAX_ACK_BYTES}")
             ack = reconcile.parse_ack(payload)
         except ValueError as exc:
             self.garbage += 1
@@ -304,7 +322,7 @@ class Uplink(PahoOnLoop):
 
     async def _settle(self, ack: reconcile.Ack) -> None:
         view = await self.store.write(
-            lambda db: reconcile.apply_ack(db, ack, self.kit_id, now_iso()))
+            lambda db: reconcile.apply_ack(db, ack, self.kit_id, self.moment()))
         if self._ack_times.answered(ack.order_id, time.monotonic()) is not None:
             self._update_health()
         if view is None:
@@ -360,7 +378,7 @@ class Uplink(PahoOnLoop):
     async def _send_telemetry(self, qos: int = 0) -> Any:
         self._telemetry_seq += 1
         seq = self._telemetry_seq
-        payload = {**await self.out.telemetry(), "ts": now_iso(), "seq": seq}
+        payload = {**await self.out.telemetry(), "ts": self.moment().iso, "seq": seq}
         return self.client.publish(f"{self.prefix}/telemetry/power",
                                    json.dumps(payload, separators=(",", ":")), qos=qos)
 
@@ -380,7 +398,7 @@ class Uplink(PahoOnLoop):
         config = self.config
         while True:
             events = await self.store.write(lambda db: reconcile.sweep(
-                db, self.kit_id, now_iso(), mismatch_after=config.mismatch_after_s,
+                db, self.kit_id, self.moment(), mismatch_after=config.mismatch_after_s,
                 refund_after=config.refund_after_s, resend_after=config.resend_after_s))
             for event in events:
                 log.warning("order %s: %s", event["order_id"], event["type"])

@@ -19,6 +19,9 @@ COLUMNS_BY_WIDTH_MM = {58: 32, 80: 48}
 QR_MODULE_DOTS = 6
 """Dots per QR module: a 64-character hash (version 5, level M) is about 28 mm wide."""
 
+UNSET_CLOCK = "(kit clock was not set)"
+"""Printed under the time of a sale made before the kit's clock was set."""
+
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -57,6 +60,8 @@ class Receipt:
     total_cents: int
     payment_method: str
     payment_status: str
+    clock_synced: bool = True
+    """Whether the kit's wall clock was set when it sold; if not, the time printed is marked."""
 
     def __post_init__(self) -> None:
         if not _SHA256_HEX.fullmatch(self.hash):
@@ -80,6 +85,7 @@ class Receipt:
             total_cents=receipt["total_cents"],
             payment_method=receipt["payment"]["method"],
             payment_status=receipt["payment"]["status"],
+            clock_synced=receipt.get("clock_synced", True),
         )
 
 
@@ -110,7 +116,8 @@ def render_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int,
                    header: str | None = None) -> None:
     """Lay out ``receipt`` on any python-escpos printer, ending with a cut.
 
-    Header (``header``, by default the kit name), date and time, kit id and receipt number,
+    Header (``header``, by default the kit name), date and time (with :data:`UNSET_CLOCK`
+    under it when the kit's clock was not set), kit id and receipt number,
     one row per line (``qty x name`` and its amount), total, payment, the receipt hash as a
     native QR code (GS ( k) and as text for when the code does not scan.
     """
@@ -121,7 +128,8 @@ def render_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int,
     _print_rows(printer, textwrap.wrap(receipt.kit_name if header is None else header,
                                        columns // 2))
     printer.set(normal_textsize=True, bold=False)
-    _print_rows(printer, [_format_timestamp(receipt.created_at)])
+    _print_rows(printer, [_format_timestamp(receipt.created_at),
+                          *([] if receipt.clock_synced else [UNSET_CLOCK])])
     printer.set(align="left")
     _print_rows(printer, [
         *_left_and_right(f"Kit {receipt.kit_id}", f"Receipt #{receipt.seq}", columns),

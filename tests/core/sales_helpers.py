@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent import store
+from agent.core.clock import Moment
 from agent.core.manifest import Item, Manifest, apply_manifest
 from agent.core.orders import OrderRequest, place_order
 
@@ -20,6 +21,11 @@ T0 = datetime.fromisoformat("2025-06-01T10:00:00.000+00:00")
 def at(seconds: float) -> str:
     """The kit's timestamp ``seconds`` after T0, written as the kit writes it."""
     return (T0 + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+def moment(seconds: float, synced: bool = True) -> Moment:
+    """The kit's stamp ``seconds`` after T0: the wall clock's label and the kit second."""
+    return Moment(at(seconds), seconds, synced)
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -36,6 +42,6 @@ def sell(db: sqlite3.Connection, order_id: str, when: float, qty: int = 1,
          method: str = "cash") -> dict:
     """Sell ``qty`` zines through the real rules; returns the order's view."""
     view, created = place_order(db, OrderRequest(order_id, (("ZINE-07", qty),), method), KIT,
-                                f"trace-{order_id}", at(when))
+                                f"trace-{order_id}", moment(when))
     assert created
     return view

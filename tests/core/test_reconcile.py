@@ -16,7 +16,7 @@ import pytest
 from agent.core import outbox
 from agent.core.orders import void_order
 from agent.core.reconcile import Ack, _lost_sales, apply_ack, parse_ack, sweep
-from tests.core.sales_helpers import KIT, at, sell
+from tests.core.sales_helpers import KIT, at, moment, sell
 
 FAR = 10**9  # seconds: a threshold that is never reached in the test
 
@@ -27,7 +27,7 @@ def relay(db: sqlite3.Connection, order_id: str, when: float) -> None:
         "SELECT id FROM outbox WHERE kind = 'sale' AND key = ? AND relayed_at IS NULL",
         (order_id,))]
     assert ids, f"no pending sale message for {order_id}"
-    outbox.mark_relayed(db, ids, at(when))
+    outbox.mark_relayed(db, ids, moment(when))
 
 
 def order(db: sqlite3.Connection, order_id: str) -> sqlite3.Row:
@@ -58,7 +58,7 @@ def ack(order_id: str, accepted: bool = True, reason: str = "") -> Ack:
 
 def run_sweep(db: sqlite3.Connection, when: float, *, mismatch_after: float = FAR,
               refund_after: float = FAR, resend_after: float = FAR) -> list[dict]:
-    return sweep(db, KIT, at(when), mismatch_after=mismatch_after, refund_after=refund_after,
+    return sweep(db, KIT, moment(when), mismatch_after=mismatch_after, refund_after=refund_after,
                  resend_after=resend_after)
 
 
@@ -117,7 +117,7 @@ def test_parse_ack_bounds_long_strings() -> None:
 def test_an_accepted_ack_reconciles_the_sale(db: sqlite3.Connection) -> None:
     sell(db, "order-0001", 0)
     relay(db, "order-0001", 1)
-    view = apply_ack(db, ack("order-0001"), KIT, at(2))
+    view = apply_ack(db, ack("order-0001"), KIT, moment(2))
     assert view is not None and view["status"] == "reconciled"
     row = order(db, "order-0001")
     assert (row["status"], row["reconciled_at"], row["ack_reason"]) == \
@@ -127,7 +127,7 @@ def test_an_accepted_ack_reconciles_the_sale(db: sqlite3.Connection) -> None:
 
 def test_a_rejected_ack_marks_the_sale_and_raises_an_event(db: sqlite3.Connection) -> None:
     sell(db, "order-0001", 0)
-    view = apply_ack(db, ack("order-0001", False, "central stock has 0 left"), KIT, at(2))
+    view = apply_ack(db, ack("order-0001", False, "central stock has 0 left"), KIT, moment(2))
     assert view is not None and view["status"] == "rejected"
     row = order(db, "order-0001")
     assert (row["status"], row["ack_reason"]) == ("rejected", "central stock has 0 left")
@@ -138,11 +138,11 @@ def test_a_rejected_ack_marks_the_sale_and_raises_an_event(db: sqlite3.Connectio
 @pytest.mark.parametrize("accepted", [True, False], ids=["accepted", "rejected"])
 def test_a_repeated_ack_changes_nothing(db: sqlite3.Connection, accepted: bool) -> None:
     sell(db, "order-0001", 0)
-    assert apply_ack(db, ack("order-0001", accepted, "first"), KIT, at(2)) is not None
+    assert apply_ack(db, ack("order-0001", accepted, "first"), KIT, moment(2)) is not None
     before = everything(db)
     # The same answer again, or HQ changing its mind: the first answer stands.
-    assert apply_ack(db, ack("order-0001", accepted, "first"), KIT, at(3)) is None
-    assert apply_ack(db, ack("order-0001", not accepted, "second"), KIT, at(4)) is None
+    assert apply_ack(db, ack("order-0001", accepted, "first"), KIT, moment(3)) is None
+    assert apply_ack(db, ack("order-0001", not accepted, "second"), KIT, moment(4)) is None
     assert everything(db) == before
 
 
@@ -150,8 +150,8 @@ def test_an_ack_for_an_unknown_or_closed_order_changes_nothing(db: sqlite3.Conne
     sell(db, "order-0001", 0, method="card")
     void_order(db, "order-0001", "card declined", KIT, at(1))
     before = everything(db)
-    assert apply_ack(db, ack("no-such-order"), KIT, at(2)) is None
-    assert apply_ack(db, ack("order-0001"), KIT, at(2)) is None
+    assert apply_ack(db, ack("no-such-order"), KIT, moment(2)) is None
+    assert apply_ack(db, ack("order-0001"), KIT, moment(2)) is None
     assert everything(db) == before
 
 
@@ -159,7 +159,7 @@ def test_an_ack_still_settles_a_sale_marked_refund_due(db: sqlite3.Connection) -
     sell(db, "order-0001", 0)
     run_sweep(db, 100, refund_after=100)
     assert order(db, "order-0001")["status"] == "refund_due"
-    view = apply_ack(db, ack("order-0001"), KIT, at(101))
+    view = apply_ack(db, ack("order-0001"), KIT, moment(101))
     assert view is not None and view["status"] == "reconciled"
 
 
@@ -169,11 +169,11 @@ def test_an_unsettled_sale_raises_one_mismatch_after_mismatch_after(
         db: sqlite3.Connection) -> None:
     sell(db, "order-0001", 0)
     sell(db, "order-0002", 0)
-    apply_ack(db, ack("order-0002"), KIT, at(1))  # settled in time: never a mismatch
+    apply_ack(db, ack("order-0002"), KIT, moment(1))  # settled in time: never a mismatch
     assert run_sweep(db, 29.999, mismatch_after=30) == []
     raised = run_sweep(db, 30, mismatch_after=30)
     assert raised == [{"type": "mismatch", "order_id": "order-0001", "sold_at": at(0),
-                       "detail": "HQ has not settled this sale"}]
+                       "clock_synced": True, "detail": "HQ has not settled this sale"}]
     assert order(db, "order-0001")["mismatch_at"] == at(30)
     # Once: later sweeps raise nothing more for it, and the sale stays open.
     assert run_sweep(db, 31, mismatch_after=30) == []
@@ -231,7 +231,7 @@ def test_a_relayed_sale_with_no_ack_is_resent_with_the_wait_doubling_up_to_its_c
 def test_a_settled_sale_is_never_resent(db: sqlite3.Connection) -> None:
     sell(db, "order-0001", 0)
     relay(db, "order-0001", 0)
-    apply_ack(db, ack("order-0001"), KIT, at(5))
+    apply_ack(db, ack("order-0001"), KIT, moment(5))
     run_sweep(db, 10_000, resend_after=10)
     assert len(sale_messages(db, "order-0001")) == 1
     assert order(db, "order-0001")["status"] == "reconciled"
@@ -247,8 +247,8 @@ def test_a_sale_overtaken_by_a_later_answered_sale_is_lost_and_resent(
         relay(db, f"order-000{n}", 0)
     # HQ answers in the order sales were sent: an answer for #2 with none for #1 means #1 was
     # lost on the way. #3 came after #2, so HQ may simply not have got to it yet.
-    apply_ack(db, ack("order-0002", accepted), KIT, at(3))
-    assert [row["order_id"] for row in _lost_sales(db, at(3), resend_after=600)] == \
+    apply_ack(db, ack("order-0002", accepted), KIT, moment(3))
+    assert [row["order_id"] for row in _lost_sales(db, 3, resend_after=600)] == \
         ["order-0001"]
     run_sweep(db, 3, resend_after=600)
     assert [len(sale_messages(db, f"order-000{n}")) for n in (1, 2, 3)] == [2, 1, 1]
@@ -260,13 +260,13 @@ def test_a_sale_sent_after_the_later_sale_was_answered_is_not_overtaken(
     sell(db, "order-0001", 0)
     sell(db, "order-0002", 0)
     relay(db, "order-0002", 0)
-    apply_ack(db, ack("order-0002"), KIT, at(1))
+    apply_ack(db, ack("order-0002"), KIT, moment(1))
     # #1 went out after HQ answered #2: no evidence it was lost, so only the timer resends it.
     relay(db, "order-0001", 2)
-    assert _lost_sales(db, at(10), resend_after=600) == []
+    assert _lost_sales(db, 10, resend_after=600) == []
     run_sweep(db, 10, resend_after=600)
     assert len(sale_messages(db, "order-0001")) == 1
-    assert [row["order_id"] for row in _lost_sales(db, at(602), resend_after=600)] == \
+    assert [row["order_id"] for row in _lost_sales(db, 602, resend_after=600)] == \
         ["order-0001"]
 
 
@@ -276,12 +276,12 @@ def test_an_overtaken_sale_gets_a_grace_before_it_counts_as_lost(
     sell(db, "order-0002", 0)
     relay(db, "order-0001", 0)
     relay(db, "order-0002", 0)
-    apply_ack(db, ack("order-0002"), KIT, at(0.5))
+    apply_ack(db, ack("order-0002"), KIT, moment(0.5))
     # HQ's answer for #1 may be a moment behind the one for #2: 2 s of grace (or resend_after
     # when shorter).
-    assert _lost_sales(db, at(1.999), resend_after=600) == []
-    assert [row["order_id"] for row in _lost_sales(db, at(2), resend_after=600)] == \
+    assert _lost_sales(db, 1.999, resend_after=600) == []
+    assert [row["order_id"] for row in _lost_sales(db, 2, resend_after=600)] == \
         ["order-0001"]
-    assert _lost_sales(db, at(0.999), resend_after=1) == []
-    assert [row["order_id"] for row in _lost_sales(db, at(1), resend_after=1)] == \
+    assert _lost_sales(db, 0.999, resend_after=1) == []
+    assert [row["order_id"] for row in _lost_sales(db, 1, resend_after=1)] == \
         ["order-0001"]

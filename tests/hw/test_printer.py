@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from agent.config import PrintingConfig
-from hw.printer.receipt import Receipt, format_cents, receipt_columns, render_receipt
+from hw.printer.receipt import UNSET_CLOCK, Receipt, format_cents, receipt_columns, render_receipt
 from hw.printer.transport import (
     NOT_RESPONDING,
     PrinterNotReady,
@@ -113,11 +113,19 @@ def test_printed_receipt_decodes_back_to_the_order(rig_factory: Callable[[int], 
     assert total == format_cents(receipt.total_cents) == "20.75"
     assert printed.qr_payloads == [receipt.hash]
     assert rows[0] == "Harbour Market"
-    assert "2025-06-01 14:03 UTC" in rows
+    assert "2025-06-01 14:03 UTC" in rows and UNSET_CLOCK not in rows
     assert any(row.startswith("Kit kit-07") and row.endswith("Receipt #42") for row in rows)
     assert any(row.startswith("Payment") and row.endswith("cash (paid)") for row in rows)
     assert max(map(len, rows)) == receipt_columns(width_mm)
     assert sent == len(printed.raw)
+
+
+def test_a_sale_made_before_the_clock_was_set_says_so_under_its_time(
+        rig_factory: Callable[[int], Rig]) -> None:
+    rig = rig_factory(58)
+    rig.print(make_receipt(clock_synced=False))
+    rows = rig.sim.wait_for_receipts(1)[0].text.splitlines()
+    assert rows[rows.index("2025-06-01 14:03 UTC") + 1] == "(kit clock was not set)"
 
 
 def test_long_item_name_wraps_under_its_name_on_58_mm(rig_factory: Callable[[int], Rig]) -> None:

@@ -162,6 +162,18 @@ async function loadHealth() {
   $("sim").hidden = !(data.simulated && token);
   $("latch").textContent = data.staff_latch ? "Release offline latch" : "Force offline";
   $("latch").dataset.latched = data.staff_latch ? "1" : "";
+  showManifestConflict(data.manifest.conflict);
+}
+
+function showManifestConflict(conflict) {
+  $("manifest-conflict").hidden = !conflict;
+  if (!conflict) return;
+  const skus = Object.entries(conflict.skus).map(
+    ([sku, n]) => `${sku} (sold ${n.sold}, the file allows ${n.file_qty})`).join(", ");
+  $("manifest-conflict").textContent = `The manifest file ${conflict.file} was not loaded: `
+    + `more was sold than it allows of ${skus}. The kit sells from the manifest it had; `
+    + "load a corrected manifest to clear this.";
+  $("alerts-section").hidden = false;
 }
 
 const STORAGE_WORDS = {
@@ -307,6 +319,7 @@ function refresh() { loadManifest(); loadHealth(); loadOrders(); }
 
 function alert(event) {
   const data = JSON.parse(event.data);
+  if (data.type === "manifest_conflict") { showManifestConflict(data); return; }
   const text = `${data.type.replace("_", " ")}: ${data.order_id ? data.order_id.slice(0, 8) : ""}`
     + (data.reason ? ` (${data.reason})` : "");
   $("alerts").prepend(el("li", {}, `${new Date().toLocaleTimeString()} ${text}`));
