@@ -278,7 +278,7 @@ def test_orders_survive_sigterm_with_requests_in_flight(kit_factory, tmp_path: P
 def test_sigterm_ends_open_event_streams_rather_than_waiting_them_out(kit: Kit) -> None:
     with kit.client() as client, client.stream("GET", "/api/events") as stream:
         lines = stream.iter_lines()
-        assert next(lines) == "event: health"
+        assert next(lines) == "event: mode"
         assert kit.stop() == 0
         list(lines)  # returns: the daemon ended the stream, the client did not
     log = "".join(kit.log)

@@ -30,6 +30,7 @@ from agent.core import kitmeta, outbox, printjobs
 from agent.core.clock import now_iso
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
+from agent.core.views import availability
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
@@ -98,6 +99,7 @@ class Kit:
             simulated=wiring.simulated)
         self.exit_requested: Callable[[], None] = lambda: None
         self._stopped = False
+        self._availability_due = False
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -243,13 +245,26 @@ class Kit:
 
     def sale_made(self, view: dict[str, Any]) -> None:
         self.events.publish("order", view)
+        self._stock_changed()
         self.outbox_changed()
         self.devices.wake_printer()
 
     def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
         self.events.publish("order", view)
         if relay:
+            self._stock_changed()
             self.outbox_changed()
+
+    def _stock_changed(self) -> None:
+        """Tell every page what is left: an ``availability`` event, the one event about sales
+        anyone may see; one read of the store for all the changes made before it runs."""
+        if not self._availability_due:
+            self._availability_due = True
+            self.spawn("events", self._publish_availability())
+
+    async def _publish_availability(self) -> None:
+        self._availability_due = False
+        self.events.publish("availability", {"available": await self.store.read(availability)})
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
         """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
@@ -277,6 +292,7 @@ class Kit:
         changed = await self.sales.load_manifest(manifest, "staff")
         view = await self._manifest_loaded()
         self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
+        self._stock_changed()
         return {"changed": changed, **view}
 
     def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:

@@ -247,14 +247,24 @@ class SimKit(Child):
 
 
 class EventStream:
-    """The kit's ``GET /api/events`` (server-sent events) read on a thread of its own."""
+    """The kit's ``GET /api/events`` (server-sent events) read on a thread of its own: the
+    staff stream (opened with a stream ticket from the staff token), or with ``staff=False``
+    what anyone on the kit's Wi-Fi sees."""
 
-    def __init__(self, kit: SimKit) -> None:
+    def __init__(self, kit: SimKit, staff: bool = True) -> None:
+        path = "/api/events"
+        if staff:
+            ticket = kit.request("POST", "/api/staff/stream-ticket", staff=True)
+            if ticket.status != 200:
+                raise RuntimeError(f"no stream ticket: {ticket.status} {ticket.data}")
+            path += "?ticket=" + ticket.data["ticket"]
         address = urlsplit(kit.url)
         self._connection = http.client.HTTPConnection(address.hostname or "127.0.0.1",
                                                       address.port, timeout=30)
-        self._connection.request("GET", "/api/events")
+        self._connection.request("GET", path)
         self._response = self._connection.getresponse()
+        if self._response.status != 200:
+            raise RuntimeError(f"GET {path}: {self._response.status}")
         self.events: list[tuple[str, Any]] = []
         """``(kind, data)`` in the order they came."""
         threading.Thread(target=self._read, daemon=True).start()

@@ -1,4 +1,9 @@
-"""The staff page's live events: server-sent events from the kit's event hub."""
+"""The staff page's live events: server-sent events from the kit's event hub.
+
+Each viewer sees only what they may: anyone on the kit's Wi-Fi the kinds in :data:`PUBLIC`
+(the stock left, the mode, a new manifest), nothing about anyone's orders, scans or alerts;
+staff (with a stream ticket, see :mod:`agent.web.tickets`) every event.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,21 @@ from agent.web.api import KitAPI
 
 KEEP_ALIVE_S = 15.0
 """A comment line this often keeps proxies and phones from dropping a quiet stream."""
+PUBLIC = frozenset({"availability", "mode", "manifest"})
+"""The kinds of event an anonymous viewer gets."""
 
 
-async def event_stream(kit: KitAPI) -> AsyncIterator[str]:
-    """The kit's health first, then every event as it comes, until the daemon stops."""
+def _event(kind: str, data: object) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def event_stream(kit: KitAPI, staff: bool) -> AsyncIterator[str]:
+    """First the kit's health (staff) or its mode (anyone), then every event the viewer may
+    see as it comes, until the daemon stops."""
     with kit.listen() as queue:
-        yield f"event: health\ndata: {json.dumps(await kit.health())}\n\n"
+        health = await kit.health()
+        yield _event("health", health) if staff else \
+            _event("mode", {"state": health["mode"], "reasons": health["mode_reasons"]})
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), KEEP_ALIVE_S)
@@ -25,4 +39,5 @@ async def event_stream(kit: KitAPI) -> AsyncIterator[str]:
             if event is None:
                 return  # the daemon is stopping; the page reconnects to the next one
             kind, data = event
-            yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+            if staff or kind in PUBLIC:
+                yield _event(kind, data)
