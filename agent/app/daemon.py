@@ -33,6 +33,7 @@ def _server(kit: Kit) -> Any:
     import uvicorn
 
     from agent.web.app import build_app
+    from agent.web.protocol import JsonErrorsProtocol
 
     class Server(uvicorn.Server):
         # uvicorn re-raises a captured SIGTERM after its shutdown, which would kill the process
@@ -58,7 +59,7 @@ def _server(kit: Kit) -> Any:
 
     config = uvicorn.Config(build_app(kit), host=kit.wiring.host, port=kit.wiring.port,
                             lifespan="off", access_log=False, log_config=None,
-                            http="auto", loop="asyncio", timeout_graceful_shutdown=5,
+                            http=JsonErrorsProtocol, loop="asyncio", timeout_graceful_shutdown=5,
                             server_header=False, proxy_headers=False)
     return Server(config)
 

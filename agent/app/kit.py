@@ -30,8 +30,8 @@ from agent.core import kitmeta, outbox, printjobs
 from agent.core.clock import now_iso
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
-from agent.core.views import availability
 from agent.core.mode import Mode
+from agent.core.views import availability
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps

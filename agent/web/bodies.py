@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from agent.core.errors import Refusal
 
@@ -82,10 +82,13 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared is not None and (not ascii_digits(declared.strip()) or int(declared) > limit):
         raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
+    except ClientDisconnect:  # a broken chunk, or the client left: nobody hears the answer
+        raise Refusal("bad_request", "the body ended before it was complete") from None
     try:
         return json.loads(body.decode("utf-8"), object_pairs_hook=_no_repeated_keys,
                           parse_float=_finite, parse_constant=_no_constant)
