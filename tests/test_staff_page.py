@@ -97,3 +97,23 @@ def test_simulator_controls_pull_the_mains_and_scan_into_the_cart(kit: Kit, page
     # Paper out is an alert staff see.
     page.get_by_role("button", name="Paper out").click()
     page.locator("#alerts").filter(has_text="paper out").wait_for(timeout=15000)
+
+
+def test_a_customer_page_follows_the_stock_and_staff_get_a_ticketed_stream(kit: Kit,
+                                                                            page) -> None:
+    """Anyone's page shows stock others bought from the public stream (the page has no timer
+    that reloads the manifest); unlocked, it opens the staff stream with a ticket."""
+    tickets: list[str] = []
+    page.on("request", lambda request: tickets.append(request.url)
+            if "/api/events" in request.url else None)
+    page.goto(kit.url + "/")
+    page.locator("[data-sku=VINYL-LTD]").filter(has_text="10 left").wait_for()
+    assert kit.place([{"sku": "VINYL-LTD", "qty": 3}]).status == 201
+    page.locator("[data-sku=VINYL-LTD]").filter(has_text="7 left").wait_for(timeout=10000)
+    assert tickets == [kit.url + "/api/events"]
+    page.locator("#token").fill(kit.token)
+    page.get_by_role("button", name="Unlock").click()
+    page.wait_for_function("() => document.querySelectorAll('#orders li').length === 1")
+    other = kit.place([{"sku": "PIN-LOGO", "qty": 1}]).data["order_id"]
+    page.locator(f"#orders li[data-order-id='{other}']").wait_for(timeout=10000)
+    assert len(tickets) >= 2 and "?ticket=" in tickets[-1] and kit.token not in tickets[-1]
