@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -178,3 +179,89 @@ def test_stock_left_is_what_the_fuzzing_saw_sold(fuzz_kit) -> None:
     assert {sku: n for sku, n in in_ledger.items() if n} == dict(+sold_by_test)
     # And the fuzzing got far enough to prove something: sales made, and stock sold out.
     assert len(fuzz_kit.sold) >= 20 and min(shown[sku]["available"] for sku in shown) == 0
+
+
+# -- every route and method the app serves ----------------------------------------------------
+
+def served_routes(state_dir: Path) -> list[tuple[str, str]]:
+    """``(path, method)`` for every route of the kit's own app and every method, read from the
+    app itself (a kit built, never started), so a route added later is fuzzed too."""
+    from agent.app.daemon import demo_manifest
+    from agent.app.kit import Kit as DaemonKit
+    from agent.app.kit import Wiring
+    from agent.config import parse_config
+    from agent.web.app import build_app
+
+    kit = DaemonKit(parse_config({}), Wiring(simulated=True, state_dir=state_dir,
+                                             host="127.0.0.1", port=0, manifest=demo_manifest()))
+    paths = sorted({route.path for route in build_app(kit).routes})  # type: ignore[attr-defined]
+    return [(path, method) for path in paths for method in ALL_METHODS]
+
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+REAL_ORDER = "fuzzed-route-order-1"
+hostile = st.sampled_from(["victim-ord-01\n", "x", "a" * 65, "²" * 8, "٣٣٣٣٣٣٣٣", "9" * 5000,
+                           "a" * 300, "..", "%0A", " 1", "-1", "0x10", "1e3", "\x00", "é" * 70])
+PARAMS = {
+    "order_id": st.one_of(st.just(REAL_ORDER), hostile, st.uuids().map(str),
+                          st.text(max_size=80)),
+    "job_id": st.one_of(st.integers(-10, 10**30).map(str), hostile, st.text(max_size=30)),
+    "name": st.one_of(st.sampled_from(["app.js", "style.css", "index.html", "..", ".hidden"]),
+                      hostile, st.text(max_size=300)),
+    "device": st.one_of(st.sampled_from(["power", "scan", "button", "paper", "printer"]),
+                        hostile, st.text(max_size=40)),
+}
+query_values = st.one_of(hostile, st.integers(-5, 10**25).map(str), st.text(max_size=40))
+queries = st.fixed_dictionaries({}, optional={"limit": query_values, "ticket": query_values})
+# Bodies that never name a simulator action that would power the kit off (pull_mains, a
+# scenario, the shutdown button): random text does not spell them.
+route_bodies = st.one_of(
+    json_values.map(json.dumps).map(str.encode), st.binary(max_size=200),
+    st.sampled_from([b'{"a": 1, "a": 2}', b'{"offline": NaN}', b'{"reason": 1e999}',
+                     b'{"result": "paid"}', b'{"restock": true, "reason": "fuzz"}',
+                     b'{"offline": true}', b'{"offline": false}', b'{"text": "ZINE-07"}']))
+route_content_types = st.sampled_from(["application/json", "application/json; charset=utf-8",
+                                       "application/json; charset=latin-1",
+                                       'application/json; charset="UTF-8"', "text/plain", ""])
+
+
+@pytest.fixture(scope="module")
+def route_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kit, httpx.Client,
+                                                                          list[tuple[str, str]]]]:
+    kit = Kit(tmp_path_factory.mktemp("routes")).start()
+    with kit.client() as client:
+        placed = kit.order(client, [{"sku": "ZINE-07", "qty": 1}], REAL_ORDER, method="card")
+        assert placed.status_code == 201, placed.text
+        yield kit, client, served_routes(tmp_path_factory.mktemp("unstarted"))
+    kit.kill()
+
+
+@pytest.mark.parametrize("staff", [True, False], ids=["staff", "anonymous"])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_route_and_method_answers_below_500(route_kit, staff, data) -> None:
+    """Each example sends every method to every route the app serves, its path parameters,
+    query and body drawn from hostile values; with the staff token first (the brake on wrong
+    tokens would answer 429 to the staff token after the anonymous run)."""
+    kit, client, routes = route_kit
+    for path, method in routes:
+        url = path
+        for name, values in PARAMS.items():
+            if "{" + name + "}" in url:
+                url = url.replace("{" + name + "}", quote(data.draw(values, name), safe=""))
+        query = data.draw(queries, "query")
+        if staff and path == "/api/events" and data.draw(st.booleans(), "real ticket"):
+            query["ticket"] = client.post("/api/staff/stream-ticket",
+                                          headers=kit.staff).json()["ticket"]
+        content_type = data.draw(route_content_types, "content type")
+        headers = {"content-type": content_type} if content_type else {}
+        if staff:
+            headers.update(kit.staff)
+        body = data.draw(route_bodies, "body") if method in ("POST", "PUT", "PATCH") else None
+        with client.stream(method, url, params=query, content=body, headers=headers) as answer:
+            assert answer.status_code < 500, (method, url, query, body)
+            if answer.status_code >= 400 and method != "HEAD":  # HEAD answers have no body
+                answer.read()
+                assert_clean(answer)
+    assert kit.health()["status"] != "stopping", "the fuzzing must not have shut the kit down"

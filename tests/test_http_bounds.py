@@ -190,7 +190,7 @@ def test_an_event_stream_ends_after_its_lifetime(tmp_path: Path) -> None:
         try:
             started = time.monotonic()
             async def read() -> list[str]:
-                return [chunk async for chunk in event_stream(kit, lifetime_s=0.3)]
+                return [chunk async for chunk in event_stream(kit, staff=True, lifetime_s=0.3)]
             return await asyncio.wait_for(read(), 5), time.monotonic() - started
         finally:
             await kit.stop()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
+import socket
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -278,8 +282,136 @@ def test_orders_survive_sigterm_with_requests_in_flight(kit_factory, tmp_path: P
 def test_sigterm_ends_open_event_streams_rather_than_waiting_them_out(kit: Kit) -> None:
     with kit.client() as client, client.stream("GET", "/api/events") as stream:
         lines = stream.iter_lines()
-        assert (next(lines), next(lines)) == ("retry: 1000", "event: health")
+        assert (next(lines), next(lines)) == ("retry: 1000", "event: mode")
         assert kit.stop() == 0
         list(lines)  # returns: the daemon ended the stream, the client did not
     log = "".join(kit.log)
     assert "store closed" in log and "graceful shutdown exceeded" not in log
+
+
+def test_an_order_id_is_matched_whole_and_every_parameter_checked(kit: Kit) -> None:
+    """The review's cases: an order id with a trailing newline was taken as another order (and
+    the staff page, whose URL drops the newline, then refunded the first); a 300-letter static
+    name, a 5000-digit print job id and ``limit=²`` answered 500."""
+    victim = "victim-ord-01"
+    with kit.client() as client:
+        assert kit.order(client, [{"sku": "ZINE-07", "qty": 1}], victim).status_code == 201
+        twin = kit.order(client, [{"sku": "PIN-LOGO", "qty": 1}], victim + "\n")
+        assert twin.status_code == 422 and twin.json()["error"] == "invalid", twin.text
+        assert client.get("/api/orders/victim-ord-01%0A").status_code == 404
+        refund = client.post("/api/staff/orders/victim-ord-01%0A/refund", headers=kit.staff)
+        assert refund.status_code == 404
+        assert client.get(f"/api/orders/{victim}").json()["status"] == "queued"
+        assert client.get("/static/" + "a" * 300).status_code == 404
+        assert client.get("/static/app.js").status_code == 200
+        job = "/api/staff/print-jobs/" + "9" * 5000 + "/checked"
+        assert client.post(job).status_code == 401
+        assert client.post(job, headers=kit.staff).status_code == 404
+        assert client.post("/api/staff/print-jobs/²/checked", headers=kit.staff).status_code == 404
+        for limit in ("²", "٣", "9" * 5000, "-1", "0", "501", " 5"):
+            answer = client.get("/api/orders", params={"limit": limit}, headers=kit.staff)
+            assert answer.status_code == 422 and "limit" in answer.json()["detail"], limit
+        assert len(client.get("/api/orders?limit=1", headers=kit.staff).json()["orders"]) == 1
+        db = kit.open_store()
+        try:
+            assert [r[0] for r in db.execute("SELECT order_id FROM orders")] == [victim]
+        finally:
+            db.close()
+
+
+def test_json_is_utf8_without_repeated_keys(kit: Kit) -> None:
+    line = '{"sku": "ZINE-07", "qty": 1}'
+    json_type = {"content-type": "application/json"}
+    with kit.client() as client:
+        before = client.get("/api/manifest").json()
+        repeated = client.post("/api/orders", headers=json_type, content=(
+            f'{{"order_id": "{new_order_id()}", "lines": [{line}], "lines": []}}').encode())
+        assert repeated.status_code == 400 and repeated.json()["error"] == "bad_json"
+        assert "'lines' appears twice" in repeated.json()["detail"]
+        inner = client.post("/api/orders", headers=json_type, content=(
+            f'{{"order_id": "{new_order_id()}", "lines": [{{"sku": "ZINE-07", "qty": 1, '
+            f'"qty": 99}}]}}').encode())
+        assert inner.status_code == 400, inner.text
+        for constant in (b"NaN", b"Infinity", b"1e999"):
+            answer = client.post("/api/staff/mode", headers={**json_type, **kit.staff},
+                                 content=b'{"offline": ' + constant + b"}")
+            assert answer.status_code == 400 and answer.json()["error"] == "bad_json"
+        body = f'{{"order_id": "{new_order_id()}", "lines": [{line}]}}'
+        for charset in ("latin-1", "utf-16", "ascii"):
+            answer = client.post("/api/orders", content=body.encode(),
+                                 headers={"content-type": f"application/json; charset={charset}"})
+            assert answer.status_code == 415, charset
+        utf16 = client.post("/api/orders", content=body.encode("utf-16"), headers=json_type)
+        assert utf16.status_code == 400 and utf16.json()["error"] == "bad_json"
+        assert client.get("/api/manifest").json() == before
+        sold = client.post("/api/orders", content=body.encode(),
+                           headers={"content-type": 'application/json; charset="UTF-8"'})
+        assert sold.status_code == 201, sold.text
+
+
+def test_the_same_lines_in_another_order_are_the_same_order(kit: Kit) -> None:
+    order_id = new_order_id()
+    lines = [{"sku": "ZINE-07", "qty": 2}, {"sku": "PIN-LOGO", "qty": 1}]
+    with kit.client() as client:
+        first = kit.order(client, lines, order_id)
+        assert first.status_code == 201
+        again = kit.order(client, lines[::-1], order_id)
+        assert again.status_code == 200 and again.content == first.content
+        other = kit.order(client, [{"sku": "ZINE-07", "qty": 1}, {"sku": "PIN-LOGO", "qty": 2}],
+                          order_id)
+        assert other.status_code == 409 and other.json()["error"] == "order_id_reused"
+        assert available(kit, client, "ZINE-07") == 120 - 2
+
+
+def old_fingerprint(lines: list[tuple[str, int]], method: str) -> str:
+    """The fingerprint as dropkit stored it before line order stopped mattering: the canonical
+    JSON of the lines as the client sent them and the payment method."""
+    body = json.dumps({"lines": lines, "payment": method}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_a_retry_of_an_order_stored_by_an_older_kit_still_matches(kit_factory,
+                                                                  tmp_path: Path) -> None:
+    state, order_id = tmp_path / "older", new_order_id()
+    kit = kit_factory(state)
+    lines = [{"sku": "ZINE-07", "qty": 2}, {"sku": "PIN-LOGO", "qty": 1}]
+    with kit.client() as client:
+        first = kit.order(client, lines, order_id)
+        assert first.status_code == 201
+    assert kit.stop() == 0
+    db = sqlite3.connect(state / "dropkit.db")
+    with db:
+        db.execute("UPDATE orders SET fingerprint = ? WHERE order_id = ?",
+                   (old_fingerprint([("ZINE-07", 2), ("PIN-LOGO", 1)], "cash"), order_id))
+    db.close()
+    kit = kit_factory(state)
+    with kit.client() as client:
+        for retry in (lines, lines[::-1]):
+            again = kit.order(client, retry, order_id)
+            assert again.status_code == 200 and again.content == first.content, again.text
+        other = kit.order(client, [{"sku": "ZINE-07", "qty": 2}], order_id)
+        assert other.status_code == 409 and other.json()["error"] == "order_id_reused"
+        card = kit.order(client, lines, order_id, method="card")
+        assert card.status_code == 409
+        assert available(kit, client, "ZINE-07") == 120 - 2
+
+
+def test_an_unreadable_request_gets_the_api_s_json_error(kit: Kit) -> None:
+    """What uvicorn's parser refuses before the app sees it (a made-up method, bytes that are
+    not HTTP, a broken chunk) is answered in the API's error shape too."""
+    address = urlsplit(kit.url)
+    for raw in (b"FOO /api/health HTTP/1.1\r\nHost: kit\r\n\r\n", b"GARBAGE\r\n\r\n",
+                b"GET /api/\xff HTTP/1.1\r\nHost: kit\r\n\r\n",
+                b"POST /api/orders HTTP/1.1\r\nHost: kit\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(raw)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), (raw, answer)
+        assert b"content-type: application/json" in head.lower(), (raw, answer)
+        assert json.loads(body)["error"] == "bad_request", (raw, answer)
+    assert kit.health()["status"] == "ready"
+    assert "Exception in ASGI application" not in "".join(kit.log)

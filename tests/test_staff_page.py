@@ -187,3 +187,23 @@ def test_the_status_strip_shows_a_degraded_part_alerts_and_the_shutdown(
     # Gone, the page still says why rather than a stale "Ready".
     page.locator("#kit-status[data-status=stopping]").wait_for()
     assert time.monotonic() - started < 30
+
+
+def test_a_customer_page_follows_the_stock_and_staff_get_a_ticketed_stream(kit: Kit,
+                                                                            page) -> None:
+    """Anyone's page shows stock others bought from the public stream (the page has no timer
+    that reloads the manifest); unlocked, it opens the staff stream with a ticket."""
+    tickets: list[str] = []
+    page.on("request", lambda request: tickets.append(request.url)
+            if "/api/events" in request.url else None)
+    page.goto(kit.url + "/")
+    page.locator("[data-sku=VINYL-LTD]").filter(has_text="10 left").wait_for()
+    assert kit.place([{"sku": "VINYL-LTD", "qty": 3}]).status == 201
+    page.locator("[data-sku=VINYL-LTD]").filter(has_text="7 left").wait_for(timeout=10000)
+    assert tickets == [kit.url + "/api/events"]
+    page.locator("#token").fill(kit.token)
+    page.get_by_role("button", name="Unlock").click()
+    page.wait_for_function("() => document.querySelectorAll('#orders li').length === 1")
+    other = kit.place([{"sku": "PIN-LOGO", "qty": 1}]).data["order_id"]
+    page.locator(f"#orders li[data-order-id='{other}']").wait_for(timeout=10000)
+    assert len(tickets) >= 2 and "?ticket=" in tickets[-1] and kit.token not in tickets[-1]

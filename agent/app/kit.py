@@ -33,6 +33,7 @@ from agent.core.clock import Clock, Moment, Timeline
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
+from agent.core.views import availability
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps
@@ -114,6 +115,7 @@ class Kit:
             simulated=wiring.simulated)
         self.exit_requested: Callable[[], None] = lambda: None
         self._stopped = False
+        self._availability_due = False
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -320,13 +322,26 @@ class Kit:
 
     def sale_made(self, view: dict[str, Any]) -> None:
         self.events.publish("order", view)
+        self._stock_changed()
         self.outbox_changed()
         self.devices.wake_printer()
 
     def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
         self.events.publish("order", view)
         if relay:
+            self._stock_changed()
             self.outbox_changed()
+
+    def _stock_changed(self) -> None:
+        """Tell every page what is left: an ``availability`` event, the one event about sales
+        anyone may see; one read of the store for all the changes made before it runs."""
+        if not self._availability_due:
+            self._availability_due = True
+            self.spawn("events", self._publish_availability())
+
+    async def _publish_availability(self) -> None:
+        self._availability_due = False
+        self.events.publish("availability", {"available": await self.store.read(availability)})
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
         """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
@@ -356,6 +371,7 @@ class Kit:
         view = await self._manifest_loaded()
         self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
         view.pop("conflict")
+        self._stock_changed()
         return {"changed": changed, **view}
 
     def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:

@@ -12,7 +12,7 @@ import hashlib
 import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from agent.core import outbox, printjobs, receipts
 from agent.core.clock import Moment
@@ -20,7 +20,7 @@ from agent.core.errors import Refusal, invalid
 from agent.core.manifest import valid_sku
 from agent.core.views import order_view
 
-ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
+ORDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{7,63}")
 PAYMENT_METHODS = ("cash", "card")
 # cash is settled at the stall; a card payment waits for staff to confirm the terminal's answer.
 INITIAL_PAYMENT = {"cash": "paid", "card": "pending"}
@@ -35,9 +35,24 @@ class OrderRequest:
 
     @property
     def fingerprint(self) -> str:
-        """What makes a retry the same order: its lines and payment method."""
-        body = receipts.canonical_json({"lines": self.lines, "payment": self.payment_method})
+        """What makes a retry the same order: its lines, in any order, and payment method.
+
+            >>> a = OrderRequest("ord-0001", (("A", 1), ("B", 2)), "cash")
+            >>> a.fingerprint == OrderRequest("ord-0001", (("B", 2), ("A", 1)), "cash").fingerprint
+            True
+        """
+        body = receipts.canonical_json({"lines": sorted(self.lines),
+                                        "payment": self.payment_method})
         return hashlib.sha256(body.encode()).hexdigest()
+
+
+def valid_order_id(text: object) -> TypeGuard[str]:
+    """``text`` is an order id, whole (``"ord-0001\\n"`` is not one):
+
+        >>> valid_order_id("6f1c7a9e-2b4d"), valid_order_id("6f1c7a9e-2b4d\\n")
+        (True, False)
+    """
+    return isinstance(text, str) and ORDER_ID.fullmatch(text) is not None
 
 
 def _whole(value: object) -> bool:
@@ -52,7 +67,7 @@ def parse_order_request(data: object, max_lines: int, max_qty: int) -> OrderRequ
     if unknown:
         raise invalid(f"unknown field {sorted(unknown)[0]!r}")
     order_id = data.get("order_id")
-    if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
+    if not valid_order_id(order_id):
         raise invalid("order_id must be the client's id: 8 to 64 letters, digits, '-' or '_' "
                       "(a UUID fits)")
     lines = data.get("lines")
@@ -87,6 +102,15 @@ def _move_stock(db: sqlite3.Connection, sku: str, sold_delta: int, reason: str,
                "VALUES (?, 'sold', ?, ?, ?, ?)", (sku, sold_delta, reason, order_id, now))
 
 
+def _stored_request(db: sqlite3.Connection, order_id: str, order: sqlite3.Row) -> OrderRequest:
+    """The request a stored order was sold for, from its lines: what a retry is checked against
+    when the stored fingerprint differs (one stored before fingerprints ignored line order)."""
+    lines = db.execute("SELECT sku, qty FROM order_lines WHERE order_id = ? ORDER BY line_no",
+                       (order_id,)).fetchall()
+    return OrderRequest(order_id, tuple((line["sku"], line["qty"]) for line in lines),
+                        order["payment_method"])
+
+
 def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
                 at: Moment, print_receipt: bool = False) -> tuple[dict[str, Any], bool]:
     """Sell the order, or answer the first result for a retried ``order_id``.
@@ -99,10 +123,12 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
     synced, and the kit second its timers count from.
     """
     now = at.iso
-    existing = db.execute("SELECT fingerprint FROM orders WHERE order_id = ?",
+    existing = db.execute("SELECT fingerprint, payment_method FROM orders WHERE order_id = ?",
                           (request.order_id,)).fetchone()
     if existing is not None:
-        if existing["fingerprint"] != request.fingerprint:
+        if existing["fingerprint"] != request.fingerprint and \
+                _stored_request(db, request.order_id, existing).fingerprint != \
+                request.fingerprint:
             raise Refusal("order_id_reused", "this order_id was already used for a "
                           "different order", order_id=request.order_id)
         return order_view(db, request.order_id), False  # type: ignore[return-value]

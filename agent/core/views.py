@@ -34,6 +34,12 @@ def recent_orders(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     return [view for view in (order_view(db, i) for i in ids) if view is not None]
 
 
+def availability(db: sqlite3.Connection) -> dict[str, int]:
+    """What is left of each item on sale: ``{sku: available}``."""
+    return {r["sku"]: r["allocated"] - r["sold"] for r in db.execute(
+        "SELECT sku, allocated, sold FROM items WHERE active = 1 ORDER BY position, sku")}
+
+
 def manifest_view(db: sqlite3.Connection) -> dict[str, Any]:
     loaded = current_manifest(db)
     items = [{"sku": r["sku"], "name": r["name"], "price_cents": r["price_cents"],

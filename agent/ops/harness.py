@@ -272,13 +272,21 @@ class SimKit(Child):
 
 
 class EventStream:
-    """The kit's ``GET /api/events`` (server-sent events) read on a thread of its own."""
+    """The kit's ``GET /api/events`` (server-sent events) read on a thread of its own: the
+    staff stream (opened with a stream ticket from the staff token), or with ``staff=False``
+    what anyone on the kit's Wi-Fi sees."""
 
-    def __init__(self, kit: SimKit, source: str | None = None) -> None:
+    def __init__(self, kit: SimKit, staff: bool = True, source: str | None = None) -> None:
+        path = "/api/events"
+        if staff:
+            ticket = kit.request("POST", "/api/staff/stream-ticket", staff=True)
+            if ticket.status != 200:
+                raise RuntimeError(f"no stream ticket: {ticket.status} {ticket.data}")
+            path += "?ticket=" + ticket.data["ticket"]
         host, port = kit.address
         self._connection = http.client.HTTPConnection(
             host, port, timeout=30, source_address=(source, 0) if source else None)
-        self._connection.request("GET", "/api/events")
+        self._connection.request("GET", path)
         self._response = self._connection.getresponse()
         self.status = self._response.status
         self.events: list[tuple[str, Any]] = []

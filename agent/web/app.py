@@ -8,6 +8,7 @@ up one order; everything else needs the staff token. The kit behind it is a :cla
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,16 +21,27 @@ from starlette.routing import Route
 
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestConflict, ManifestError, parse_manifest
+from agent.core.orders import valid_order_id
 from agent.web import sim
 from agent.web.api import KitAPI
-from agent.web.bodies import field, json_object, optional_json_object, read_json
+from agent.web.bodies import (
+    ascii_digits,
+    field,
+    json_object,
+    optional_json_object,
+    read_json,
+    whole_number,
+)
 from agent.web.errors import error, refusal_response
 from agent.web.stream import Streams
+from agent.web.tickets import TICKET_TTL_S, StreamTickets
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_RECENT = 500
+MAX_JOB_ID = 2**63 - 1
+"""SQLite's largest row id."""
 
 
 def client_of(request: Request) -> str:
@@ -41,6 +53,8 @@ def build_app(kit: KitAPI) -> Starlette:
     """The HTTP face of ``kit``."""
     limit = kit.max_body_bytes
     streams = Streams()
+    files = {path.name for path in STATIC.iterdir() if path.is_file()}
+    tickets = StreamTickets()
 
     def staff(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
@@ -49,17 +63,19 @@ def build_app(kit: KitAPI) -> Starlette:
         return guarded
 
     def order_id_of(request: Request) -> str:
-        return request.path_params["order_id"]
+        order_id = request.path_params["order_id"]
+        if not valid_order_id(order_id):
+            raise Refusal("not_found", f"no order {order_id[:64]}")
+        return order_id
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
-        path = STATIC / name
-        if "/" in name or name.startswith(".") or not path.is_file():
+        if name not in files:
             raise HTTPException(404)
-        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
     async def health(request: Request) -> Response:
         return JSONResponse(await kit.health())
@@ -83,16 +99,14 @@ def build_app(kit: KitAPI) -> Starlette:
 
     async def get_order(request: Request) -> Response:
         order_id = order_id_of(request)
-        view = await kit.sales.get(order_id) if len(order_id) <= 64 else None
+        view = await kit.sales.get(order_id)
         if view is None:
             raise Refusal("not_found", f"no order {order_id[:64]}")
         return JSONResponse(view)
 
     async def list_orders(request: Request) -> Response:
-        limit_param = request.query_params.get("limit", "50")
-        if not limit_param.isdigit() or not 1 <= int(limit_param) <= MAX_RECENT:
-            raise Refusal("invalid", f"limit must be a whole number from 1 to {MAX_RECENT}")
-        return JSONResponse({"orders": await kit.sales.recent(int(limit_param))})
+        count = whole_number(request.query_params.get("limit", "50"), "limit", 1, MAX_RECENT)
+        return JSONResponse({"orders": await kit.sales.recent(count)})
 
     async def staff_check(request: Request) -> Response:
         return JSONResponse({"staff": True})
@@ -129,7 +143,10 @@ def build_app(kit: KitAPI) -> Starlette:
         return JSONResponse({"unsure": await kit.print_jobs_to_check()})
 
     async def print_job_checked(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+        text = request.path_params["job_id"]
+        if not ascii_digits(text) or not 1 <= int(text) <= MAX_JOB_ID:
+            raise Refusal("not_found", f"no print job {text[:40]}")
+        job_id = int(text)
         if not await kit.mark_print_job_checked(job_id):
             raise Refusal("not_unsure", f"print job {job_id} is not waiting for a check")
         return JSONResponse({"job_id": job_id, "state": "checked"})
@@ -158,8 +175,16 @@ def build_app(kit: KitAPI) -> Starlette:
             raise Refusal("manifest_conflict", str(exc), skus=sorted(exc.skus)) from None
         return JSONResponse(view)
 
+    async def stream_ticket(request: Request) -> Response:
+        return JSONResponse({"ticket": tickets.issue(time.monotonic()),
+                             "expires_in_s": TICKET_TTL_S})
+
     async def events(request: Request) -> Response:
-        return streams.response(kit, client_of(request))
+        ticket = request.query_params.get("ticket")
+        if ticket is not None and not tickets.redeem(ticket, time.monotonic()):
+            raise Refusal("unauthorized", "this stream ticket is spent, expired or made up: "
+                          "get a new one from POST /api/staff/stream-ticket")
+        return streams.response(kit, client_of(request), staff=ticket is not None)
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
@@ -187,12 +212,13 @@ def build_app(kit: KitAPI) -> Starlette:
         Route("/api/orders/{order_id}", get_order),
         Route("/api/events", events),
         Route("/api/staff/check", staff(staff_check)),
+        Route("/api/staff/stream-ticket", staff(stream_ticket), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/void", staff(void), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/refund", staff(refund), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/payment", staff(payment), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/reprint", staff(reprint), methods=["POST"]),
         Route("/api/staff/print-jobs", staff(print_jobs)),
-        Route("/api/staff/print-jobs/{job_id:int}/checked", staff(print_job_checked),
+        Route("/api/staff/print-jobs/{job_id}/checked", staff(print_job_checked),
               methods=["POST"]),
         Route("/api/staff/sim/{device}", staff(sim_control), methods=["POST"]),
         Route("/api/staff/mode", staff(set_mode), methods=["POST"]),

@@ -13,6 +13,7 @@ from agent.core.errors import Refusal
 STATUS: dict[str, int] = {
     # the request itself
     "bad_json": 400,
+    "bad_request": 400,
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,

@@ -120,6 +120,12 @@ class BoundedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
 
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses before the app sees it (a made-up method, a broken chunk,
+        bytes that are not HTTP) is answered in the API's error shape too, and closed."""
+        self.transport.write(BAD_REQUEST)
+        self.transport.close()
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._address = self.client[0] if self.client else "?"

@@ -1,10 +1,14 @@
 """The staff page's live events: server-sent events from the kit's event hub, bounded.
 
-``/api/events`` needs no token (the page shows the stall's state to whoever holds it), so its
-streams are capped: :data:`MAX_STREAMS` at once, :data:`MAX_STREAMS_PER_CLIENT` from one address
-(one phone cannot take them all), each ending after :data:`LIFETIME_S`, when the browser opens
-the next one by itself (``retry:``). A stream whose client stops reading is closed by the server
-(docs/deploy.md); a queue of at most the hub's backlog waits for it meanwhile.
+Each viewer sees only what they may: anyone on the kit's Wi-Fi the kinds in :data:`PUBLIC`
+(the stock left, the mode, a new manifest), nothing about anyone's orders, scans or alerts;
+staff (with a stream ticket, see :mod:`agent.web.tickets`) every event.
+
+The streams are capped: :data:`MAX_STREAMS` at once, :data:`MAX_STREAMS_PER_CLIENT` from one
+address (one phone cannot take them all), each ending after :data:`LIFETIME_S`, when the
+browser opens the next one by itself (``retry:``). A stream whose client stops reading is
+closed by the server (docs/deploy.md); a queue of at most the hub's backlog waits for it
+meanwhile.
 """
 
 from __future__ import annotations
@@ -29,14 +33,23 @@ LIFETIME_S = 300.0
 """A stream ends after this long (a phone that left without closing it frees its place)."""
 RETRY_MS = 1000
 """How soon the browser opens the next stream after one ends."""
+PUBLIC = frozenset({"availability", "mode", "manifest"})
+"""The kinds of event an anonymous viewer gets."""
 
 
-async def event_stream(kit: KitAPI, lifetime_s: float = LIFETIME_S) -> AsyncIterator[str]:
-    """The kit's health first, then every event as it comes, until the daemon stops or
-    ``lifetime_s`` is over."""
+def _event(kind: str, data: object) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def event_stream(kit: KitAPI, staff: bool,
+                       lifetime_s: float = LIFETIME_S) -> AsyncIterator[str]:
+    """First the kit's health (staff) or its mode (anyone), then every event the viewer may
+    see as it comes, until the daemon stops or ``lifetime_s`` is over."""
     ends = time.monotonic() + lifetime_s
     with kit.listen() as queue:
-        yield f"retry: {RETRY_MS}\nevent: health\ndata: {json.dumps(await kit.health())}\n\n"
+        health = await kit.health()
+        yield f"retry: {RETRY_MS}\n" + (_event("health", health) if staff else _event(
+            "mode", {"state": health["mode"], "reasons": health["mode_reasons"]}))
         while (left := ends - time.monotonic()) > 0:
             try:
                 event = await asyncio.wait_for(queue.get(), min(KEEP_ALIVE_S, left))
@@ -46,7 +59,8 @@ async def event_stream(kit: KitAPI, lifetime_s: float = LIFETIME_S) -> AsyncIter
             if event is None:
                 return  # the daemon is stopping; the page reconnects to the next one
             kind, data = event
-            yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+            if staff or kind in PUBLIC:
+                yield _event(kind, data)
 
 
 class Streams:
@@ -56,13 +70,14 @@ class Streams:
         self.most, self.per_client = most, per_client
         self.by_client: Counter[str] = Counter()
 
-    def response(self, kit: KitAPI, client: str) -> StreamingResponse:
-        """A stream for ``client``, or ``503 busy`` when there are too many."""
+    def response(self, kit: KitAPI, client: str, *, staff: bool) -> StreamingResponse:
+        """A stream for ``client`` (every event for ``staff``, else :data:`PUBLIC`), or
+        ``503 busy`` when there are too many."""
         if self.by_client.total() >= self.most or self.by_client[client] >= self.per_client:
             raise Refusal("busy", "too many live views of the kit are open; this page "
                           "tries again by itself", retry_after=5)
         self.by_client[client] += 1
-        return _Stream(event_stream(kit), lambda: self._release(client))
+        return _Stream(event_stream(kit, staff), lambda: self._release(client))
 
     def _release(self, client: str) -> None:
         self.by_client[client] -= 1

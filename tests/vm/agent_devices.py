@@ -42,6 +42,16 @@ IMAGES = {0x40: {0x00: 0x399F, 0x01: 0x1F40, 0x02: (1275 << 3) | 2, 0x03: 2090, 
           0x36: {0x02: 49920, 0x04: 0x4B80, 0x08: 0x0012, 0x16: 0x0000, 0x1A: 0x0000}}
 
 
+def stream_ticket() -> str:
+    """A ticket for the staff event stream (scans are staff's), from the agent's staff token."""
+    token = next(path.read_text().strip() for path in (
+        Path("/etc/dropkit/staff-token"), Path("/var/lib/dropkit/staff-token")) if path.exists())
+    request = urllib.request.Request(AGENT + "/api/staff/stream-ticket", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)["ticket"]
+
+
 def health() -> dict:
     with urllib.request.urlopen(AGENT + "/api/health", timeout=5) as answer:
         return json.load(answer)
@@ -117,7 +127,7 @@ def main() -> int:
     check("agent has the scanner", scanners == ["VM Barcode Scanner"], scanners)
 
     seen: list[str] = []
-    stream = urllib.request.urlopen(AGENT + "/api/events", timeout=20)
+    stream = urllib.request.urlopen(AGENT + "/api/events?ticket=" + stream_ticket(), timeout=20)
     threading.Thread(target=lambda: seen.extend(line.decode() for line in stream),
                      daemon=True).start()
     time.sleep(0.5)

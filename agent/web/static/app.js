@@ -7,6 +7,9 @@ let items = [];
 let token = localStorage.getItem("dropkit.token") || "";
 const mine = JSON.parse(localStorage.getItem("dropkit.orders") || "[]"); // ids placed here
 let pendingOrderId = null; // kept across a failed send so a retry is the same order
+let stream = null; // the open EventSource
+let streamRetry = null; // the timer that opens the next one
+let streamGeneration = 0; // a newer listen() wins over one still waiting for its ticket
 
 const money = (cents) => (cents / 100).toFixed(2);
 
@@ -289,6 +292,7 @@ function lockStaff(reason) {
   localStorage.removeItem("dropkit.token");
   if (reason) say(reason, true);
   showStaff();
+  listen();
 }
 
 function showStaff() {
@@ -307,6 +311,7 @@ async function unlock() {
   showStaff();
   say("Staff tools unlocked");
   refresh();
+  listen();
 }
 
 async function toggleLatch() {
@@ -354,8 +359,47 @@ async function simulate(device, body) {
   loadHealth();
 }
 
-function listen() {
-  const events = new EventSource("/api/events");
+function available(event) {
+  const left = JSON.parse(event.data).available;
+  items.forEach((item) => { if (item.sku in left) item.available = left[item.sku]; });
+  renderAll();
+}
+
+async function listen() {
+  // Anyone gets the public stream (stock left, mode, manifest). Staff get every event: an
+  // EventSource cannot send the token, so a staff call gets a ticket that opens one stream.
+  const generation = ++streamGeneration;
+  clearTimeout(streamRetry);
+  if (stream) stream.close();
+  stream = null;
+  let url = "/api/events";
+  if (token) {
+    let r = null;
+    try {
+      r = await api("POST", "/api/staff/stream-ticket", undefined, true);
+    } catch (e) {
+      r = null; // the kit did not answer: try again below
+    }
+    if (generation !== streamGeneration) return;
+    if (r && r.ok) {
+      url += `?ticket=${encodeURIComponent(r.data.ticket)}`;
+    } else if (r && [401, 403].includes(r.status)) {
+      lockStaff(r.data.detail);
+      return;
+    } else {
+      streamRetry = setTimeout(listen, 3000);
+      return;
+    }
+  }
+  const events = stream = new EventSource(url);
+  events.onerror = () => {
+    // A ticket opens one stream: after a drop (the kit restarted), staff need a new one.
+    if (token || events.readyState === EventSource.CLOSED) {
+      events.close();
+      if (stream === events) streamRetry = setTimeout(listen, 2000);
+    }
+  };
+  events.addEventListener("availability", available);
   events.addEventListener("order", refresh);
   events.addEventListener("manifest", loadManifest);
   events.addEventListener("mode", loadHealth);
@@ -385,4 +429,4 @@ $("scan").addEventListener("click", () => simulate("scan", { text: $("scan-text"
 showStaff();
 refresh();
 listen();
-setInterval(loadHealth, 10000);
+setInterval(() => { loadHealth(); if (!token) loadOrders(); }, 10000);
