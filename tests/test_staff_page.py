@@ -204,6 +204,7 @@ def test_a_customer_page_follows_the_stock_and_staff_get_a_ticketed_stream(kit: 
     page.locator("#token").fill(kit.token)
     page.get_by_role("button", name="Unlock").click()
     page.wait_for_function("() => document.querySelectorAll('#orders li').length === 1")
+    wait_for(lambda: any("?ticket=" in url for url in tickets), 10, "the staff stream opened")
     other = kit.place([{"sku": "PIN-LOGO", "qty": 1}]).data["order_id"]
     page.locator(f"#orders li[data-order-id='{other}']").wait_for(timeout=10000)
     assert len(tickets) >= 2 and "?ticket=" in tickets[-1] and kit.token not in tickets[-1]

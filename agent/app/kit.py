@@ -138,7 +138,14 @@ class Kit:
                 f"--state-dir {self.wiring.state_dir})") from None
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
-        self.timeline = await self.store.write(lambda db: clock.resume(db, self.clock))
+        try:
+            self.timeline = await self.store.write(lambda db: clock.resume(db, self.clock))
+        except Refusal as refused:
+            if refused.code not in STORE_CODES:
+                raise
+            log.error("the kit's clock could not be saved: %s", refused.detail)
+            self.timeline = await self.store.read(
+                lambda db: clock.resume(db, self.clock, keep=False))
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
         if manifest is not None:
             before = await self.sales.manifest()

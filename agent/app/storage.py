@@ -77,6 +77,7 @@ class StorageWatch:
             if self.store.condition == "full":
                 with contextlib.suppress(Refusal):
                     await self.store.write(lambda db: kitmeta.write_probe(db, now_iso()))
+                    await self.store.write(lambda db: kitmeta.clear_probe(db, now_iso()))
             self._measure()
             self._publish()
             await asyncio.sleep(CHECK_S)

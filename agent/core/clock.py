@@ -145,8 +145,11 @@ def note_seen(db: sqlite3.Connection, at: Moment, *, every_ks: float = 0.0) -> N
                 "seen_wall": datetime.fromisoformat(at.iso).timestamp()})
 
 
-def resume(db: sqlite3.Connection, clock: Clock) -> Timeline:
-    """The kit's timeline at a start, inside the caller's transaction (see the module)."""
+def resume(db: sqlite3.Connection, clock: Clock, *, keep: bool = True) -> Timeline:
+    """The kit's timeline at a start, inside the caller's transaction (see the module).
+
+    ``keep`` False (a store that takes no writes: a full disk) works it out without writing
+    it; the next start works it out again from the orders' own stamps."""
     record = _record(db)
     if record is not None and record["boot_id"] == clock.boot_id:
         timeline = Timeline(clock, record["base"])
@@ -159,6 +162,8 @@ def resume(db: sqlite3.Connection, clock: Clock) -> Timeline:
         if record is not None and record.get("seen_synced") and clock.synced():
             off = max(0.0, clock.wall() - record["seen_wall"] - clock.mono())
         timeline = Timeline(clock, last + off)
+    if not keep:
+        return timeline
     # Sales from before kit seconds were kept: their ages count from now.
     ks = timeline.ks()
     db.execute("UPDATE orders SET created_ks = ? WHERE created_ks IS NULL", (ks,))

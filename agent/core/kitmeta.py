@@ -32,7 +32,18 @@ def write_latch(db: sqlite3.Connection, latched: bool) -> None:
 PROBE_KEY = "storage_probe"
 
 
+PROBE_BYTES = 48 * 1024
+"""About what one sale adds to the write-ahead log (its rows and index pages), so a probe that
+fits means a sale fits: a smaller probe could end the alert while every order is still refused."""
+
+
 def write_probe(db: sqlite3.Connection, now: str) -> None:
-    """A small real write, to learn whether a full disk has room again."""
+    """A real write the size of a sale, to learn whether a full disk has room again; the room
+    it took is given back at once by :func:`clear_probe`."""
     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (PROBE_KEY, now))
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               (PROBE_KEY, now.ljust(PROBE_BYTES, ".")))
+
+
+def clear_probe(db: sqlite3.Connection, now: str) -> None:
+    db.execute("UPDATE meta SET value = ? WHERE key = ?", (now, PROBE_KEY))

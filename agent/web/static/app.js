@@ -408,7 +408,9 @@ async function listen() {
   events.addEventListener("alert", alert);
   events.addEventListener("scan", scanned);
   events.addEventListener("power", (event) => showPower(JSON.parse(event.data)));
-  events.addEventListener("health", (event) => showStatus(JSON.parse(event.data)));
+  // The staff stream opens with the kit's health: what happened while it was being opened (or
+  // while the page was away) is read now, so no order is missed between two streams.
+  events.addEventListener("health", (event) => { showStatus(JSON.parse(event.data)); refresh(); });
   events.addEventListener("status", (event) => showStatus(JSON.parse(event.data)));
   events.addEventListener("error", () => { loadHealth(); });
 }
