@@ -107,6 +107,9 @@ class TrackedSensor:
     configure: Callable[[], None] | None
     every_poll: bool
     """Read at every poll (the mains watch) or only at samples."""
+    acknowledge: Callable[[], None] | None = None
+    """Clears the chip's alert flags (the gauge's RI), when :attr:`acknowledging`."""
+    acknowledging: bool = False
     configured: bool = False
     failures: int = 0
     faulted_since: float | None = None
@@ -114,12 +117,19 @@ class TrackedSensor:
     reading: Any = None
     """The last good reading; None while faulted."""
 
+    def before_read(self) -> Callable[[], None] | None:
+        """What to write before the next read: the configuration, or the acknowledgement."""
+        if not self.configured:
+            return self.configure
+        return self.acknowledge if self.acknowledging else None
+
 
 ReadJob = tuple[SensorName, Callable[[], Reading], Callable[[], None] | None]
 
 
 def read_on_i2c_thread(jobs: list[ReadJob]) -> list[tuple[SensorName, Reading | OSError]]:
-    """Read each sensor (configuring it first where asked); a bus error is a result too.
+    """Read each sensor (configuring or acknowledging it first where asked); a bus error is a
+    result too.
 
     The monitor runs this on its one I2C thread."""
     results: list[tuple[SensorName, Reading | OSError]] = []
