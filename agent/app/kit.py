@@ -45,6 +45,9 @@ log = logging.getLogger("dropkit")
 
 STOP_TIMEOUT_S = 5.0
 """How long the stop waits for a part before it closes the store without it."""
+SHUTDOWN_REFUSAL = "the kit is shutting down (battery critical); no new orders"
+RESUMED_REFUSAL = ("the kit was shutting down for its battery when it stopped; no new orders "
+                   "until the battery recovers or mains is back")
 
 
 class StartError(RuntimeError):
@@ -91,11 +94,12 @@ class Kit:
             simulated=wiring.simulated, state_dir=wiring.state_dir, kit_id=self.kit_id)
         self.power = PowerService(config.power, PowerOutputs(
             status=lambda health: self.coordinator.update(power=health),
-            publish=self.events.publish, record=self.record_event),
+            publish=self.events.publish, record=self.record_event,
+            cleared=lambda: self.spawn("power", self._shutdown_cleared())),
             ShutdownSteps(stop_taking_orders=self._stop_taking_orders,
                           flush_outbox=self._flush_outbox, publish_final=self._publish_final,
                           close_store=self._close_store),
-            simulated=wiring.simulated)
+            simulated=wiring.simulated, rig_file=wiring.state_dir / "sim-power.json")
         self.exit_requested: Callable[[], None] = lambda: None
         self._stopped = False
 
@@ -116,6 +120,11 @@ class Kit:
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
+        intent = await self.store.read(kitmeta.read_shutdown_intent)
+        if intent is not None:  # before anything serves: not one order on a critical battery
+            log.warning("the kit was shutting down (%s, %s) when it stopped: no orders until "
+                        "power is safe again", intent.get("reason"), intent.get("at"))
+            self.coordinator.update(refusal=RESUMED_REFUSAL)
         if manifest is not None:
             try:
                 if await self.sales.load_manifest(manifest, self.wiring.manifest):
@@ -136,6 +145,8 @@ class Kit:
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
+        if intent is not None and not self.power.resume_shutdown():
+            await self._shutdown_cleared()  # no power monitor to say otherwise
         for parts in (self.uplink.parts() if self.uplink else {}, self.devices.parts(),
                       self.power.parts()):
             for name, run in parts.items():
@@ -306,9 +317,17 @@ class Kit:
                                       "detail": "no power monitor: shut the kit down by hand"})
 
     async def _stop_taking_orders(self) -> None:
-        self.coordinator.update(
-            refusal="the kit is shutting down (battery critical); no new orders")
+        self.coordinator.update(refusal=SHUTDOWN_REFUSAL)
+        # Durable before anything else: a restart must not sell on the battery that stopped us.
+        reason = self.power.shutdown_reason or "requested"
+        await self.store.write(lambda db: kitmeta.write_shutdown_intent(db, reason, now_iso()))
         log.warning("shutdown: no new orders from now on")
+
+    async def _shutdown_cleared(self) -> None:
+        """The shutdown begun before the restart no longer holds: orders are taken again."""
+        await self.store.write(kitmeta.clear_shutdown_intent)
+        self.coordinator.update(refusal="")
+        log.warning("power is safe again: orders are taken")
 
     async def _flush_outbox(self, timeout_s: float) -> bool:
         # The shutdown event was handed over just before this step: let it reach the outbox.

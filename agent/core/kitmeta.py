@@ -1,4 +1,5 @@
-"""What the kit keeps about itself beside the sales: the staff latch, in the ``meta`` table.
+"""What the kit keeps about itself beside the sales, in the ``meta`` table: the staff latch,
+and the shutdown it committed to (so a restart does not sell on a critical battery).
 
     >>> import sqlite3
     >>> db = sqlite3.connect(":memory:")
@@ -7,13 +8,22 @@
     False
     >>> write_latch(db, True); read_latch(db)
     True
+    >>> read_shutdown_intent(db) is None
+    True
+    >>> write_shutdown_intent(db, "battery_critical", "2026-11-28T16:00:00+00:00")
+    >>> read_shutdown_intent(db)
+    {'reason': 'battery_critical', 'at': '2026-11-28T16:00:00+00:00'}
+    >>> clear_shutdown_intent(db); read_shutdown_intent(db) is None
+    True
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 LATCH_KEY = "staff_latch"
+SHUTDOWN_KEY = "shutdown_intent"
 
 
 def read_latch(db: sqlite3.Connection) -> bool:
@@ -23,6 +33,25 @@ def read_latch(db: sqlite3.Connection) -> bool:
 
 
 def write_latch(db: sqlite3.Connection, latched: bool) -> None:
+    _write(db, LATCH_KEY, "1" if latched else "0")
+
+
+def _write(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-               (LATCH_KEY, "1" if latched else "0"))
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def read_shutdown_intent(db: sqlite3.Connection) -> dict[str, str] | None:
+    """The shutdown the kit committed to and has not yet seen through; None without one."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (SHUTDOWN_KEY,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def write_shutdown_intent(db: sqlite3.Connection, reason: str, at: str) -> None:
+    """The kit is shutting down (``reason``, at ``at``): kept until cleared."""
+    _write(db, SHUTDOWN_KEY, json.dumps({"reason": reason, "at": at}))
+
+
+def clear_shutdown_intent(db: sqlite3.Connection) -> None:
+    """The shutdown no longer holds (the battery recovered, or mains is back for good)."""
+    db.execute("DELETE FROM meta WHERE key = ?", (SHUTDOWN_KEY,))

@@ -1,4 +1,4 @@
-"""Evidence that lasts: the mains presence debounced over polls, the battery level held over time."""
+"""Evidence that lasts: mains presence debounced over polls, the battery level held in time."""
 
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ levels.
     >>> config = PowerConfig()
     >>> judge_level(config, 9.0, None, "critical")[0], judge_level(config, 9.0, None, "ok")[0]
     ('critical', 'low')
-    >>> mains_seen(config, 4.45, True), mains_seen(config, 4.45, False), mains_seen(config, 4.39, True)
-    (True, False, False)
+    >>> [mains_seen(config, volts, was) for volts, was in ((4.45, True), (4.45, False),
+    ...                                                     (4.39, True))]
+    [True, False, False]
 """
 
 from __future__ import annotations

@@ -104,6 +104,8 @@ class PowerMonitor:
                                          step_timeout_s=config.step_timeout_s)
         self.shutdown_task: asyncio.Task[ShutdownReport] | None = None
         """The running (or finished) shutdown sequence; await it for its report."""
+        self.shutdown_reason = ""
+        """Why the shutdown was committed (the ``shutdown`` event's reason); empty before."""
         self.polls = 0
         self.status: PowerStatus | None = None
         """The latest status; None before the first poll."""
@@ -362,6 +364,7 @@ class PowerMonitor:
         """FSD (and LB when the battery is why): from here the sequence runs to the command,
         whatever the mains does."""
         self._fsd, self._low_battery = True, reason in BATTERY_REASONS
+        self.shutdown_reason = reason
         log.critical("shutting down: %s", detail)
         self._emit({"type": "shutdown", "reason": reason, "detail": detail,
                     "command": shlex.join(self.sequence.argv)})
