@@ -54,7 +54,8 @@ class ShutdownPolicy:
     A critical episode starts on battery at a critical level and lasts until the level is no
     longer critical. Within it, the time on battery is counted against a budget: the believed
     time left when it started (or later, if less), less the sequence's worst case
-    (``5 × step_timeout_s``); without a rate, ``shutdown_delay_s``. Mains back and unbroken
+    (``5 × step_timeout_s``), one sample and the debounce; without a rate,
+    ``shutdown_delay_s``. Mains back and unbroken
     for ``mains_stable_s`` cancels a countdown but not the episode, so mains that keeps coming
     and going can postpone the commit only until the budget is spent.
     """
@@ -62,7 +63,11 @@ class ShutdownPolicy:
     def __init__(self, config: PowerConfig) -> None:
         self.delay_s = config.shutdown_delay_s
         self.stable_s = config.mains_stable_s
-        self.reserve_s = STEPS_IN_SEQUENCE * config.step_timeout_s
+        self.lag_s = config.debounce_polls * config.poll_interval_s
+        """How long mains is lost before the debounce says so."""
+        self.reserve_s = (STEPS_IN_SEQUENCE * config.step_timeout_s + config.sample_interval_s
+                          + self.lag_s)
+        """The sequence's worst case, and how old the time left and OB may be when read."""
         self.committed = False
         self.commit_at: float | None = None
         """When the running countdown ends; None without one."""
@@ -73,6 +78,7 @@ class ShutdownPolicy:
         """On-battery seconds the episode may last; None outside an episode."""
         self._spent_s = 0.0
         self._last: float | None = None
+        self._mains_was: bool | None = None
         self._mains_since: float | None = None
 
     def resume(self) -> None:
@@ -86,7 +92,9 @@ class ShutdownPolicy:
         battery is critical (None if not, or not known), whether it is known to be no longer
         critical, and the believed seconds left. Returns what to do, in order."""
         elapsed = 0.0 if self._last is None else now - self._last
-        self._last = now
+        if mains is False and self._mains_was is not False:
+            elapsed += self.lag_s  # on battery since before the debounce said so
+        self._last, self._mains_was = now, mains
         if self.committed:
             return []
         if mains is not True:
