@@ -449,14 +449,18 @@ def test_a_failing_sensor_backs_off_and_mains_loss_still_shows_through_the_batte
 
 def test_on_battery_with_no_charge_reading_goes_critical_after_dead_time() -> None:
     async def scenario() -> None:
-        config = PowerConfig(dead_time_s=5)
+        config = PowerConfig(dead_time_s=5, shutdown_command="true")
         kit = Kit(scripted(Step(1, "mains_off"), Step(2, "unplug", FUEL_GAUGE_ADDRESS)), config)
-        await kit.polls_until(lambda: bool(kit.of_type("shutdown_pending")), limit=200)
+        await kit.polls_until(lambda: kit.monitor.shutdown_task is not None, limit=400)
         (fault_at, _), = [(at, e) for at, e in kit.events if e["type"] == "sensor_fault"]
         (pending_at, pending), = [(at, e) for at, e in kit.events
                                   if e["type"] == "shutdown_pending"]
         assert pending["reason"] == "battery_level_unknown"
         assert pending_at - fault_at == pytest.approx(config.dead_time_s, abs=0.15)
+        # The commit names the same reason (docs/power.md), not battery_critical.
+        assert [e["reason"] for e in kit.of_type("shutdown")] == ["battery_level_unknown"]
+        assert kit.monitor.shutdown_task is not None
+        await kit.monitor.shutdown_task
         kit.close()
 
     asyncio.run(scenario())

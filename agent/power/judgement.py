@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from agent.power.debounce import Held
 from agent.power.status import minutes_left
 
 if TYPE_CHECKING:
@@ -128,3 +129,37 @@ def time_left_s(reading: GaugeReading | None) -> float | None:
         return None
     left = minutes_left(reading.percent, reading.rate_percent_per_hour)
     return None if left is None else left * 60
+
+
+class BatteryJudge:
+    """The battery level from the gauge: believed readings (:class:`GaugeTrust`) judged with
+    hysteresis (:func:`judge_level`) and held for ``level_hold_s`` (:class:`Held`)."""
+
+    def __init__(self, config: PowerConfig) -> None:
+        self.config = config
+        self.trust = GaugeTrust(config)
+        self.detail = ""
+        """Why the level is what it is (empty for ``ok``)."""
+        self._level: Held[str] = Held(config.level_hold_s)
+
+    @property
+    def level(self) -> str | None:
+        """``ok``, ``low`` or ``critical``; None until one has been held."""
+        return self._level.value
+
+    def observe(self, reading: GaugeReading, now: float) -> tuple[str | None, str] | None:
+        """Weigh a reading; (from, to) when the level changed."""
+        if not self.trust.observe(reading, now):
+            return None
+        before = self._level.value
+        left = time_left_s(self.trust.trusted)
+        level, detail = judge_level(self.config, reading.percent,
+                                    None if left is None else left / 60, before)
+        if self._level.observe(level, now):
+            self.detail = detail
+            log.log(logging.INFO if level == "ok" else logging.WARNING, "%s",
+                    detail or "battery ok")
+            return before, level
+        if level == before:
+            self.detail = detail
+        return None

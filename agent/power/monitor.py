@@ -34,14 +34,13 @@ import logging
 import math
 import shlex
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
 from agent.core.clock import now_iso
-from agent.power.debounce import Debounced, Held
-from agent.power.judgement import GaugeTrust, judge_level, mains_seen, time_left_s
+from agent.power.debounce import Debounced
+from agent.power.judgement import BatteryJudge, mains_seen, time_left_s
 from agent.power.policy import Decision, ShutdownPolicy
 from agent.power.sensors import ReadJob, TrackedSensor, read_on_i2c_thread
 from agent.power.shutdown import ShutdownSequence
@@ -124,9 +123,7 @@ class PowerMonitor:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="power-i2c")
         self._fail_input: DigitalInputDevice | None = None
         self._mains: Debounced[bool] = Debounced(config.debounce_polls)
-        self._level: Held[str] = Held(config.level_hold_s)
-        self._level_detail = ""
-        self._gauge = GaugeTrust(config)
+        self._battery = BatteryJudge(config)
         self.policy = ShutdownPolicy(config)
         self._on_battery_since: float | None = None
         self._next_sample_at = -math.inf
@@ -242,8 +239,9 @@ class PowerMonitor:
             amps = battery.reading.amps
             if abs(amps) > CURRENT_DEADBAND_AMPS:
                 return amps > 0
-        if gauge is not None and gauge.reading is not None and self._gauge.trusted is not None:
-            rate = self._gauge.trusted.rate_percent_per_hour
+        believed = self._battery.trust.trusted
+        if gauge is not None and gauge.reading is not None and believed is not None:
+            rate = believed.rate_percent_per_hour
             if abs(rate) > RATE_DEADBAND_PERCENT_PER_HOUR:
                 return rate < 0
         return None
@@ -265,43 +263,21 @@ class PowerMonitor:
         return None if discharging is None else not discharging
 
     def _judge_gauge(self, reading: GaugeReading, now: float) -> None:
-        """Weigh a gauge reading; a believed one judges the level (held over level_hold_s)."""
-        if not self._gauge.observe(reading, now):
-            return
-        if self._gauge.acknowledge:
-            self._gauge.acknowledge, self._sensors["gauge"].acknowledging = False, True
-        before = self._level.value
-        level, detail = judge_level(self.config, reading.percent,
-                                    self._minutes_left(), before)
-        if self._level.observe(level, now):
-            self._level_detail = detail
-            log.log(logging.INFO if level == "ok" else logging.WARNING, "%s",
-                    detail or "battery ok")
-            self._emit({"type": "battery_level", "from": before, "to": level,
-                        "detail": detail})
-        elif level == self._level.value:
-            self._level_detail = detail
-
-    def _minutes_left(self) -> float | None:
-        left = time_left_s(self._gauge.trusted)
-        return None if left is None else left / 60
+        change = self._battery.observe(reading, now)
+        if self._battery.trust.acknowledge:
+            self._battery.trust.acknowledge, self._sensors["gauge"].acknowledging = False, True
+        if change is not None:
+            self._emit({"type": "battery_level", "from": change[0], "to": change[1],
+                        "detail": self._battery.detail})
 
     # -- the fail line ----------------------------------------------------------------------
 
     def _open_fail_input(self, loop: asyncio.AbstractEventLoop) -> None:
-        from gpiozero import DigitalInputDevice
-        from gpiozero.exc import PinFactoryFallback
+        from agent.power.sensors import open_fail_line
 
-        # Pulled towards its inactive level, so an undriven line never reads as a failure.
-        # gpiozero warns once per pin library it cannot load; the outcome is one line.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PinFactoryFallback)
-            device = DigitalInputDevice(self.config.fail_gpio,
-                                        pull_up=not self.config.fail_gpio_active_high,
-                                        pin_factory=self._pin_factory)
         # gpiozero calls back on its own thread: hand the edge to the loop.
-        device.when_activated = lambda: loop.call_soon_threadsafe(self._power_failed)
-        self._fail_input = device
+        self._fail_input = open_fail_line(
+            self.config, self._pin_factory, lambda: loop.call_soon_threadsafe(self._power_failed))
 
     def _close_fail_input(self) -> None:
         if self._fail_input is not None:
@@ -326,9 +302,9 @@ class PowerMonitor:
         elif self._on_battery_since is None:
             self._on_battery_since = now
         critical = self._critical_reason(now)
-        recovered = critical is None and self._level.value in ("ok", "low")
+        recovered = critical is None and self._battery.level in ("ok", "low")
         for decision in self.policy.update(now, self._mains.value, critical, recovered,
-                                           time_left_s(self._gauge.trusted)):
+                                           time_left_s(self._battery.trust.trusted)):
             self._carry_out(decision, now)
 
     def _carry_out(self, decision: Decision, now: float) -> None:
@@ -350,8 +326,8 @@ class PowerMonitor:
     def _critical_reason(self, now: float) -> tuple[str, str] | None:
         """Why the battery is critical (reason, detail); None when it is not or not known.
         Without a charge reading it is critical once on battery for ``dead_time_s``."""
-        if self._level.value == "critical":
-            return "battery_critical", self._level_detail
+        if self._battery.level == "critical":
+            return "battery_critical", self._battery.detail
         gauge = self._sensors["gauge"]
         if gauge.faulted_since is not None and self._on_battery_since is not None:
             blind_s = now - max(gauge.faulted_since, self._on_battery_since)
@@ -409,9 +385,9 @@ class PowerMonitor:
                 "mains" if self._mains.value else "battery"),
             mains=SourceStatus.of(last("mains"), self.config.mains_present_volts),
             battery=SourceStatus.of(last("battery"), self.config.battery_present_volts),
-            ups=UpsStatus.of(self._gauge.trusted if "gauge" in sensors
+            ups=UpsStatus.of(self._battery.trust.trusted if "gauge" in sensors
                              and sensors["gauge"].reading is not None else None),
-            battery_level=self._level.value,
+            battery_level=self._battery.level,
             sensor_faults=tuple(name for name, sensor in sensors.items()
                                 if sensor.faulted_since is not None),
             shutdown_in_s=(0.0 if self._fsd else None if self.policy.commit_at is None

@@ -17,6 +17,9 @@ from hw.power.ina226 import INA226
 from hw.power.max17048 import MAX17048, GaugeReading
 
 if TYPE_CHECKING:
+    from gpiozero import DigitalInputDevice
+    from gpiozero.pins import Factory
+
     from agent.config import PowerConfig
     from hw.power.words import SMBusLike
 
@@ -141,3 +144,22 @@ def read_on_i2c_thread(jobs: list[ReadJob]) -> list[tuple[SensorName, Reading | 
         except OSError as exc:  # hw.power.words.SensorError, or the bus itself could not open
             results.append((name, exc))
     return results
+
+
+def open_fail_line(config: PowerConfig, pin_factory: Factory | None,
+                   when_failed: Callable[[], object]) -> DigitalInputDevice:
+    """The power-fail line (``fail_gpio``), calling ``when_failed`` (on gpiozero's thread)
+    when it goes active. Pulled towards its inactive level, so an undriven line never reads
+    as a failure."""
+    import warnings
+
+    from gpiozero import DigitalInputDevice
+    from gpiozero.exc import PinFactoryFallback
+
+    # gpiozero warns once per pin library it cannot load; the outcome is one line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PinFactoryFallback)
+        device = DigitalInputDevice(config.fail_gpio, pull_up=not config.fail_gpio_active_high,
+                                    pin_factory=pin_factory)
+    device.when_activated = when_failed
+    return device
