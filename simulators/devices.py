@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,14 +93,18 @@ class SimulatedDevices:
         pin.drive_low()
         pin.drive_high()
 
-    async def long_press(self, button: str) -> None:
-        """Hold a button past the panel's long press, then release it."""
+    def long_press(self, button: str) -> Coroutine[Any, Any, None]:
+        """Hold a button past the panel's long press, then release it: a ValueError now for a
+        button that is not there, else the hold to await."""
         pin = self._button_pin(button)
-        pin.drive_low()
-        try:
-            await asyncio.sleep(self.long_press_s + LONG_PRESS_MARGIN_S)
-        finally:
-            pin.drive_high()
+
+        async def hold() -> None:
+            pin.drive_low()
+            try:
+                await asyncio.sleep(self.long_press_s + LONG_PRESS_MARGIN_S)
+            finally:
+                pin.drive_high()
+        return hold()
 
     def set_paper(self, level: PaperState) -> None:
         """``ok``, ``near_end`` or ``out`` (ValueError otherwise)."""

@@ -109,6 +109,22 @@ class SimulatedPower:
         log.info("sim power: scenario %s: %s", name, scenarios[name].description)
         return scenarios[name]
 
+    def carry_on(self, saved: Mapping[str, Any]) -> None:
+        """Go on from a :meth:`snapshot` taken before the kit stopped (a real pack keeps its
+        charge over a restart): the ``live`` scenario with that charge, mains and load."""
+        rig = self.runner.rig
+        live = Scenario("live", "Carried on from before the restart.", (), math.inf,
+                        battery_percent=min(100.0, max(0.0, float(saved["battery_percent"]))),
+                        capacity_mah=float(saved.get("capacity_mah",
+                                                     rig.battery.rated_capacity_mah)),
+                        load_amps=float(saved["load_amps"]))
+        self.runner = ScenarioRunner(live, seed=self.seed)
+        self._unplugged.clear()
+        self.runner.rig.mains_present = bool(saved["mains_present"])
+        self.runner.rig.mains_volts = float(saved["mains_volts"])
+        log.info("sim power: carried on at %.1f %%, mains %s", live.battery_percent,
+                 "present" if self.runner.rig.mains_present else "absent")
+
     def pull_mains(self) -> None:
         self.runner.rig.mains_present = False
 
@@ -148,6 +164,7 @@ class SimulatedPower:
                 "mains_volts": rig.mains_volts, "on_mains": rig.on_mains,
                 "kit_powered": rig.kit_powered, "load_amps": rig.load_amps,
                 "battery_percent": round(rig.battery.state_of_charge * 100, 2),
+                "capacity_mah": rig.battery.rated_capacity_mah,
                 "unplugged": [name for name in CHIP_ADDRESSES
                               if self._address(name) not in self.runner.bus.addresses()]}
 

@@ -136,3 +136,38 @@ def test_drain_to_critical_shuts_down_once_with_the_outbox_flushed(kit_factory,
     listener.close()
     hq.stop()
     broker.stop()
+
+
+def test_a_failed_shutdown_restarts_into_the_shutdown_not_into_selling(kit_factory,
+                                                                       tmp_path: Path) -> None:
+    # The command fails, so the daemon exits with the kit still up (as under systemd, which
+    # starts it again); started again on the same state, with the battery still critical
+    # (the simulated pack keeps its charge over the restart), it must not take one order.
+    config = write_config(tmp_path / "agent.toml", {
+        "kit": {"id": "kit-test"},
+        "power": {"shutdown_command": "false", "shutdown_delay_s": 1.0}})
+    state = tmp_path / "state"
+    kit = kit_factory(state, config)
+    order = [{"sku": "ZINE-07", "qty": 1}]
+    with kit.client() as client:
+        assert client.post("/api/orders", json={"order_id": new_order_id(),
+                                                "lines": order}).status_code == 201
+        control(kit, client, action="scenario", name="drain_to_critical", speed=10)
+    assert kit.proc.wait(90) == 0, "the daemon exits after the shutdown sequence"
+    assert "shutdown command false failed" in "".join(kit.log)
+
+    again = kit_factory(state, config)
+    with again.client() as client:
+        answer = client.post("/api/orders", json={"order_id": new_order_id(), "lines": order})
+        assert answer.status_code == 503, answer.text  # at once: before any power reading
+        assert answer.json()["error"] == "shutting_down"
+        assert httpx.get(again.url + "/api/health", timeout=10).json()["status"] == "stopping"
+    assert again.proc.wait(90) == 0, "back into the shutdown, not into selling"
+    shutdowns = [e for e in power_events(state) if e["type"] == "shutdown"]
+    assert [e["reason"] for e in shutdowns] == ["battery_critical", "battery_critical"]
+    assert "after a restart" in shutdowns[1]["detail"]
+    db = sqlite3.connect(state / "dropkit.db")
+    try:
+        assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+    finally:
+        db.close()

@@ -177,7 +177,7 @@ def sell(state: Path, config: Path, orders: int) -> None:
     assert kit.stop() == 0
 
 
-def start_refused(state: Path, config: Path) -> str:
+def start_refused(state: Path, config: Path, *, reset_hint: bool = True) -> str:
     """Start ``dropkit sim`` on ``state``; it must refuse with one line, exit 2."""
     done = subprocess.run([sys.executable, "-m", "agent", "sim", "--state-dir", str(state),
                            "--config", str(config), "--http-port", "0"],
@@ -186,7 +186,7 @@ def start_refused(state: Path, config: Path) -> str:
     assert "Traceback" not in done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("dropkit: store "), done.stderr
-    assert "dropkit store reset --i-know" in lines[-1]
+    assert ("dropkit store reset --i-know" in lines[-1]) is reset_hint, lines[-1]
     return lines[-1]
 
 
@@ -261,6 +261,16 @@ def test_a_rolled_back_or_replaced_database_is_refused_at_start(tmp_path: Path) 
     assert "the database is not this kit's" in start_refused(state, config)
     db.unlink()
     assert "the database is missing" in start_refused(state, config)
+
+
+def test_a_config_that_names_another_kit_says_to_fix_the_config_not_to_start_over(
+        tmp_path: Path) -> None:
+    config, state = kit_config(tmp_path), tmp_path / "kit"
+    sell(state, config, 2)
+    renamed = write_config(tmp_path / "renamed.toml", {"kit": {"id": "kit-other"}})
+    line = start_refused(state, renamed, reset_hint=False)
+    assert "this store belongs to kit kit-own, but the config names kit kit-other" in line
+    assert 'set [kit] id = "kit-own" in the config' in line
 
 
 def test_a_database_replaced_under_the_running_kit_stops_confirming(tmp_path: Path) -> None:

@@ -162,3 +162,26 @@ def test_a_part_that_cannot_start_is_degraded_with_one_line(
                                             "factory!"}
     assert [r.getMessage() for r in caplog.records] == [
         "panel cannot start: BadPinFactory: Unable to load any default pin factory!"]
+
+
+def test_a_part_degraded_by_one_failed_job_is_running_again_after_a_good_one() -> None:
+    async def scenario() -> None:
+        seen = Seen()
+        supervisor = Supervisor(seen, **FAST)
+
+        async def drain() -> None:
+            await asyncio.Event().wait()
+
+        async def flush(fail: bool) -> None:
+            if fail:
+                raise OSError(28, "No space left on device")
+
+        supervisor.start("uplink_drain", drain)
+        supervisor.spawn("uplink_drain", flush(True))
+        assert (await seen.reach("uplink_drain", "degraded")).reason.startswith("OSError")
+        supervisor.spawn("uplink_drain", flush(False))
+        await seen.reach("uplink_drain", "running")
+        assert supervisor.degraded == {}
+        await supervisor.stop()
+
+    asyncio.run(scenario())

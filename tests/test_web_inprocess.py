@@ -237,6 +237,25 @@ def test_pulling_the_simulated_mains_shows_on_battery(tmp_path: Path) -> None:
     run(scenario)
 
 
+
+def test_simulator_controls_refuse_what_the_rig_cannot_be(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_kit(tmp_path, NO_PRINTER) as k:
+            for body in ({"action": "load", "amps": int("9" * 400)},  # float() overflows
+                         {"action": "load", "amps": -1},
+                         {"action": "mains_volts", "volts": -5},
+                         {"action": "scenario", "name": "live", "speed": 0},
+                         {"action": "scenario", "name": "live", "speed": 1e6}):
+                answer = await k.http.post("/api/staff/sim/power", json=body,
+                                           headers=k.staff)
+                assert answer.status_code == 422, (body, answer.text)
+            pressed = await k.http.post("/api/staff/sim/button", headers=k.staff,
+                                        json={"button": "nope", "long": True})
+            assert pressed.status_code == 422 and "unknown button" in pressed.json()["detail"]
+            health = await k.health()
+            assert health["status"] == "ready", health["degraded"]  # nothing was spawned
+    run(scenario)
+
 async def on_power(k: Running, flag: str) -> bool:
     """Whether /api/health shows the NUT flag (OL, OB) in the power state."""
     return flag in (await k.health())["power"]["state"].split()

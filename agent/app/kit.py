@@ -11,12 +11,10 @@ and everything that shows state (health, telemetry, the LEDs, the staff pages) r
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,13 +25,13 @@ from agent.app.events import EventHub
 from agent.app.sales import Orders
 from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
+from agent.app.webcalls import WebCalls
 from agent.config import Config
-from agent.core import clock, kitmeta, outbox, printjobs
+from agent.core import clock, kitmeta, outbox
 from agent.core.clock import Clock, Moment, Timeline
 from agent.core.errors import Refusal
 from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
-from agent.core.views import availability
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power.service import PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps
@@ -42,7 +40,6 @@ from agent.web.auth import StaffAuth, staff_token
 
 if TYPE_CHECKING:
     from agent.uplink.session import Uplink
-    from agent.web.api import Event, SimulatedDeviceControls, SimulatedPowerControls
 
 log = logging.getLogger("dropkit")
 
@@ -52,6 +49,9 @@ UNWRITTEN_EVENTS = 100
 """Events for remote ops kept in memory while the store takes no writes (the oldest go)."""
 STORE_CODES = {"storage_full", "store_damaged", "store_lost"}
 """The refusals of a store that takes no writes (:func:`agent.store.refusal`)."""
+SHUTDOWN_REFUSAL = "the kit is shutting down (battery critical); no new orders"
+RESUMED_REFUSAL = ("the kit was shutting down for its battery when it stopped; no new orders "
+                   "until the battery recovers or mains is back")
 
 
 class StartError(RuntimeError):
@@ -72,7 +72,7 @@ class Wiring:
     """The kit's clocks (the system's when None); tests inject theirs here."""
 
 
-class Kit:
+class Kit(WebCalls):
     """The kit's parts, built before the loop serves; :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, config: Config, wiring: Wiring) -> None:
@@ -108,11 +108,12 @@ class Kit:
             simulated=wiring.simulated, state_dir=wiring.state_dir, kit_id=self.kit_id)
         self.power = PowerService(config.power, PowerOutputs(
             status=lambda health: self.coordinator.update(power=health),
-            publish=self.events.publish, record=self.record_event),
+            publish=self.events.publish, record=self.record_event,
+            cleared=lambda: self.spawn("power", self._shutdown_cleared())),
             ShutdownSteps(stop_taking_orders=self._stop_taking_orders,
                           flush_outbox=self._flush_outbox, publish_final=self._publish_final,
                           close_store=self._close_store),
-            simulated=wiring.simulated)
+            simulated=wiring.simulated, rig_file=wiring.state_dir / "sim-power.json")
         self.exit_requested: Callable[[], None] = lambda: None
         self._stopped = False
         self._availability_due = False
@@ -133,9 +134,9 @@ class Kit:
             self.store.open()
         except StoreRefused as exc:
             raise StartError(
-                f"store {self.store.path}: {exc}; the kit will not start on it (to start over "
-                f"as a new kit, the old files kept aside: dropkit store reset --i-know "
-                f"--state-dir {self.wiring.state_dir})") from None
+                f"store {self.store.path}: {exc}; the kit will not start on it ("
+                + (exc.fix or "to start over as a new kit, the old files kept aside: dropkit "
+                   f"store reset --i-know --state-dir {self.wiring.state_dir}") + ")") from None
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
         try:
@@ -147,6 +148,11 @@ class Kit:
             self.timeline = await self.store.read(
                 lambda db: clock.resume(db, self.clock, keep=False))
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
+        intent = await self.store.read(kitmeta.read_shutdown_intent)
+        if intent is not None:  # before anything serves: not one order on a critical battery
+            log.warning("the kit was shutting down (%s, %s) when it stopped: no orders until "
+                        "power is safe again", intent.get("reason"), intent.get("at"))
+            self.coordinator.update(refusal=RESUMED_REFUSAL)
         if manifest is not None:
             before = await self.sales.manifest()
             try:
@@ -178,6 +184,8 @@ class Kit:
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
+        if intent is not None and not self.power.resume_shutdown():
+            await self._shutdown_cleared()  # no power monitor to say otherwise
         for parts in (self.uplink.parts() if self.uplink else {}, self.devices.parts(),
                       self.power.parts()):
             for name, run in parts.items():
@@ -318,80 +326,6 @@ class Kit:
             self.events.publish("alert", {"type": "manifest_conflict", **view["conflict"]})
         return view
 
-    # -- what the web layer calls (agent.web.api.KitAPI) ----------------------------------------
-
-    def check_staff(self, authorization: str | None, client: str) -> None:
-        self.staff_auth.check(authorization, client, time.monotonic())
-
-    def check_taking_orders(self) -> None:
-        if refusal := self.coordinator.state.refusal:
-            raise Refusal("shutting_down", refusal, retry_after=300)
-
-    def sale_made(self, view: dict[str, Any]) -> None:
-        self.events.publish("order", view)
-        self._stock_changed()
-        self.outbox_changed()
-        self.devices.wake_printer()
-
-    def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
-        self.events.publish("order", view)
-        if relay:
-            self._stock_changed()
-            self.outbox_changed()
-
-    def _stock_changed(self) -> None:
-        """Tell every page what is left: an ``availability`` event, the one event about sales
-        anyone may see; one read of the store for all the changes made before it runs."""
-        if not self._availability_due:
-            self._availability_due = True
-            self.spawn("events", self._publish_availability())
-
-    async def _publish_availability(self) -> None:
-        self._availability_due = False
-        self.events.publish("availability", {"available": await self.store.read(availability)})
-
-    async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
-        """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
-        if self.uplink is None or self.mode.state != "online" or not self.config.mqtt.ack_wait_s:
-            return view
-        settled = await self.uplink.wait_for_ack(view["order_id"], self.config.mqtt.ack_wait_s)
-        return settled or view
-
-    async def reprint(self, order_id: str) -> int:
-        return await self.devices.reprint(order_id)
-
-    async def print_jobs_to_check(self) -> list[dict[str, Any]]:
-        return await self.store.read(printjobs.jobs_to_check)
-
-    async def mark_print_job_checked(self, job_id: int) -> bool:
-        return await self.store.write(
-            lambda db: printjobs.mark_checked(db, job_id, self.moment().iso))
-
-    async def set_staff_latch(self, latched: bool) -> dict[str, Any]:
-        await self.store.write(lambda db: kitmeta.write_latch(db, latched))
-        self.mode.set_latch(latched)
-        log.info("staff latch %s: mode %s", "set" if latched else "released", self.mode.state)
-        return {"mode": self.mode.state, "reasons": self.mode.reasons}
-
-    async def load_manifest(self, manifest: Any) -> dict[str, Any]:
-        changed = await self.sales.load_manifest(manifest, "staff")
-        view = await self._manifest_loaded()
-        self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
-        view.pop("conflict")
-        self._stock_changed()
-        return {"changed": changed, **view}
-
-    def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:
-        return self.events.listen()
-
-    @property
-    def simulated_power(self) -> SimulatedPowerControls | None:
-        return self.power.sim
-
-    @property
-    def simulated_devices(self) -> SimulatedDeviceControls | None:
-        return self.devices.sim
-
     # -- the panel and the shutdown steps -----------------------------------------------------
 
     async def request_shutdown(self) -> None:
@@ -403,9 +337,18 @@ class Kit:
                                       "detail": "no power monitor: shut the kit down by hand"})
 
     async def _stop_taking_orders(self) -> None:
-        self.coordinator.update(
-            refusal="the kit is shutting down (battery critical); no new orders")
+        self.coordinator.update(refusal=SHUTDOWN_REFUSAL)
+        # Durable before anything else: a restart must not sell on the battery that stopped us.
+        reason = self.power.shutdown_reason or "requested"
+        await self.store.write(
+            lambda db: kitmeta.write_shutdown_intent(db, reason, self.moment().iso))
         log.warning("shutdown: no new orders from now on")
+
+    async def _shutdown_cleared(self) -> None:
+        """The shutdown begun before the restart no longer holds: orders are taken again."""
+        await self.store.write(kitmeta.clear_shutdown_intent)
+        self.coordinator.update(refusal="")
+        log.warning("power is safe again: orders are taken")
 
     async def _flush_outbox(self, timeout_s: float) -> bool:
         # The shutdown event was handed over just before this step: let it reach the outbox.
@@ -420,5 +363,7 @@ class Kit:
             await self.uplink.publish_final_telemetry()
 
     async def _close_store(self) -> None:
-        await self.stop()
-        self.request_exit()
+        try:
+            await self.stop()
+        finally:  # even when the stop was cut short: the daemon must not serve a closed store
+            self.request_exit()

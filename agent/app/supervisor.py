@@ -85,6 +85,7 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
         self._logged: dict[str, str] = {}  # part -> the failure whose traceback was logged
+        self._degraded_by_job: set[str] = set()  # parts degraded by a failed job, not a run
         self._stopping = False
 
     # -- parts ----------------------------------------------------------------------------
@@ -133,6 +134,7 @@ class Supervisor:
                 self._set(name, replace(self.parts[name], state="ended", reason=""))
                 return
             reason = _reason(failure)
+            self._degraded_by_job.discard(name)
             failures = self.parts[name].failures + 1
             self._log_failure(name, reason, failure, failures)
             if time.monotonic() - started > self.most_retry_s:
@@ -190,8 +192,13 @@ class Supervisor:
             self._log_failure(name, reason, exc, failures)
             self._set(name, PartHealth("degraded", reason, health.restarts if health else 0,
                                        failures))
-        elif health is not None and health.state == "degraded" and name not in self._tasks:
-            self._set(name, replace(health, state="running", reason=""))
+            self._degraded_by_job.add(name)
+        elif name in self._degraded_by_job:
+            # A job of this part works again; a degradation the part itself has (its run
+            # failed) is its own to clear, when a new run settles.
+            self._degraded_by_job.discard(name)
+            if health is not None and health.state == "degraded":
+                self._set(name, replace(health, state="running", reason=""))
 
     async def settle_jobs(self, timeout: float | None = None) -> None:
         """Wait for the short jobs started so far (not the ones they start)."""

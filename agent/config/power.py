@@ -54,6 +54,11 @@ class PowerConfig:
     debounce_polls: int = field(default=2, metadata=check(
         "an integer from 1 to 50", lambda v: 1 <= v <= 50))
     mains_present_volts: float = field(default=4.5, metadata=_POSITIVE)
+    """Mains comes back (OB to OL) at or above this."""
+    mains_lost_volts: float = field(default=4.4, metadata=_POSITIVE)
+    """Mains is lost (OL to OB) below this; below ``mains_present_volts`` (hysteresis)."""
+    mains_stable_s: float = field(default=5.0, metadata=seconds(0, 600))
+    """Once on battery at critical, how long mains must be back, unbroken, to cancel."""
     battery_present_volts: float = field(default=2.5, metadata=_POSITIVE)
     low_percent: int = field(default=20, metadata=check(
         "a whole percent from 1 to 100", lambda v: 1 <= v <= 100))
@@ -63,6 +68,20 @@ class PowerConfig:
         "whole minutes from 1 to 1440", lambda v: 1 <= v <= 1440))
     critical_minutes: int = field(default=5, metadata=check(
         "whole minutes from 0 to 1439", lambda v: 0 <= v <= 1439))
+    level_hysteresis_percent: float = field(default=2.0, metadata=check(
+        "a number of percent from 0 to 20", lambda v: 0 <= v <= 20))
+    """A level (low, critical) is left only above its percent plus this."""
+    level_hysteresis_minutes: float = field(default=2.0, metadata=check(
+        "a number of minutes from 0 to 60", lambda v: 0 <= v <= 60))
+    """... and above its minutes plus this."""
+    level_hold_s: float = field(default=5.0, metadata=seconds(0, 600))
+    """A new battery level (ok, low, critical) is taken once judged for this long, unbroken."""
+    gauge_max_step_percent: float = field(default=5.0, metadata=check(
+        "a number of percent from 0.5 to 100", lambda v: 0.5 <= v <= 100))
+    """A gauge reading further than this (plus what the rate explains) from the last trusted
+    one is not trusted until confirmed."""
+    gauge_confirm_s: float = field(default=5.0, metadata=seconds(0, 600))
+    """How long a reading not trusted (a jump, or the gauge reset: RI) must be repeated."""
     dead_time_s: float = field(default=30.0, metadata=seconds(1, 3600))
     shutdown_delay_s: float = field(default=10.0, metadata=seconds(0, 600))
     step_timeout_s: float = field(default=10.0, metadata=seconds(1, 120))
@@ -78,6 +97,9 @@ class PowerConfig:
             if value >= getattr(self, limit):
                 raise ConfigError(f"[power] {key}: expected below {limit} "
                                   f"({getattr(self, limit)}), got {value}")
+        if self.mains_lost_volts >= self.mains_present_volts:
+            raise ConfigError(f"[power] mains_lost_volts: expected below mains_present_volts "
+                              f"({self.mains_present_volts}), got {self.mains_lost_volts}")
         if self.sample_interval_s < self.poll_interval_s:
             raise ConfigError(f"[power] sample_interval_s: expected at least poll_interval_s "
                               f"({self.poll_interval_s}), got {self.sample_interval_s}")

@@ -1,5 +1,6 @@
-"""What the kit keeps about itself beside the sales, in the ``meta`` table: the staff latch, and
-the probe the storage watch writes to learn whether a full disk has room again.
+"""What the kit keeps about itself beside the sales, in the ``meta`` table: the staff latch,
+the shutdown it committed to (so a restart does not sell on a critical battery), and the probe
+the storage watch writes to learn whether a full disk has room again.
 
     >>> import sqlite3
     >>> db = sqlite3.connect(":memory:")
@@ -8,13 +9,26 @@ the probe the storage watch writes to learn whether a full disk has room again.
     False
     >>> write_latch(db, True); read_latch(db)
     True
+    >>> read_shutdown_intent(db) is None
+    True
+    >>> write_shutdown_intent(db, "battery_critical", "2026-11-28T16:00:00+00:00")
+    >>> read_shutdown_intent(db)
+    {'reason': 'battery_critical', 'at': '2026-11-28T16:00:00+00:00'}
+    >>> clear_shutdown_intent(db); read_shutdown_intent(db) is None
+    True
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 LATCH_KEY = "staff_latch"
+SHUTDOWN_KEY = "shutdown_intent"
+PROBE_KEY = "storage_probe"
+PROBE_BYTES = 48 * 1024
+"""About what one sale adds to the write-ahead log (its rows and index pages), so a probe that
+fits means a sale fits: a smaller probe could end the alert while every order is still refused."""
 
 
 def read_latch(db: sqlite3.Connection) -> bool:
@@ -24,25 +38,34 @@ def read_latch(db: sqlite3.Connection) -> bool:
 
 
 def write_latch(db: sqlite3.Connection, latched: bool) -> None:
+    _write(db, LATCH_KEY, "1" if latched else "0")
+
+
+def _write(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-               (LATCH_KEY, "1" if latched else "0"))
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
 
-PROBE_KEY = "storage_probe"
+def read_shutdown_intent(db: sqlite3.Connection) -> dict[str, str] | None:
+    """The shutdown the kit committed to and has not yet seen through; None without one."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (SHUTDOWN_KEY,)).fetchone()
+    return None if row is None else json.loads(row[0])
 
 
-PROBE_BYTES = 48 * 1024
-"""About what one sale adds to the write-ahead log (its rows and index pages), so a probe that
-fits means a sale fits: a smaller probe could end the alert while every order is still refused."""
+def write_shutdown_intent(db: sqlite3.Connection, reason: str, at: str) -> None:
+    """The kit is shutting down (``reason``, at ``at``): kept until cleared."""
+    _write(db, SHUTDOWN_KEY, json.dumps({"reason": reason, "at": at}))
+
+
+def clear_shutdown_intent(db: sqlite3.Connection) -> None:
+    """The shutdown no longer holds (the battery recovered, or mains is back for good)."""
+    db.execute("DELETE FROM meta WHERE key = ?", (SHUTDOWN_KEY,))
 
 
 def write_probe(db: sqlite3.Connection, now: str) -> None:
     """A real write the size of a sale, to learn whether a full disk has room again; the room
     it took is given back at once by :func:`clear_probe`."""
-    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-               (PROBE_KEY, now.ljust(PROBE_BYTES, ".")))
+    _write(db, PROBE_KEY, now.ljust(PROBE_BYTES, "."))
 
 
 def clear_probe(db: sqlite3.Connection, now: str) -> None:

@@ -1,4 +1,4 @@
-"""A debounced value: the monitor's mains presence and battery level."""
+"""Evidence that lasts: mains presence debounced over polls, the battery level held in time."""
 
 from __future__ import annotations
 
@@ -43,3 +43,37 @@ class Debounced(Generic[T]):
         changed = value != self.value
         self.value, self._candidate, self._seen = value, None, 0
         return changed
+
+
+class Held(Generic[T]):
+    """A value that takes a new judgement only once it has been made, unbroken, for ``hold_s``.
+
+    Unlike :class:`Debounced` it counts time, not readings, so it holds the same however often
+    it is fed; the first judgement needs the hold too (``value`` is None until then).
+
+    >>> level = Held(5.0)
+    >>> level.observe("ok", 0.0), level.observe("ok", 5.0), level.value
+    (False, True, 'ok')
+    >>> level.observe("critical", 6.0), level.observe("ok", 8.0), level.observe("critical", 9.0)
+    (False, False, False)
+    >>> level.observe("critical", 13.9), level.observe("critical", 14.0), level.value
+    (False, True, 'critical')
+    """
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.value: T | None = None
+        self._candidate: T | None = None
+        self._since = 0.0
+
+    def observe(self, judgement: T, now: float) -> bool:
+        """Count a judgement made at ``now``; True when it changed the value."""
+        if judgement == self.value:
+            self._candidate = None
+            return False
+        if judgement != self._candidate:
+            self._candidate, self._since = judgement, now
+        if now - self._since < self.hold_s:
+            return False
+        self.value, self._candidate = judgement, None
+        return True

@@ -34,13 +34,14 @@ import logging
 import math
 import shlex
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
 from agent.core.clock import now_iso
 from agent.power.debounce import Debounced
+from agent.power.judgement import BatteryJudge, mains_seen, time_left_s
+from agent.power.policy import Decision, ShutdownPolicy
 from agent.power.sensors import ReadJob, TrackedSensor, read_on_i2c_thread
 from agent.power.shutdown import ShutdownSequence
 from agent.power.status import (
@@ -49,7 +50,6 @@ from agent.power.status import (
     PowerStatus,
     SourceStatus,
     UpsStatus,
-    minutes_left,
 )
 from hw.power.current import PowerReading
 from hw.power.max17048 import GaugeReading
@@ -72,6 +72,8 @@ MAX_BACKOFF_S = 5.0
 """Longest wait between retries of a failing sensor."""
 CURRENT_DEADBAND_AMPS = 0.05
 """Battery current within ± this is neither charging nor discharging."""
+BATTERY_REASONS = ("battery_critical", "battery_level_unknown")
+"""Commit reasons that set ``LB``: the battery is what shuts the kit down."""
 
 
 def _ignore(_: object) -> None:
@@ -101,6 +103,8 @@ class PowerMonitor:
                                          step_timeout_s=config.step_timeout_s)
         self.shutdown_task: asyncio.Task[ShutdownReport] | None = None
         """The running (or finished) shutdown sequence; await it for its report."""
+        self.shutdown_reason = ""
+        """Why the shutdown was committed (the ``shutdown`` event's reason); empty before."""
         self.polls = 0
         self.status: PowerStatus | None = None
         """The latest status; None before the first poll."""
@@ -113,19 +117,20 @@ class PowerMonitor:
         for name, driver in drivers:
             if driver is not None:
                 configure = getattr(driver, "configure", None)
-                self._sensors[name] = TrackedSensor(name, driver.read, configure, name == "mains")
+                self._sensors[name] = TrackedSensor(
+                    name, driver.read, configure, name == "mains",
+                    acknowledge=getattr(driver, "clear_alerts", None))
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="power-i2c")
         self._fail_input: DigitalInputDevice | None = None
         self._mains: Debounced[bool] = Debounced(config.debounce_polls)
-        self._level: Debounced[str] = Debounced(config.debounce_polls)
-        self._level_detail = ""
-        self._pending_detail = ""
+        self._battery = BatteryJudge(config)
+        self.policy = ShutdownPolicy(config)
         self._on_battery_since: float | None = None
         self._next_sample_at = -math.inf
         self._principal = ""
         self._seq = 0
-        self._shutdown_at: float | None = None
         self._fsd = False
+        self._low_battery = False
         self._closed = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -161,8 +166,7 @@ class PowerMonitor:
             self._next_sample_at = now + self.config.sample_interval_s
         due = [sensor for sensor in self._sensors.values()
                if (sensor.every_poll or sampling) and now >= sensor.retry_at - slack]
-        jobs: list[ReadJob] = [(s.name, s.read, None if s.configured else s.configure)
-                                for s in due]
+        jobs: list[ReadJob] = [(s.name, s.read, s.before_read()) for s in due]
         results = await asyncio.get_running_loop().run_in_executor(
             self._executor, read_on_i2c_thread, jobs) if jobs else []
         now = self._clock()
@@ -178,7 +182,7 @@ class PowerMonitor:
             self._next_sample_at = now  # the next poll reads the battery side too
         if (gauge := fresh.get("gauge")) is not None:
             assert isinstance(gauge, GaugeReading)
-            self._level.observe(self._judge_level(gauge))
+            self._judge_gauge(gauge, now)
         self._apply_policy(now)
         return self._publish(now, force=sampling)
 
@@ -191,7 +195,15 @@ class PowerMonitor:
     def request_shutdown(self, reason: str = "requested") -> None:
         """Shut down now, without the countdown (as NUT's ``upsmon -c fsd``); once only."""
         if not self._fsd:
+            self.policy.committed = True
             self._commit(self._clock(), reason, "shutdown requested")
+
+    def resume_shutdown(self) -> None:
+        """The kit committed a shutdown before it was started again (the intent is durable):
+        shut down as soon as it is on battery at a critical level, without a countdown; a
+        ``shutdown_cleared`` event once the battery is no longer critical or mains is back
+        for ``mains_stable_s``."""
+        self.policy.resume()
 
     # -- sensors ----------------------------------------------------------------------------
 
@@ -216,6 +228,7 @@ class PowerMonitor:
         elif isinstance(reading, PowerReading) and reading.recalibrated:
             log.info("%s sensor had lost its calibration (a brown-out) and was set again",
                      sensor.name)
+        sensor.acknowledging = False  # whatever was to be acknowledged was, before this read
         sensor.configured, sensor.failures, sensor.retry_at = True, 0, 0.0
         sensor.faulted_since, sensor.reading = None, reading
 
@@ -226,8 +239,9 @@ class PowerMonitor:
             amps = battery.reading.amps
             if abs(amps) > CURRENT_DEADBAND_AMPS:
                 return amps > 0
-        if gauge is not None and gauge.reading is not None:
-            rate = gauge.reading.rate_percent_per_hour
+        believed = self._battery.trust.trusted
+        if gauge is not None and gauge.reading is not None and believed is not None:
+            rate = believed.rate_percent_per_hour
             if abs(rate) > RATE_DEADBAND_PERCENT_PER_HOUR:
                 return rate < 0
         return None
@@ -239,7 +253,7 @@ class PowerMonitor:
         if self._fail_input is not None and self._fail_input.is_active:
             return False
         if mains is not None:
-            return mains.volts >= self.config.mains_present_volts
+            return mains_seen(self.config, mains.volts, self._mains.value)
         if self._fail_input is not None:
             return True
         mains_sensor = self._sensors.get("mains")
@@ -248,40 +262,22 @@ class PowerMonitor:
         discharging = self._discharging()
         return None if discharging is None else not discharging
 
-    def _judge_level(self, gauge: GaugeReading) -> str:
-        """"ok", "low" or "critical" by percent and minutes left; the why in _level_detail."""
-        config = self.config
-        left = minutes_left(gauge.percent, gauge.rate_percent_per_hour)
-        for level, percent, minutes in (
-                ("critical", config.critical_percent, config.critical_minutes),
-                ("low", config.low_percent, config.low_minutes)):
-            why = []
-            if gauge.percent <= percent:
-                why.append(f"{gauge.percent:.1f} % (at most {percent} %)")
-            if left is not None and left <= minutes:
-                why.append(f"{left:.1f} min left (at most {minutes} min)")
-            if why:
-                self._level_detail = f"battery {level}: " + ", ".join(why)
-                return level
-        self._level_detail = ""
-        return "ok"
+    def _judge_gauge(self, reading: GaugeReading, now: float) -> None:
+        change = self._battery.observe(reading, now)
+        if self._battery.trust.acknowledge:
+            self._battery.trust.acknowledge, self._sensors["gauge"].acknowledging = False, True
+        if change is not None:
+            self._emit({"type": "battery_level", "from": change[0], "to": change[1],
+                        "detail": self._battery.detail})
 
     # -- the fail line ----------------------------------------------------------------------
 
     def _open_fail_input(self, loop: asyncio.AbstractEventLoop) -> None:
-        from gpiozero import DigitalInputDevice
-        from gpiozero.exc import PinFactoryFallback
+        from agent.power.sensors import open_fail_line
 
-        # Pulled towards its inactive level, so an undriven line never reads as a failure.
-        # gpiozero warns once per pin library it cannot load; the outcome is one line.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PinFactoryFallback)
-            device = DigitalInputDevice(self.config.fail_gpio,
-                                        pull_up=not self.config.fail_gpio_active_high,
-                                        pin_factory=self._pin_factory)
         # gpiozero calls back on its own thread: hand the edge to the loop.
-        device.when_activated = lambda: loop.call_soon_threadsafe(self._power_failed)
-        self._fail_input = device
+        self._fail_input = open_fail_line(
+            self.config, self._pin_factory, lambda: loop.call_soon_threadsafe(self._power_failed))
 
     def _close_fail_input(self) -> None:
         if self._fail_input is not None:
@@ -305,32 +301,33 @@ class PowerMonitor:
             self._on_battery_since = None
         elif self._on_battery_since is None:
             self._on_battery_since = now
-        if self._fsd:
-            return
-        if self._shutdown_at is not None:
-            if self._mains.value is True:
-                self._shutdown_at = None
-                log.warning("mains is back: shutdown cancelled")
-                self._emit({"type": "shutdown_cancelled", "reason": "mains_restored"})
-            elif now >= self._shutdown_at:
-                self._commit(now, "battery_critical", self._pending_detail)
-            return
-        reason = self._critical_reason(now) if on_battery else None
-        if reason is None:
-            return
-        self._pending_detail = reason[1]
-        self._shutdown_at = now + self.config.shutdown_delay_s
-        log.warning("%s: shutdown in %g s unless mains returns", reason[1],
-                    self.config.shutdown_delay_s)
-        self._emit({"type": "shutdown_pending", "in_s": self.config.shutdown_delay_s,
-                    "reason": reason[0], "detail": reason[1]})
-        if self.config.shutdown_delay_s == 0:
-            self._commit(now, reason[0], reason[1])
+        critical = self._critical_reason(now)
+        recovered = critical is None and self._battery.level in ("ok", "low")
+        for decision in self.policy.update(now, self._mains.value, critical, recovered,
+                                           time_left_s(self._battery.trust.trusted)):
+            self._carry_out(decision, now)
+
+    def _carry_out(self, decision: Decision, now: float) -> None:
+        if decision.kind == "pending":
+            log.warning("%s: shutdown in %g s unless mains is back for %g s", decision.detail,
+                        decision.in_s, self.config.mains_stable_s)
+            self._emit({"type": "shutdown_pending", "in_s": round(decision.in_s, 1),
+                        "reason": decision.reason, "detail": decision.detail})
+        elif decision.kind == "cancelled":
+            log.warning("shutdown cancelled: %s", decision.reason.replace("_", " "))
+            self._emit({"type": "shutdown_cancelled", "reason": decision.reason})
+        elif decision.kind == "cleared":
+            log.warning("the shutdown begun before the restart is called off: %s",
+                        decision.reason.replace("_", " "))
+            self._emit({"type": "shutdown_cleared", "reason": decision.reason})
+        else:
+            self._commit(now, decision.reason, decision.detail)
 
     def _critical_reason(self, now: float) -> tuple[str, str] | None:
-        """Why the battery is critical (reason, detail), on battery; None when it is not."""
-        if self._level.value == "critical":
-            return "battery_critical", self._level_detail
+        """Why the battery is critical (reason, detail); None when it is not or not known.
+        Without a charge reading it is critical once on battery for ``dead_time_s``."""
+        if self._battery.level == "critical":
+            return "battery_critical", self._battery.detail
         gauge = self._sensors["gauge"]
         if gauge.faulted_since is not None and self._on_battery_since is not None:
             blind_s = now - max(gauge.faulted_since, self._on_battery_since)
@@ -340,8 +337,10 @@ class PowerMonitor:
         return None
 
     def _commit(self, now: float, reason: str, detail: str) -> None:
-        """FSD: from here the sequence runs to the command, whatever the mains does."""
-        self._fsd, self._shutdown_at = True, None
+        """FSD (and LB when the battery is why): from here the sequence runs to the command,
+        whatever the mains does."""
+        self._fsd, self._low_battery = True, reason in BATTERY_REASONS
+        self.shutdown_reason = reason
         log.critical("shutting down: %s", detail)
         self._emit({"type": "shutdown", "reason": reason, "detail": detail,
                     "command": shlex.join(self.sequence.argv)})
@@ -358,7 +357,7 @@ class PowerMonitor:
         discharging = True if self._mains.value is False else self._discharging()
         if discharging is not None:
             flags.append("DISCHRG" if discharging else "CHRG")
-        if self._level.value in ("low", "critical"):
+        if self._low_battery:
             flags.append("LB")
         return flags
 
@@ -386,11 +385,13 @@ class PowerMonitor:
                 "mains" if self._mains.value else "battery"),
             mains=SourceStatus.of(last("mains"), self.config.mains_present_volts),
             battery=SourceStatus.of(last("battery"), self.config.battery_present_volts),
-            ups=UpsStatus.of(last("gauge")),
+            ups=UpsStatus.of(self._battery.trust.trusted if "gauge" in sensors
+                             and sensors["gauge"].reading is not None else None),
+            battery_level=self._battery.level,
             sensor_faults=tuple(name for name, sensor in sensors.items()
                                 if sensor.faulted_since is not None),
-            shutdown_in_s=(0.0 if self._fsd else None if self._shutdown_at is None
-                           else max(0.0, self._shutdown_at - now)),
+            shutdown_in_s=(0.0 if self._fsd else None if self.policy.commit_at is None
+                           else max(0.0, self.policy.commit_at - now)),
             ts=now_iso(),
             seq=self._seq,
         )

@@ -17,6 +17,9 @@ from hw.power.ina226 import INA226
 from hw.power.max17048 import MAX17048, GaugeReading
 
 if TYPE_CHECKING:
+    from gpiozero import DigitalInputDevice
+    from gpiozero.pins import Factory
+
     from agent.config import PowerConfig
     from hw.power.words import SMBusLike
 
@@ -107,6 +110,9 @@ class TrackedSensor:
     configure: Callable[[], None] | None
     every_poll: bool
     """Read at every poll (the mains watch) or only at samples."""
+    acknowledge: Callable[[], None] | None = None
+    """Clears the chip's alert flags (the gauge's RI), when :attr:`acknowledging`."""
+    acknowledging: bool = False
     configured: bool = False
     failures: int = 0
     faulted_since: float | None = None
@@ -114,12 +120,19 @@ class TrackedSensor:
     reading: Any = None
     """The last good reading; None while faulted."""
 
+    def before_read(self) -> Callable[[], None] | None:
+        """What to write before the next read: the configuration, or the acknowledgement."""
+        if not self.configured:
+            return self.configure
+        return self.acknowledge if self.acknowledging else None
+
 
 ReadJob = tuple[SensorName, Callable[[], Reading], Callable[[], None] | None]
 
 
 def read_on_i2c_thread(jobs: list[ReadJob]) -> list[tuple[SensorName, Reading | OSError]]:
-    """Read each sensor (configuring it first where asked); a bus error is a result too.
+    """Read each sensor (configuring or acknowledging it first where asked); a bus error is a
+    result too.
 
     The monitor runs this on its one I2C thread."""
     results: list[tuple[SensorName, Reading | OSError]] = []
@@ -131,3 +144,22 @@ def read_on_i2c_thread(jobs: list[ReadJob]) -> list[tuple[SensorName, Reading | 
         except OSError as exc:  # hw.power.words.SensorError, or the bus itself could not open
             results.append((name, exc))
     return results
+
+
+def open_fail_line(config: PowerConfig, pin_factory: Factory | None,
+                   when_failed: Callable[[], object]) -> DigitalInputDevice:
+    """The power-fail line (``fail_gpio``), calling ``when_failed`` (on gpiozero's thread)
+    when it goes active. Pulled towards its inactive level, so an undriven line never reads
+    as a failure."""
+    import warnings
+
+    from gpiozero import DigitalInputDevice
+    from gpiozero.exc import PinFactoryFallback
+
+    # gpiozero warns once per pin library it cannot load; the outcome is one line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PinFactoryFallback)
+        device = DigitalInputDevice(config.fail_gpio, pull_up=not config.fail_gpio_active_high,
+                                    pin_factory=pin_factory)
+    device.when_activated = when_failed
+    return device

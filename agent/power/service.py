@@ -10,6 +10,7 @@ the outbox, the last telemetry, close the store) are the kit's, given as
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from agent.power.sensors import LazySMBus, build_sensors
 from agent.power.shutdown import ShutdownSteps
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from agent.power.status import PowerStatus
     from simulators.live_power import SimulatedPower
 
@@ -39,21 +42,25 @@ class PowerOutputs:
 
     - ``status(health)``: the monitor's status as ``/api/health`` shows it;
     - ``publish(kind, data)``: a live event for the staff pages;
-    - ``record(event)``: a durable event for remote ops (into the outbox).
+    - ``record(event)``: a durable event for remote ops (into the outbox);
+    - ``cleared()``: the shutdown committed before a restart no longer holds: take orders.
     """
 
     status: Callable[[dict[str, Any]], object]
     publish: Callable[[str, dict[str, Any]], object]
     record: Callable[[dict[str, Any]], object]
+    cleared: Callable[[], object]
 
 
 class PowerService:
     """Owns the power monitor of one kit (and, in ``dropkit sim``, the simulated rig)."""
 
     def __init__(self, config: PowerConfig, outputs: PowerOutputs, steps: ShutdownSteps, *,
-                 simulated: bool) -> None:
+                 simulated: bool, rig_file: Path | None = None) -> None:
         self.config, self.outputs, self.steps = config, outputs, steps
         self.simulated = simulated
+        self.rig_file = rig_file
+        """``dropkit sim``: where the simulated rig is kept over a restart (its pack's charge)."""
         self.sim: SimulatedPower | None = None
         self.monitor: PowerMonitor | None = None
         self._bus: LazySMBus | None = None
@@ -69,6 +76,7 @@ class PowerService:
             from simulators.live_power import SimulatedPower
 
             self.sim = SimulatedPower()
+            self._carry_on(self.sim)
             sensors = build_sensors(config, self.sim.bus)
         else:
             self._bus = LazySMBus(config.bus)
@@ -92,6 +100,8 @@ class PowerService:
         sequence goes on."""
         if self.monitor is not None:
             self.monitor.close()
+        if self.sim is not None and self.rig_file is not None:
+            self.rig_file.write_text(json.dumps(self.sim.snapshot()))
         if self._bus is not None:
             self._bus.close()
 
@@ -100,6 +110,19 @@ class PowerService:
         if self.monitor is not None and self.monitor.shutdown_task is not None:
             report = await self.monitor.shutdown_task
             log.warning("shutdown sequence done: %s", report)
+
+    @property
+    def shutdown_reason(self) -> str:
+        """Why the monitor committed the shutdown; empty before."""
+        return self.monitor.shutdown_reason if self.monitor is not None else ""
+
+    def resume_shutdown(self) -> bool:
+        """The kit committed a shutdown before this start: back into it while the battery is
+        critical (:meth:`PowerMonitor.resume_shutdown`); False without a monitor."""
+        if self.monitor is None:
+            return False
+        self.monitor.resume_shutdown()
+        return True
 
     def request_shutdown(self, reason: str) -> bool:
         """Start the shutdown sequence now (the panel's long press); False without a monitor."""
@@ -115,6 +138,14 @@ class PowerService:
             health["simulated_rig"] = self.sim.snapshot()
         return health
 
+    def _carry_on(self, sim: SimulatedPower) -> None:
+        if self.rig_file is None or not self.rig_file.exists():
+            return
+        try:
+            sim.carry_on(json.loads(self.rig_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("simulated rig %s not carried on (%s): a fresh one", self.rig_file, exc)
+
     # -- what the monitor tells --------------------------------------------------------------
 
     def _on_status(self, status: PowerStatus) -> None:
@@ -122,6 +153,9 @@ class PowerService:
 
     def _on_event(self, event: dict[str, Any]) -> None:
         log.debug("power event: %s", event)  # agent.power has logged it in words already
-        if event.get("type", "") in ALERTS:
+        kind = event.get("type", "")
+        if kind in ALERTS or (kind == "battery_level" and event.get("to") != "ok"):
             self.outputs.publish("alert", event)
         self.outputs.record(event)
+        if kind == "shutdown_cleared":
+            self.outputs.cleared()

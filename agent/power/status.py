@@ -83,9 +83,11 @@ class UpsStatus:
 class PowerStatus:
     """What the monitor knows at one moment; :meth:`to_dict` is the ``telemetry/power`` payload.
 
-    ``state`` holds NUT flags separated by spaces (``"OL CHRG"``, ``"OB DISCHRG LB"``,
-    ``"FSD OB DISCHRG LB"``); ``"unknown"`` while nothing is known. ``feeding`` is the source
-    that feeds the kit, debounced. ``ts`` is ISO 8601 UTC; ``seq`` counts statuses from 1.
+    ``state`` holds NUT flags separated by spaces (``"OL CHRG"``, ``"OB DISCHRG"``,
+    ``"FSD OB DISCHRG LB"``: ``LB`` only once the kit is shutting down for its battery);
+    ``"unknown"`` while nothing is known. ``feeding`` is the source that feeds the kit,
+    debounced. ``battery_level`` is the warning before that: ``ok``, ``low`` or ``critical``,
+    held; None until known. ``ts`` is ISO 8601 UTC; ``seq`` counts statuses from 1.
     """
 
     state: str
@@ -97,6 +99,8 @@ class PowerStatus:
     shutdown_in_s: float | None
     ts: str
     seq: int
+    battery_level: str | None = None
+    """``ok``, ``low`` or ``critical``; None until known."""
 
     @property
     def flags(self) -> frozenset[str]:
@@ -110,6 +114,7 @@ class PowerStatus:
             "feeding": self.feeding,
             "sources": {"mains": self.mains.to_dict(), "battery": self.battery.to_dict()},
             "ups": self.ups.to_dict(),
+            "battery_level": self.battery_level,
             "sensor_faults": list(self.sensor_faults),
             "shutdown_in_s": _rounded(self.shutdown_in_s, 1),
         }

@@ -98,13 +98,23 @@ def fault_of(exc: BaseException) -> str:
     return ""
 
 
-class StoreClosed(RuntimeError):
-    """The store was closed; nothing more can be written."""
+class StoreClosed(Refusal):
+    """The store was closed (the kit is stopping: its shutdown closes the store before the
+    server stops); a request that comes meanwhile is refused, never a 500."""
+
+    def __init__(self) -> None:
+        super().__init__("shutting_down", "the kit is shutting down; try again once it is back",
+                         retry_after=60)
 
 
 class StoreRefused(RuntimeError):
     """The database cannot be the kit's store (damaged, emptied, replaced, rolled back): one
-    sentence saying what is wrong."""
+    sentence saying what is wrong. ``fix`` says what to do when it is not starting over (a
+    config that names another kit); empty when starting over is the way."""
+
+    def __init__(self, why: str, fix: str = "") -> None:
+        super().__init__(why)
+        self.fix = fix
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -175,7 +185,8 @@ class Store:
                 raise StoreRefused(f"the database is damaged (SQLite's check: {problem})")
             if identity is not None and (why := mismatch(
                     identity, read_facts(write_db, identity.seq), self.kit_id or "")):
-                raise StoreRefused(why)
+                raise StoreRefused(why, fix=f'set [kit] id = "{identity.kit_id}" in the config'
+                                   if identity.kit_id != self.kit_id else "")
             migrate(write_db)
             if self.kit_id is not None:
                 self._identity = identity or self._new_identity(write_db)
@@ -228,7 +239,7 @@ class Store:
         Raises the store's refusal (:func:`refusal`) when the disk is full or the database is
         damaged or gone."""
         if self._closed:
-            raise StoreClosed("the store is closed")
+            raise StoreClosed()
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((fn, future))
         try:
@@ -239,7 +250,7 @@ class Store:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader's connection (it sees every committed change)."""
         if self._closed:
-            raise StoreClosed("the store is closed")
+            raise StoreClosed()
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._reader, fn, self._read_db)

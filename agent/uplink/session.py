@@ -122,6 +122,7 @@ class Uplink(PahoOnLoop):
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._telemetry_seq = 0
         self.garbage = 0
+        self.refused = 0  # outbox messages the broker's PUBACK refused (MQTT 5)
         self.connects = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class Uplink(PahoOnLoop):
         return {"state": self.state, "broker": f"{self.host}:{self.port}",
                 "inflight": len(self._inflight),
                 "ack_p95_s": None if ack_p95 is None else round(ack_p95, 3),
-                "garbage_acks": self.garbage}
+                "garbage_acks": self.garbage, "refused_by_broker": self.refused}
 
     async def wait_for_ack(self, order_id: str, timeout: float) -> dict[str, Any] | None:
         """The order's view once HQ has settled it, or None after ``timeout`` seconds."""
@@ -279,6 +280,12 @@ class Uplink(PahoOnLoop):
         outbox_id = self._inflight.pop(mid, None)
         if outbox_id is None:
             return  # telemetry, status or discovery: nothing durable waits on it
+        if reason_code.is_failure:  # MQTT 5: the broker took it but will not pass it on
+            # Not relayed: it stays in the outbox and goes again after a restart (a sale also
+            # by the resend sweep); said once, counted in health.
+            self.refused += 1
+            self._say_once(f"broker {self.host}:{self.port} refused a message: {reason_code}")
+            return
         self._acked.append(outbox_id)
         self.retry_relayed()
         self.wake()

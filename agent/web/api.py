@@ -7,6 +7,7 @@ requests; everything it changes goes through these calls.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -63,7 +64,7 @@ class SimulatedDeviceControls(Protocol):
 
     def press(self, button: str) -> None: ...
 
-    async def long_press(self, button: str) -> None: ...
+    def long_press(self, button: str) -> Coroutine[Any, Any, None]: ...
 
     def set_paper(self, level: Any) -> None: ...
 

@@ -181,6 +181,7 @@ def build_app(kit: KitAPI) -> Starlette:
 
     async def events(request: Request) -> Response:
         ticket = request.query_params.get("ticket")
+        streams.check(client_of(request))  # a refused stream does not spend its ticket
         if ticket is not None and not tickets.redeem(ticket, time.monotonic()):
             raise Refusal("unauthorized", "this stream ticket is spent, expired or made up: "
                           "get a new one from POST /api/staff/stream-ticket")

@@ -11,6 +11,20 @@ from agent.web.bodies import field
 
 POWER_ACTIONS = ("pull_mains", "restore_mains", "unplug", "plug", "load", "mains_volts",
                  "scenario")
+MAX_AMPS, MAX_VOLTS = 10.0, 30.0
+MIN_SPEED, MAX_SPEED = 0.01, 500.0
+"""The rig's clock runs at most this many times real time (more would hold the loop)."""
+
+
+def number(data: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    """``data[name]`` as a number from ``low`` to ``high`` (a ValueError naming it otherwise)."""
+    try:
+        value = float(field(data, name, (int, float), default))
+    except OverflowError:
+        value = float("inf")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}")
+    return value
 
 
 def control(devices: SimulatedDeviceControls, power: SimulatedPowerControls | None,
@@ -30,12 +44,13 @@ def control(devices: SimulatedDeviceControls, power: SimulatedPowerControls | No
             elif action in ("unplug", "plug"):
                 getattr(power, action)(field(data, "sensor", str, ""))
             elif action == "load":
-                power.set_load(float(field(data, "amps", (int, float), 0.8)))
+                power.set_load(number(data, "amps", 0.8, 0, MAX_AMPS))
             elif action == "mains_volts":  # a sagging supply: a brown-out drill
-                power.set_mains_volts(float(field(data, "volts", (int, float), 5.1)))
+                power.set_mains_volts(number(data, "volts", 5.1, 0, MAX_VOLTS))
             elif action == "scenario":
+                speed = number(data, "speed", 1.0, MIN_SPEED, MAX_SPEED)
                 power.run_scenario(field(data, "name", str, "live"))
-                power.speed = float(field(data, "speed", (int, float), 1.0))
+                power.speed = speed
             else:
                 raise ValueError(f"action must be {', '.join(POWER_ACTIONS)}")
             return power.snapshot()

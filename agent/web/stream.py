@@ -70,12 +70,16 @@ class Streams:
         self.most, self.per_client = most, per_client
         self.by_client: Counter[str] = Counter()
 
-    def response(self, kit: KitAPI, client: str, *, staff: bool) -> StreamingResponse:
-        """A stream for ``client`` (every event for ``staff``, else :data:`PUBLIC`), or
-        ``503 busy`` when there are too many."""
+    def check(self, client: str) -> None:
+        """``503 busy`` when ``client`` may not open one more stream now."""
         if self.by_client.total() >= self.most or self.by_client[client] >= self.per_client:
             raise Refusal("busy", "too many live views of the kit are open; this page "
                           "tries again by itself", retry_after=5)
+
+    def response(self, kit: KitAPI, client: str, *, staff: bool) -> StreamingResponse:
+        """A stream for ``client`` (every event for ``staff``, else :data:`PUBLIC`), or
+        ``503 busy`` when there are too many."""
+        self.check(client)
         self.by_client[client] += 1
         return _Stream(event_stream(kit, staff), lambda: self._release(client))
 

@@ -1,0 +1,124 @@
+"""What the web layer calls on the kit: :class:`WebCalls` is the kit's face as
+:class:`agent.web.api.KitAPI`, a mixin of :class:`agent.app.kit.Kit` (which owns the parts
+these calls reach)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from agent.core import kitmeta, printjobs
+from agent.core.clock import Moment
+from agent.core.errors import Refusal
+from agent.core.views import availability
+
+if TYPE_CHECKING:
+    from agent.app.coordinator import Coordinator
+    from agent.app.events import EventHub
+    from agent.app.sales import Orders
+    from agent.config import Config
+    from agent.core.mode import Mode
+    from agent.fieldio.service import FieldDevices
+    from agent.power.service import PowerService
+    from agent.store import Store
+    from agent.uplink.session import Uplink
+    from agent.web.api import Event, SimulatedDeviceControls, SimulatedPowerControls
+    from agent.web.auth import StaffAuth
+
+log = logging.getLogger("dropkit")
+
+
+class WebCalls:
+    """The calls of :class:`agent.web.api.KitAPI`, over the kit's parts."""
+
+    config: Config
+    store: Store
+    sales: Orders
+    events: EventHub
+    coordinator: Coordinator
+    mode: Mode
+    devices: FieldDevices
+    power: PowerService
+    uplink: Uplink | None
+    staff_auth: StaffAuth
+    _availability_due: bool
+    moment: Callable[[], Moment]
+    spawn: Callable[[str, Coroutine[Any, Any, object]], object]
+    outbox_changed: Callable[[], None]
+    _manifest_loaded: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+
+    def check_staff(self, authorization: str | None, client: str) -> None:
+        self.staff_auth.check(authorization, client, time.monotonic())
+
+    def check_taking_orders(self) -> None:
+        if refusal := self.coordinator.state.refusal:
+            raise Refusal("shutting_down", refusal, retry_after=300)
+
+    def sale_made(self, view: dict[str, Any]) -> None:
+        self.events.publish("order", view)
+        self._stock_changed()
+        self.outbox_changed()
+        self.devices.wake_printer()
+
+    def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
+        self.events.publish("order", view)
+        if relay:
+            self._stock_changed()
+            self.outbox_changed()
+
+    def _stock_changed(self) -> None:
+        """Tell every page what is left: an ``availability`` event, the one event about sales
+        anyone may see; one read of the store for all the changes made before it runs."""
+        if not self._availability_due:
+            self._availability_due = True
+            self.spawn("events", self._publish_availability())
+
+    async def _publish_availability(self) -> None:
+        self._availability_due = False
+        self.events.publish("availability", {"available": await self.store.read(availability)})
+
+    async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Online, wait a short while for HQ to settle a new sale; else it stays queued."""
+        if self.uplink is None or self.mode.state != "online" or not self.config.mqtt.ack_wait_s:
+            return view
+        settled = await self.uplink.wait_for_ack(view["order_id"], self.config.mqtt.ack_wait_s)
+        return settled or view
+
+    async def reprint(self, order_id: str) -> int:
+        return await self.devices.reprint(order_id)
+
+    async def print_jobs_to_check(self) -> list[dict[str, Any]]:
+        return await self.store.read(printjobs.jobs_to_check)
+
+    async def mark_print_job_checked(self, job_id: int) -> bool:
+        return await self.store.write(
+            lambda db: printjobs.mark_checked(db, job_id, self.moment().iso))
+
+    async def set_staff_latch(self, latched: bool) -> dict[str, Any]:
+        await self.store.write(lambda db: kitmeta.write_latch(db, latched))
+        self.mode.set_latch(latched)
+        log.info("staff latch %s: mode %s", "set" if latched else "released", self.mode.state)
+        return {"mode": self.mode.state, "reasons": self.mode.reasons}
+
+    async def load_manifest(self, manifest: Any) -> dict[str, Any]:
+        changed = await self.sales.load_manifest(manifest, "staff")
+        view = await self._manifest_loaded()
+        self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
+        view.pop("conflict")
+        self._stock_changed()
+        return {"changed": changed, **view}
+
+    def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:
+        return self.events.listen()
+
+    @property
+    def simulated_power(self) -> SimulatedPowerControls | None:
+        return self.power.sim
+
+    @property
+    def simulated_devices(self) -> SimulatedDeviceControls | None:
+        return self.devices.sim
