@@ -38,6 +38,7 @@ from agent.store import Store
 from agent.web.auth import StaffAuth, staff_token
 
 if TYPE_CHECKING:
+    from agent.power.nut import NutServer
     from agent.uplink.session import Uplink
     from agent.web.api import Event, SimulatedDeviceControls, SimulatedPowerControls
 
@@ -96,6 +97,18 @@ class Kit:
                           flush_outbox=self._flush_outbox, publish_final=self._publish_final,
                           close_store=self._close_store),
             simulated=wiring.simulated)
+        self.nut: NutServer | None = None
+        if config.nut.enabled:
+            from agent.power.nut import NutServer
+
+            self.nut = NutServer(
+                config.nut, lambda: self.coordinator.state.power,
+                description=config.kit.name, version_line=(
+                    f"dropkit {__version__}: a read-only server of the NUT network protocol"),
+                fixed={"device.mfr": "dropkit", "device.model": "drop kit",
+                       "device.serial": self.kit_id, "device.type": "ups",
+                       "ups.mfr": "dropkit", "ups.model": "drop kit",
+                       "driver.name": "dropkit", "driver.version": __version__})
         self.exit_requested: Callable[[], None] = lambda: None
         self._stopped = False
 
@@ -136,8 +149,9 @@ class Kit:
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
+        nut = {"nut": self.nut.run} if self.nut is not None else {}
         for parts in (self.uplink.parts() if self.uplink else {}, self.devices.parts(),
-                      self.power.parts()):
+                      self.power.parts(), nut):
             for name, run in parts.items():
                 self.supervisor.start(name, run)
 
