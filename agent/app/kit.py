@@ -32,6 +32,7 @@ from agent.core.errors import Refusal
 from agent.core.manifest import ManifestConflict, ManifestError, read_manifest
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
+from agent.power import killpower
 from agent.power.service import PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps
 from agent.store import Store
@@ -39,6 +40,7 @@ from agent.web.auth import StaffAuth, staff_token
 
 if TYPE_CHECKING:
     from agent.power.nut import NutServer
+    from agent.power.status import PowerStatus
     from agent.uplink.session import Uplink
     from agent.web.api import Event, SimulatedDeviceControls, SimulatedPowerControls
 
@@ -95,7 +97,8 @@ class Kit:
             publish=self.events.publish, record=self.record_event),
             ShutdownSteps(stop_taking_orders=self._stop_taking_orders,
                           flush_outbox=self._flush_outbox, publish_final=self._publish_final,
-                          close_store=self._close_store),
+                          close_store=self._close_store,
+                          mark_power_down=self._mark_power_down),
             simulated=wiring.simulated)
         self.nut: NutServer | None = None
         if config.nut.enabled:
@@ -129,6 +132,8 @@ class Kit:
         except Exception as exc:
             raise StartError(f"store {self.store.path}: {exc}") from None
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
+        if (last_halt := killpower.clear_flag(self.wiring.state_dir)) is not None:
+            log.warning("the kit is back on after a halt for power (%s)", last_halt)
         if manifest is not None:
             try:
                 if await self.sales.load_manifest(manifest, self.wiring.manifest):
@@ -339,3 +344,11 @@ class Kit:
     async def _close_store(self) -> None:
         await self.stop()
         self.request_exit()
+
+    async def _mark_power_down(self, status: PowerStatus) -> str:
+        """The killpower flag for the shutdown hook, when this halt is for power (on battery)."""
+        if "OB" not in status.flags:
+            return "on mains: no killpower flag"
+        reason = f"{status.ts} {status.state}"
+        path = await asyncio.to_thread(killpower.write_flag, self.wiring.state_dir, reason)
+        return f"killpower flag {path}"
