@@ -135,19 +135,18 @@ class NutSession:
         return HELP + "\n" if not args else "ERR INVALID-ARGUMENT\n"
 
     def _username(self, args: list[str]) -> str:
-        if len(args) != 1:
-            return "ERR INVALID-ARGUMENT\n"
-        if self.username is not None:
-            return "ERR ALREADY-SET-USERNAME\n"
-        self.username = args[0]
-        return "OK\n"
+        return self._credential(args, "username")
 
     def _password(self, args: list[str]) -> str:
+        return self._credential(args, "password")
+
+    def _credential(self, args: list[str], name: str) -> str:
+        """USERNAME or PASSWORD: kept (nothing checks it), once per connection."""
         if len(args) != 1:
             return "ERR INVALID-ARGUMENT\n"
-        if self.password is not None:
-            return "ERR ALREADY-SET-PASSWORD\n"
-        self.password = args[0]
+        if getattr(self, name) is not None:
+            return f"ERR ALREADY-SET-{name.upper()}\n"
+        setattr(self, name, args[0])
         return "OK\n"
 
     def _starttls(self, args: list[str]) -> str:

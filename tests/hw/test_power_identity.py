@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import math
+from typing import Any
 
 import pytest
 
@@ -133,34 +134,31 @@ def test_no_conversion_after_configuring_is_a_fault_not_a_zero_reading() -> None
 
 # -- one conversion per sample ------------------------------------------------------------
 
-def ina219_conversion(k: int) -> tuple[float, float, float]:
-    """Conversion k of the ramp below, from the datasheet (8.5.1, Cal 4194, 0.1 ohm):
-    shunt = round(amps * 0.1 / 10 uV), bus = round(volts / 4 mV), current = trunc(shunt *
-    4194 / 4096), power = trunc(current * bus / 5000); in volts, amps and watts."""
+def conversion(k: int, shunt_lsb: float, bus_lsb: float, calibration: int,
+               current_divisor: int, power_divisor: int, power_k: int
+               ) -> tuple[float, float, float]:
+    """Conversion k of the ramp below (volts 4.0 + 0.1 k, amps 0.2 + 0.01 k, 0.1 ohm), from
+    the datasheet: shunt = round(amps * 0.1 / shunt LSB), bus = round(volts / bus LSB),
+    current = trunc(shunt * Cal / divisor), power = trunc(current * bus / divisor); in volts,
+    amps (Current_LSB = 3.2 A / 2^15) and watts (Power_LSB = k * Current_LSB)."""
     volts, amps = 4.0 + 0.1 * k, 0.2 + 0.01 * k
-    shunt, bus = round(amps * 0.1 / 10e-6), round(volts / 4e-3)
-    current = math.trunc(shunt * 4194 / 4096)
-    power = math.trunc(current * bus / 5000)
+    shunt, bus = round(amps * 0.1 / shunt_lsb), round(volts / bus_lsb)
+    current = math.trunc(shunt * calibration / current_divisor)
+    power = math.trunc(current * bus / power_divisor)
     lsb = 3.2 / 32768
-    return bus * 4e-3, current * lsb, power * 20 * lsb
+    return bus * bus_lsb, current * lsb, power * power_k * lsb
 
 
-def ina226_conversion(k: int) -> tuple[float, float, float]:
-    """The same ramp on an INA226 (6.5.1, Cal trunc(0.00512 / (97.65625 uA * 0.1)) = 524):
-    shunt = round(amps * 0.1 / 2.5 uV), bus = round(volts / 1.25 mV), current = trunc(shunt *
-    524 / 2048), power = trunc(current * bus / 20000)."""
-    volts, amps = 4.0 + 0.1 * k, 0.2 + 0.01 * k
-    shunt, bus = round(amps * 0.1 / 2.5e-6), round(volts / 1.25e-3)
-    current = math.trunc(shunt * 524 / 2048)
-    power = math.trunc(current * bus / 20000)
-    lsb = 3.2 / 32768
-    return bus * 1.25e-3, current * lsb, power * 25 * lsb
+# INA219 8.5.1: Cal 4194, Current = Shunt x Cal / 4096, Power = Current x Bus / 5000, k 20.
+# INA226 6.5.1: Cal trunc(0.00512 / (97.65625 uA * 0.1)) = 524, / 2048, / 20000, k 25.
+INA219_FORMULAS = (10e-6, 4e-3, 4194, 4096, 5000, 20)
+INA226_FORMULAS = (2.5e-6, 1.25e-3, 524, 2048, 20000, 25)
 
 
-@pytest.mark.parametrize(("chip_class", "model_class", "conversion"), [
-    (INA219, INA219Model, ina219_conversion), (INA226, INA226Model, ina226_conversion)])
+@pytest.mark.parametrize(("chip_class", "model_class", "formulas"), [
+    (INA219, INA219Model, INA219_FORMULAS), (INA226, INA226Model, INA226_FORMULAS)])
 def test_a_conversion_landing_mid_read_never_mixes_two(chip_class: type, model_class: type,
-                                                       conversion: object) -> None:
+                                                       formulas: tuple[Any, ...]) -> None:
     clock = Clock()
     conversions = {"k": -1}
 
@@ -172,7 +170,7 @@ def test_a_conversion_landing_mid_read_never_mixes_two(chip_class: type, model_c
     model = model_class(ramp, shunt_ohms=0.1, clock=clock)
     ina = chip_class(bus_with({0x40: model}), shunt_ohms=0.1, max_expected_amps=3.2)
     ina.configure()
-    table = {conversion(k): k for k in range(40)}  # type: ignore[operator]
+    table = [conversion(k, *formulas) for k in range(40)]
     landed_mid_read = 0
     for step in range(300):  # start the read at every phase of the conversion cycle
         clock.now = step * 0.37e-3
