@@ -28,15 +28,13 @@ from agent.config.sections import (
     HttpConfig,
     KitConfig,
     MqttConfig,
-    NutConfig,
     OrdersConfig,
     PanelConfig,
     PrintingConfig,
     ScannerConfig,
 )
 
-__all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "NutConfig",
-           "OrdersConfig",
+__all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "OrdersConfig",
            "PanelConfig", "PowerConfig", "PrintingConfig", "ScannerConfig", "load_config",
            "machine_kit_id", "parse_config"]
 
@@ -54,7 +52,6 @@ class Config:
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
-    nut: NutConfig = field(default_factory=NutConfig)
     source: str = "(defaults)"
 
     @property
@@ -81,7 +78,7 @@ class Config:
 
 _SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
                   "mqtt": MqttConfig, "printer": PrintingConfig, "scanner": ScannerConfig,
-                  "panel": PanelConfig, "power": PowerConfig, "nut": NutConfig}
+                  "panel": PanelConfig, "power": PowerConfig}
 
 
 def _describe(kind: type) -> str:
