@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from agent.store import Store
     from agent.uplink.session import Uplink
     from agent.web.api import Event, SimulatedDeviceControls, SimulatedPowerControls
-    from agent.web.auth import StaffAuth
+    from agent.web.auth import StaffAuth, StaffRequest
 
 log = logging.getLogger("dropkit")
 
@@ -51,8 +51,8 @@ class WebCalls:
     outbox_changed: Callable[[], None]
     _manifest_loaded: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 
-    def check_staff(self, authorization: str | None, client: str) -> None:
-        self.staff_auth.check(authorization, client, time.monotonic())
+    def check_staff(self, request: StaffRequest, client: str) -> None:
+        self.staff_auth.check(request, client, time.monotonic(), time.time_ns() // 1_000_000)
 
     def check_taking_orders(self) -> None:
         if refusal := self.coordinator.state.refusal:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agent.web.auth import StaffRequest
 
 Event = tuple[str, dict[str, Any]]
 """A live event for the staff pages: its kind and its data."""
@@ -79,8 +82,9 @@ class KitAPI(Protocol):
     sales: Sales
     max_body_bytes: int
 
-    def check_staff(self, authorization: str | None, client: str) -> None:
-        """Return for the staff credential; raise the refusal that says what is wrong."""
+    def check_staff(self, request: StaffRequest, client: str) -> None:
+        """Return for a staff credential ``client`` may use; raise the refusal that says what
+        is wrong (:class:`agent.web.auth.StaffAuth`)."""
 
     def check_taking_orders(self) -> None:
         """Raise the ``shutting_down`` refusal once the shutdown has begun."""

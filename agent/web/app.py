@@ -24,13 +24,16 @@ from agent.core.manifest import ManifestConflict, ManifestError, parse_manifest
 from agent.core.orders import valid_order_id
 from agent.web import sim
 from agent.web.api import KitAPI
+from agent.web.auth import staff_request
 from agent.web.bodies import (
     ascii_digits,
     field,
     json_object,
     optional_json_object,
+    read_body,
     read_json,
     whole_number,
+    with_body,
 )
 from agent.web.errors import error, refusal_response
 from agent.web.stream import Streams
@@ -56,10 +59,11 @@ def build_app(kit: KitAPI) -> Starlette:
     files = {path.name for path in STATIC.iterdir() if path.is_file()}
     tickets = StreamTickets()
 
-    def staff(handler: Handler) -> Handler:
+    def staff(handler: Handler, body_limit: int = limit) -> Handler:
         async def guarded(request: Request) -> Response:
-            kit.check_staff(request.headers.get("authorization"), client_of(request))
-            return await handler(request)
+            body = await read_body(request, body_limit)  # a signature covers the body
+            kit.check_staff(staff_request(request, body), client_of(request))
+            return await handler(with_body(request, body))
         return guarded
 
     def order_id_of(request: Request) -> str:
@@ -223,7 +227,7 @@ def build_app(kit: KitAPI) -> Starlette:
               methods=["POST"]),
         Route("/api/staff/sim/{device}", staff(sim_control), methods=["POST"]),
         Route("/api/staff/mode", staff(set_mode), methods=["POST"]),
-        Route("/api/staff/manifest", staff(load_manifest), methods=["PUT"]),
+        Route("/api/staff/manifest", staff(load_manifest, limit * 16), methods=["PUT"]),
     ]
     return Starlette(routes=routes,
                      exception_handlers={Refusal: refused, HTTPException: http_error,

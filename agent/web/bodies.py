@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message
 
 from agent.core.errors import Refusal
 
@@ -71,13 +72,8 @@ def _check_media_type(request: Request) -> None:
                           "(charset=utf-8, or no charset)")
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body, refused with a clear error when it is not JSON or too big.
-
-    Only UTF-8 is read (415 for another ``charset``); an object with a key twice, ``NaN``,
-    ``Infinity`` or a number too big for a float is not JSON the kit takes (400).
-    """
-    _check_media_type(request)
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body as sent, refused (413) past ``limit`` bytes before it is all read."""
     declared = request.headers.get("content-length")
     if declared is not None and (not ascii_digits(declared.strip()) or int(declared) > limit):
         raise Refusal("body_too_large", f"the body may be at most {limit} bytes")
@@ -90,6 +86,31 @@ async def read_json(request: Request, limit: int) -> Any:
     except ClientDisconnect:  # the client left, or the server's deadline cut it off (it
         # answered 408 itself): nobody hears this answer, but nothing is sold half-read
         raise Refusal("request_timeout", "the body did not arrive; send it again") from None
+    return bytes(body)
+
+
+def with_body(request: Request, body: bytes) -> Request:
+    """``request`` again, its body (already read, as ``body``) to be read once more."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return await request.receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refused with a clear error when it is not JSON or too big.
+
+    Only UTF-8 is read (415 for another ``charset``); an object with a key twice, ``NaN``,
+    ``Infinity`` or a number too big for a float is not JSON the kit takes (400).
+    """
+    _check_media_type(request)
+    body = await read_body(request, limit)
     try:
         return json.loads(body.decode("utf-8"), object_pairs_hook=_no_repeated_keys,
                           parse_float=_finite, parse_constant=_no_constant)

@@ -4,7 +4,9 @@
 const $ = (id) => document.getElementById(id);
 const cart = new Map(); // sku -> qty
 let items = [];
-let token = localStorage.getItem("dropkit.token") || "";
+// The staff device key, made from the staff token, which never leaves this page (staffsign.js).
+let token = localStorage.getItem("dropkit.staffKey") || "";
+localStorage.removeItem("dropkit.token"); // an older page kept the token itself
 const mine = JSON.parse(localStorage.getItem("dropkit.orders") || "[]"); // ids placed here
 let pendingOrderId = null; // kept across a failed send so a retry is the same order
 let stream = null; // the open EventSource
@@ -25,10 +27,9 @@ function uuid4() {
 async function api(method, path, body, staff) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (staff) headers["Authorization"] = `Bearer ${token}`;
-  const response = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  const response = staff ? await staffSign.fetch(token, method, path, text, headers)
+    : await fetch(path, { method, headers, body: text });
   const data = await response.json();
   return { ok: response.ok, status: response.status, data };
 }
@@ -289,7 +290,7 @@ async function placeOrder() {
 
 function lockStaff(reason) {
   token = "";
-  localStorage.removeItem("dropkit.token");
+  localStorage.removeItem("dropkit.staffKey");
   if (reason) say(reason, true);
   showStaff();
   listen();
@@ -303,10 +304,10 @@ function showStaff() {
 }
 
 async function unlock() {
-  token = $("token").value.trim();
+  token = staffSign.deviceKey($("token").value.trim());
   const r = await api("GET", "/api/staff/check", undefined, true);
   if (!r.ok) { lockStaff(r.data.detail); return; }
-  localStorage.setItem("dropkit.token", token);
+  localStorage.setItem("dropkit.staffKey", token);
   $("token").value = "";
   showStaff();
   say("Staff tools unlocked");
