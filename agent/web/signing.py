@@ -110,7 +110,7 @@ class Signatures:
 
     def __init__(self, key: bytes, nonces: Nonces | None = None) -> None:
         self._key = key
-        self.nonces = nonces or Nonces()
+        self.nonces = Nonces() if nonces is None else nonces
 
     def check(self, method: str, target: str, body: bytes, header: str, now_ms: int) -> None:
         """Return for a good signature seen for the first time; raise the :class:`Refusal`
