@@ -39,8 +39,8 @@ SCHEME = "dropkit-staff-1"
 """The first line of every signed message (a later scheme gets another)."""
 WINDOW_MS = 60_000
 """How far a signature's time may be from the kit's clock, either way."""
-MAX_NONCES = 4096
-"""Nonces remembered at most (a few hundred bytes each)."""
+MAX_NONCES = 1024
+"""Nonces remembered at most (about 200 bytes each); 8 staff calls a second over the window."""
 HEADER = re.compile(r"t=(\d{1,15}),n=([A-Za-z0-9_-]{16,64}),s=([0-9a-f]{64})")
 FORM = "t=<ms since 1970>,n=<16 to 64 of A-Z a-z 0-9 _ ->,s=<64 hex>"
 
