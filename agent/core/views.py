@@ -9,9 +9,15 @@ from agent.core.manifest import current_manifest
 
 
 def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
-    """The order as the API shows it, or None."""
+    """The order as the API shows it, or None.
+
+    ``number`` is the order's number on the till and on its receipt: the count of the kit's
+    orders up to its sale's link, so 1, 2, 3 without the gaps of ``receipt.seq``, which voids
+    and refunds take as well (the chain numbers every link, ``number`` only the sales).
+    """
     row = db.execute(
-        "SELECT o.*, r.hash FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
+        "SELECT o.*, r.hash, (SELECT count(*) FROM orders b WHERE b.seq <= o.seq) AS number "
+        "FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
         (order_id,)).fetchone()
     if row is None:
         return None
@@ -20,7 +26,7 @@ def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
               "amount_cents": line["qty"] * line["price_cents"]}
              for line in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
                                     "WHERE order_id = ? ORDER BY line_no", (order_id,))]
-    return {"order_id": row["order_id"], "status": row["status"],
+    return {"order_id": row["order_id"], "number": row["number"], "status": row["status"],
             "created_at": row["created_at"], "clock_synced": bool(row["clock_synced"]),
             "updated_at": row["updated_at"],
             "lines": lines, "total_cents": row["total_cents"],

@@ -114,6 +114,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX orders_open ON orders (status, created_ks)
         WHERE status IN ('queued', 'relayed');
     """,
+    # 5: slips beside receipts (agent/core/printjobs.py): NOT PAID, void and refund slips, and
+    # a slip no longer true before it printed is dropped. SQLite cannot change a CHECK in place.
+    """
+    CREATE TABLE print_jobs_5 (
+        id INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL REFERENCES orders (order_id),
+        kind TEXT NOT NULL
+            CHECK (kind IN ('receipt', 'reprint', 'unpaid', 'void', 'refund')),
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'printed', 'unsure', 'checked', 'dropped')),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO print_jobs_5 SELECT id, order_id, kind, state, created_at, updated_at, note
+        FROM print_jobs;
+    DROP TABLE print_jobs;
+    ALTER TABLE print_jobs_5 RENAME TO print_jobs;
+    CREATE INDEX print_jobs_by_state ON print_jobs (state, id);
+    CREATE INDEX print_jobs_by_order ON print_jobs (order_id);
+    """,
 ]
 
 

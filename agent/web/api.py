@@ -78,6 +78,7 @@ class SimulatedDeviceControls(Protocol):
 class KitAPI(Protocol):
     sales: Sales
     max_body_bytes: int
+    kit_id: str
 
     def check_staff(self, authorization: str | None, client: str) -> None:
         """Return for the staff credential; raise the refusal that says what is wrong."""
@@ -95,6 +96,11 @@ class KitAPI(Protocol):
         payment settled."""
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def receipt_record(self, kit: str, seq: int, link_hash: str
+                             ) -> dict[str, Any] | None:
+        """What the kit recorded for the receipt link ``/r/{kit}/{seq}/{hash}`` names (its
+        order's number, state, times, lines and total, worded); None when it has no such link."""
 
     async def reprint(self, order_id: str) -> int: ...
 
