@@ -1,4 +1,8 @@
-"""A simulated receipt as a picture: what it would look like on paper, one pixel per dot."""
+"""A simulated receipt as a picture: what it would look like on paper, one pixel per dot.
+
+Pillow's default font has ASCII only: é is drawn as e, and a character with no ASCII form (€,
+£) as the font's box; the receipt's text (and its ``.txt`` file) has the character itself.
+"""
 
 from __future__ import annotations
 

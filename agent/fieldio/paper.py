@@ -57,7 +57,7 @@ class PaperWords:
         banner = ""
         if kind == "reprint":
             banner = "COPY"
-            rows.append(("Copy printed", words.time(now)))
+            rows.append(("Copy made", words.time(now)))
         elif kind == "unpaid":
             banner, state = "NOT PAID", ""
             rows[0] = ("Payment", f"{order['payment']['method']}, not confirmed")

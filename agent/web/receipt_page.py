@@ -30,7 +30,7 @@ _HEADERS = {"Cache-Control": "no-store",  # the state changes: a refund, a void
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _STYLE = ("body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:28rem;padding:1rem}"
           "h1{font-size:1.3rem}.state{font-size:2rem;font-weight:700;padding:.3rem .6rem;"
-          "display:inline-block;border:3px solid}.PAID{color:#075e2b}.bad{color:#9b1c1c}"
+          "display:inline-block;border:3px solid}.PAID,.ok{color:#075e2b}.bad{color:#9b1c1c}"
           "table{width:100%;border-collapse:collapse}td{padding:.2rem 0}"
           "td:last-child{text-align:right}.total td{font-weight:700;border-top:1px solid}")
 _KIND = {"sale": "Receipt", "void": "Void slip", "refund": "Refund slip"}
@@ -70,8 +70,8 @@ def _body(record: dict[str, Any]) -> str:
     closed = (f"<p>{'Refunded' if state == 'REFUNDED' else 'Voided'} "
               f"{e(record['closed_at'])}</p>" if record["closed_at"] else "")
     return (f"<h1>{e(record['shop_name'])}</h1>"
-            f"<p>Recorded by kit {e(record['kit_id'])}: {_KIND[record['kind']].lower()} "
-            f"#{record['seq']}, {e(record['recorded_at'])}</p>"
+            f"<p class=ok>✓ {_KIND[record['kind']]} recorded by kit {e(record['kit_id'])} "
+            f"on {e(record['recorded_at'])} (entry #{record['seq']} of its receipt chain)</p>"
             f"<h2>Order #{record['number']}</h2>"
             f"<p class=\"state {'PAID' if state == 'PAID' else 'bad'}\">{e(state)}</p>"
             f"<p>Sold {e(record['sold_at'])}, {e(record['payment'])}</p>{closed}"

@@ -167,11 +167,18 @@ def _line_rows(line: ReceiptLine, columns: int) -> list[str]:
 
 
 def _left_and_right(left: str, right: str, columns: int, indent: int = 0) -> list[str]:
-    """``right`` flush right on the first row; ``left`` wrapped beside it and below it.
+    """``right`` flush right on the first row; ``left`` wrapped beside it and below it. When
+    ``right`` leaves too little room, ``left`` takes its own rows and ``right`` the next one
+    (a row longer than the paper would be wrapped by the printer, anywhere).
 
     >>> _left_and_right("2 x Mint tea", "5.00", 20)
     ['2 x Mint tea    5.00']
+    >>> _left_and_right("Copy printed at", "2025-06-01 16:03", 20)
+    ['Copy printed at', '    2025-06-01 16:03']
     """
-    left_width = max(columns - len(right) - 1, columns // 2)  # else the printer wraps the row
-    first, *rest = textwrap.wrap(left, left_width, subsequent_indent=" " * indent) or [""]
-    return [f"{first:<{left_width}} {right}", *rest]
+    left_width = columns - len(right) - 1
+    if left_width >= columns // 2 or 0 < len(left) <= left_width:
+        first, *rest = textwrap.wrap(left, left_width, subsequent_indent=" " * indent) or [""]
+        return [f"{first:<{left_width}} {right}", *rest]
+    return [*textwrap.wrap(left, columns, subsequent_indent=" " * indent),
+            *(row.rjust(columns) for row in _chunks(right, columns))]
