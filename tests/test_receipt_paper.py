@@ -72,7 +72,9 @@ def banner_rows(picture: Path) -> int:
     return rows
 
 
-def fetch(url: str, accept: str = "text/html") -> tuple[int, str]:
+def fetch(url: str, accept: str = "text/html,application/xhtml+xml,*/*;q=0.8"
+          ) -> tuple[int, str]:
+    """GET ``url`` as a phone's browser asks (HTML), or as another client with ``accept``."""
     request = urllib.request.Request(url, headers={"Accept": accept})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:

@@ -4,8 +4,8 @@ receipt's QR code. Anyone may read it (the link's 64-hex hash cannot be guessed)
 It says whether the kit recorded that receipt and, when it did, the order as it stands: its
 number, its state (``PAID``, ``NOT PAID``, ``REFUNDED``, ``VOIDED``), when it was sold and
 closed, its lines and total. A link the kit has not recorded is ``404`` with a page that says
-so; a malformed one too. HTML for a browser; JSON (the record, or ``{"error": "not_found"}``)
-for a client that asks for ``application/json``.
+so; a malformed one too. HTML for a browser (a client that accepts ``text/html``); JSON for
+any other (the record, or the API's ``{"error": "not_found", "detail": ...}``).
 """
 
 from __future__ import annotations
@@ -44,17 +44,17 @@ def receipt_route(kit: KitAPI) -> Route:
                 and 1 <= int(params["seq"]) <= _MAX_SEQ and _HASH.fullmatch(params["hash"])):
             record = await kit.receipt_record(params["kit"], int(params["seq"]),
                                               params["hash"].lower())
-        wants_json = "application/json" in request.headers.get("accept", "")
+        browser = "text/html" in request.headers.get("accept", "")
         if record is None:
             detail = f"kit {kit.kit_id} has no record of this receipt"
-            if wants_json:
+            if not browser:
                 return JSONResponse({"error": "not_found", "detail": detail}, 404,
                                     headers=_HEADERS)
             return HTMLResponse(_page("Not recorded", f"<h1>Not recorded</h1><p class=bad>"
                                       f"{html.escape(detail)}: it is not a receipt of this "
                                       f"kit, or its link was changed.</p>"), 404,
                                 headers=_HEADERS)
-        if wants_json:
+        if not browser:
             return JSONResponse({"recorded": True, **record}, headers=_HEADERS)
         return HTMLResponse(_page(f"Order #{record['number']}", _body(record)),
                             headers=_HEADERS)
