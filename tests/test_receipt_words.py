@@ -32,6 +32,7 @@ from agent import store as store_module
 from agent.app.events import EventHub
 from agent.config import ConfigError, PrintingConfig, ReceiptConfig, load_config, parse_config
 from agent.core.clock import Moment, now_iso
+from agent.core.manifest import Item, Manifest, apply_manifest
 from agent.core.orders import OrderRequest, place_order, refund_order, settle_payment, void_order
 from agent.core.printjobs import enqueue_reprint, queue_due
 from agent.core.wording import Wording
@@ -277,15 +278,21 @@ def test_each_kind_of_paper_fits_and_a_slip_says_what_it_is_in_large_reversed_ty
 
 # -- the store ---------------------------------------------------------------------------------
 
-def test_a_store_from_before_the_slips_keeps_its_print_jobs(tmp_path: Path) -> None:
+def test_a_store_from_before_the_slips_keeps_its_jobs_and_numbers_its_orders(
+        tmp_path: Path) -> None:
     db = store_module.connect(tmp_path / "old.db")
     for version, migration in enumerate(MIGRATIONS[:4], 1):  # as a kit before the slips left it
         db.executescript(migration + f";PRAGMA user_version={version}")
-    db.execute("INSERT INTO receipts VALUES (1, 'sale', 'ord-00000001', '{}', ?, ?)",
-               ("0" * 64, "ab" * 32))
-    db.execute("INSERT INTO orders (order_id, seq, fingerprint, created_at, updated_at, "
-               "total_cents, payment_method, payment_status, status, trace_id) VALUES "
-               "('ord-00000001', 1, 'f', 't', 't', 800, 'cash', 'paid', 'queued', 'x')")
+    # Sale #1, its void #2, sale #3: orders 1 and 2.
+    for seq, kind, order_id in ((1, "sale", "ord-00000001"), (2, "void", "ord-00000001"),
+                                (3, "sale", "ord-00000003")):
+        db.execute("INSERT INTO receipts VALUES (?, ?, ?, '{}', ?, ?)",
+                   (seq, kind, order_id, "0" * 64, f"{seq:064x}"))
+        if kind == "sale":
+            db.execute("INSERT INTO orders (order_id, seq, fingerprint, created_at, updated_at, "
+                       "total_cents, payment_method, payment_status, status, trace_id) VALUES "
+                       "(?, ?, 'f', 't', 't', 800, 'cash', 'paid', 'queued', 'x')",
+                       (order_id, seq))
     db.execute("INSERT INTO print_jobs (order_id, kind, state, created_at, updated_at, note) "
                "VALUES ('ord-00000001', 'receipt', 'unsure', 't', 't', 'check it')")
     with pytest.raises(sqlite3.IntegrityError):
@@ -300,4 +307,10 @@ def test_a_store_from_before_the_slips_keeps_its_print_jobs(tmp_path: Path) -> N
                "VALUES ('ord-00000001', 'refund', 't', 't')")
     assert {row[1] for row in db.execute("PRAGMA index_list(print_jobs)")} == {
         "print_jobs_by_state", "print_jobs_by_order"}
+    apply_manifest(db, Manifest("m-1", (Item("ZINE-07", "Zine no. 7", 800, 5),)), "t",
+                   now_iso())
+    place_order(db, OrderRequest("ord-00000004", (("ZINE-07", 1),), "cash"), KIT_ID, "t",
+                Moment(now_iso(), 0.0))
+    assert [tuple(row) for row in db.execute("SELECT seq, number FROM orders ORDER BY seq")] \
+        == [(1, 1), (3, 2), (4, 3)]
     db.close()

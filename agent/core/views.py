@@ -11,13 +11,13 @@ from agent.core.manifest import current_manifest
 def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
     """The order as the API shows it, or None.
 
-    ``number`` is the order's number on the till and on its receipt: the count of the kit's
-    orders up to its sale's link, so 1, 2, 3 without the gaps of ``receipt.seq``, which voids
-    and refunds take as well (the chain numbers every link, ``number`` only the sales).
+    ``number`` is the order's number on the till and on its receipt: 1, 2, 3 in the order of
+    their sales (the store numbers each order as it is written, ``agent/store/schema.py``),
+    without the gaps of ``receipt.seq``, which voids and refunds take as well (the chain
+    numbers every link, ``number`` only the orders).
     """
     row = db.execute(
-        "SELECT o.*, r.hash, (SELECT count(*) FROM orders b WHERE b.seq <= o.seq) AS number "
-        "FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
+        "SELECT o.*, r.hash FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
         (order_id,)).fetchone()
     if row is None:
         return None
