@@ -5,8 +5,8 @@ What prints, and when (:func:`queue_due`):
 
 - ``receipt``: once the order is paid (a cash sale at once, a card sale when staff confirm the
   payment), never before;
-- ``unpaid``: a NOT PAID slip when a card sale is made, only with ``[receipt] unpaid_slip``;
-  dropped unprinted once the order is paid or voided;
+- ``unpaid``: a NOT PAID slip when a card sale is made (payment ``pending``), only with
+  ``[receipt] unpaid_slip``; dropped unprinted once the order is paid or voided;
 - ``void``, ``refund``: a slip when the order is voided or refunded;
 - ``reprint``: staff's copy, marked COPY, saying what the order is now.
 
@@ -46,8 +46,12 @@ def queue_due(db: sqlite3.Connection, order_id: str, now: str, *,
         raise Refusal("not_found", f"no order {order_id}", order_id=order_id)
     if order["status"] in ("voided", "refunded"):
         due = "void" if order["status"] == "voided" else "refund"
-    else:
-        due = "receipt" if order["payment_status"] == "paid" else "unpaid"
+    elif order["payment_status"] == "paid":
+        due = "receipt"
+    elif order["payment_status"] == "pending":  # a card payment waiting for the terminal
+        due = "unpaid"
+    else:  # failed, or not paid yet: nothing to print until it is paid or voided
+        return []
     if due != "unpaid":
         outcome = {"void": "voided", "refund": "refunded"}.get(due, "paid")
         db.execute("UPDATE print_jobs SET state = 'dropped', updated_at = ?, note = ? "

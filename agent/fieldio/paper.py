@@ -21,7 +21,7 @@ from hw.printer.receipt import Receipt, ReceiptLine
 LinkMaker = Callable[[int, str], str | None]
 """A chain entry's ``(seq, hash)`` to the URL its QR code holds; None while it is not known."""
 
-_CAPTION = "Scan to check it with the kit"
+_CAPTION = "Scan to check it"
 _NOT_A_RECEIPT = {
     "NOT PAID": "Not paid: this is not a receipt. The receipt prints once the payment is "
                 "confirmed.",
