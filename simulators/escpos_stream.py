@@ -27,7 +27,7 @@ LF, DLE, ESC, GS = 0x0A, 0x10, 0x1B, 0x1D
 EOT, ENQ = 0x04, 0x05
 
 _CODE_PAGES = {0: "cp437", 2: "cp850", 3: "cp860", 4: "cp863", 5: "cp865",
-               16: "cp1252", 17: "cp866", 18: "cp852", 19: "cp858"}
+               15: "iso8859_7", 16: "cp1252", 17: "cp866", 18: "cp852", 19: "cp858"}
 _ALIGNMENTS: dict[int, Alignment] = {0: "left", 1: "center", 2: "right"}
 # Parameter bytes of the ESC and GS commands that do not take exactly one.
 _ESC_PARAMETER_COUNTS = {"@": 0, "2": 0, "<": 0, "i": 0, "m": 0,
@@ -47,6 +47,7 @@ class Style:
     underline: int = 0  # dots: 0, 1 or 2
     width: int = 1  # character width multiplier
     height: int = 1
+    reverse: bool = False  # white on black (GS B)
 
 
 Run = tuple[Style, str]
@@ -130,7 +131,8 @@ class PrintModel:
             case "!":
                 mode = parameters[0]
                 self.style = Style(bold=bool(mode & 0x08), underline=1 if mode & 0x80 else 0,
-                                    width=2 if mode & 0x20 else 1, height=2 if mode & 0x10 else 1)
+                                   width=2 if mode & 0x20 else 1, height=2 if mode & 0x10 else 1,
+                                   reverse=self.style.reverse)  # ESC ! leaves GS B alone
             case "E":
                 self.style = replace(self.style, bold=bool(parameters[0] & 1))
             case "-":
@@ -147,6 +149,8 @@ class PrintModel:
             case "!":
                 size = parameters[0]
                 self.style = replace(self.style, width=(size >> 4 & 7) + 1, height=(size & 7) + 1)
+            case "B":
+                self.style = replace(self.style, reverse=bool(parameters[0] & 1))
             case "(" if parameters[:1] == b"k" and parameters[3:4] == _QR_SYMBOL:
                 self._qr_function(parameters[4:5].decode("latin-1"), parameters[5:])
             case "V":

@@ -6,11 +6,11 @@ ESC/POS stream python-escpos sends and keeps every receipt (everything up to a c
 an ``output_dir`` it also writes ``receipt-<n>.txt`` and ``receipt-<n>.png`` for a person to
 look at. It answers DLE EOT status queries bit for bit like an Epson TM printer.
 
-Understood: text in the code page chosen with ESC t, LF and ESC d, bold, underline, double
-width and height (ESC !, ESC E, ESC -, GS !), alignment (ESC a), native QR codes (GS ( k),
-cut (GS V) and initialise (ESC @). Lines longer than the paper wrap, as on a real printer.
-Other commands are skipped by their length in the Epson reference (raster images included)
-and leave no trace on the receipt (:mod:`simulators.escpos_stream`; the pictures are
+Understood: text in the code page chosen with ESC t, LF and ESC d, bold, underline, character
+sizes (ESC !, ESC E, ESC -, GS !), white on black (GS B), alignment (ESC a), native QR codes
+(GS ( k), cut (GS V) and initialise (ESC @). Lines longer than the paper wrap, as on a real
+printer. Other commands are skipped by their length in the Epson reference (raster images
+included) and leave no trace on the receipt (:mod:`simulators.escpos_stream`; the pictures are
 :mod:`simulators.receipt_image`'s).
 
 Faults for drills: :meth:`~PrinterSimulator.set_paper` (``"near_end"``, ``"out"``),
@@ -37,12 +37,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, get_args
 
+from hw.printer.receipt import DOTS_BY_WIDTH_MM
 from simulators.escpos_stream import CELL_WIDTH, DLE, EOT, PrintModel, Sheet, command_size
 from simulators.receipt_image import render_png
 
 PaperState = Literal["ok", "near_end", "out"]
-DOTS_BY_WIDTH_MM = {58: 384, 80: 576}
-"""Printable dots per line of a 203 dpi print head on each paper width."""
+__all__ = ["DOTS_BY_WIDTH_MM", "PaperState", "PrintedReceipt", "PrinterSimulator"]
 
 _POLL_S = 0.05
 

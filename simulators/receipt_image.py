@@ -1,4 +1,8 @@
-"""A simulated receipt as a picture: what it would look like on paper, one pixel per dot."""
+"""A simulated receipt as a picture: what it would look like on paper, one pixel per dot.
+
+Pillow's default font has ASCII only: é is drawn as e, and a character with no ASCII form (€,
+£) as the font's box; the receipt's text (and its ``.txt`` file) has the character itself.
+"""
 
 from __future__ import annotations
 
@@ -37,16 +41,17 @@ def _line_picture(line: Line, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
     picture = Image.new("L", (max(width, 1), height + _LINE_GAP), 255)
     left = 0
     for style, text in line.runs:
-        run = Image.new("L", (len(text) * CELL_WIDTH, CELL_HEIGHT), 255)
+        paper, ink = (0, 255) if style.reverse else (255, 0)
+        run = Image.new("L", (len(text) * CELL_WIDTH, CELL_HEIGHT), paper)
         draw = ImageDraw.Draw(run)
         for index, char in enumerate(text):
             centre = index * CELL_WIDTH + CELL_WIDTH // 2
             glyph = unicodedata.normalize("NFKD", char)[0]  # the default font is ASCII: é → e
             for offset in (0, 1) if style.bold else (0,):  # emphasis: strike twice, shifted
-                draw.text((centre + offset, CELL_HEIGHT - 5), glyph, font=font, fill=0,
+                draw.text((centre + offset, CELL_HEIGHT - 5), glyph, font=font, fill=ink,
                           anchor="ms")
         if style.underline:
-            draw.rectangle((0, CELL_HEIGHT - style.underline, run.width, CELL_HEIGHT), fill=0)
+            draw.rectangle((0, CELL_HEIGHT - style.underline, run.width, CELL_HEIGHT), fill=ink)
         scaled = run.resize((run.width * style.width, CELL_HEIGHT * style.height),
                             Image.Resampling.NEAREST)
         picture.paste(scaled, (left, height - scaled.height))

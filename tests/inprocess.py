@@ -76,6 +76,7 @@ async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]]
     # Public knobs of the supervisor; the backoff of each part is made from them at its start.
     kit.supervisor.first_retry_s, kit.supervisor.settle_s = FIRST_RETRY_S, SETTLE_S
     await kit.start()
+    kit.serving_at("http://kit/")  # the app is reached through httpx's ASGI transport
     try:
         # Each part reports "running" at its first step, and the parts' tasks take their first
         # steps in the order they were made: once one shows, all have (stopping a kit before

@@ -210,6 +210,11 @@ PARAMS = {
                       hostile, st.text(max_size=300)),
     "device": st.one_of(st.sampled_from(["power", "scan", "button", "paper", "printer"]),
                         hostile, st.text(max_size=40)),
+    "kit": st.one_of(st.sampled_from(["kit-0035969e", "kit-other"]), hostile,
+                     st.text(max_size=80)),
+    "seq": st.one_of(st.integers(-10, 10**30).map(str), hostile, st.text(max_size=30)),
+    "hash": st.one_of(st.text("0123456789abcdefABCDEF", min_size=63, max_size=65), hostile,
+                      st.text(max_size=80)),
 }
 query_values = st.one_of(hostile, st.integers(-5, 10**25).map(str), st.text(max_size=40))
 queries = st.fixed_dictionaries({}, optional={"limit": query_values, "ticket": query_values})

@@ -15,7 +15,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 # The store, sales and waiting helpers of the print queue's tests (tests/ is on sys.path).
-from test_printing import KIT_ID, KIT_NAME, eventually, next_event, open_store, sell
+from test_printing import KIT_NAME, eventually, next_event, open_store, paper_words, sell
 
 from agent.app.events import Event, EventHub
 from agent.app.supervisor import Supervisor
@@ -227,8 +227,7 @@ def test_simulated_devices_drive_the_real_parts(tmp_path: Path) -> None:
                                     devices.printer.host, devices.printer.port,
                                     devices.paper_width_mm)
         assert (config.host, config.port) == ("127.0.0.1", devices.printer.port)
-        queue = PrintQueue(store, config, kit_id=KIT_ID, kit_name=KIT_NAME,
-                           on_event=hub.publish)
+        queue = PrintQueue(store, config, paper_words(), on_event=hub.publish)
         router = ScanRouter(store, hub.publish, spawn=jobs("scanner"))
         watcher = ScannerWatcher(router.on_scan, router.on_device,
                                  discover=devices.discover_scanners, rescan_interval=0.05)
@@ -257,7 +256,7 @@ def test_simulated_devices_drive_the_real_parts(tmp_path: Path) -> None:
                 await next_event(events, "print_job")
                 devices.press("reprint")
                 printed = await asyncio.to_thread(devices.printer.wait_for_receipts, 2)
-                assert printed[1].text.splitlines()[0] == f"{KIT_NAME} - COPY"
+                assert printed[1].text.splitlines()[:2] == [" COPY ", KIT_NAME]
                 assert printed[0].qr_payloads == printed[1].qr_payloads
                 for name in ("receipt-1.txt", "receipt-1.png", "receipt-2.txt"):
                     assert (tmp_path / "printer" / name).exists()

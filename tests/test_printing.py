@@ -15,25 +15,27 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.app.events import Event, EventHub
-from agent.config import ConfigError, PrintingConfig, parse_config
+from agent.config import ConfigError, PrintingConfig, ReceiptConfig, parse_config
 from agent.core.clock import Moment, now_iso
 from agent.core.errors import Refusal
 from agent.core.manifest import Item, Manifest, apply_manifest
 from agent.core.orders import OrderRequest, place_order
 from agent.core.printjobs import (
-    enqueue_receipt,
     enqueue_reprint,
     enqueue_reprint_last,
     job_counts,
     jobs_to_check,
     mark_checked,
+    queue_due,
 )
+from agent.core.wording import format_cents
+from agent.fieldio.paper import PaperWords
 from agent.fieldio.printing import PrintQueue
 from agent.store import Store
-from hw.printer.receipt import format_cents
 from simulators.printer import PrintedReceipt, PrinterSimulator
 
 KIT_ID, KIT_NAME = "kit-test", "Harbour Market"
+KIT_URL = "http://kit.test:8080/"
 MANIFEST = Manifest("test-1", (Item("ZINE-07", "Zine no. 7", 800, 50),
                                Item("PIN-LOGO", "Enamel pin", 600, 50),
                                Item("TEE-BLK-M", "Tee, black, M", 2500, 50)))
@@ -64,7 +66,7 @@ async def sell(store: Store, *lines: tuple[str, int]) -> dict[str, Any]:
 
     def sale(db: sqlite3.Connection) -> dict[str, Any]:
         view, _ = place_order(db, request, KIT_ID, "trace", Moment(now_iso(), 0.0))
-        enqueue_receipt(db, view["order_id"], now_iso())
+        queue_due(db, view["order_id"], now_iso())
         return view
 
     return await store.write(sale)
@@ -115,10 +117,22 @@ async def next_event(events: asyncio.Queue[Event], kind: str, timeout: float = 5
                 return data
 
 
+def paper_words(config: ReceiptConfig | None = None) -> PaperWords:
+    """The words of a kit serving at :data:`KIT_URL`, as the agent builds them."""
+    receipt = config or ReceiptConfig()
+    return PaperWords(shop_name=KIT_NAME, kit_id=KIT_ID, config=receipt,
+                      link=lambda seq, hash: receipt.link(KIT_ID, seq, hash, kit_url=KIT_URL))
+
+
+def link_of(order: dict[str, Any]) -> str:
+    """The link a sale's receipt holds in its QR code."""
+    return f"{KIT_URL}r/{KIT_ID}/{order['receipt']['seq']}/{order['receipt']['hash']}"
+
+
 @contextlib.asynccontextmanager
 async def running(store: Store, config: PrintingConfig, hub: EventHub
                   ) -> AsyncIterator[PrintQueue]:
-    queue = PrintQueue(store, config, kit_id=KIT_ID, kit_name=KIT_NAME, on_event=hub.publish)
+    queue = PrintQueue(store, config, paper_words(), on_event=hub.publish)
     task = asyncio.create_task(queue.run())
     try:
         yield queue
@@ -148,10 +162,12 @@ def test_printed_receipt_decodes_back_to_the_order(
         for line in order["lines"]:
             assert any(row.startswith(f"{line['qty']} x {line['name']}")
                        and row.endswith(format_cents(line["amount_cents"])) for row in rows)
-        assert any(row.startswith("TOTAL") and row.endswith("41.00") for row in rows)
+        assert any(row.startswith("TOTAL") and row.endswith("EUR 41.00") for row in rows)
         assert order["total_cents"] == 4100
-        assert any(row.endswith(f"Receipt #{order['receipt']['seq']}") for row in rows)
-        assert printed.qr_payloads == [order["receipt"]["hash"]]
+        assert any(row.startswith(f"Order #{order['number']}") and row.endswith(f"Kit {KIT_ID}")
+                   for row in rows)
+        assert "PAID" in rows
+        assert printed.qr_payloads == [link_of(order)]
         assert (job["order_id"], job["kind"], job["state"]) == (order["order_id"], "receipt",
                                                                  "printed")
 
@@ -168,10 +184,9 @@ def test_paper_out_holds_the_queue_and_each_receipt_prints_once(
                 queue.wake()
                 await receipts(sim, 1)
                 await all_printed(store)
-                [(first_job,)] = await store.read(lambda db: db.execute(
-                    "SELECT id FROM print_jobs").fetchall())
-                assert await store.write(lambda db: enqueue_receipt(  # a retried sale
-                    db, first["order_id"], now_iso())) == first_job
+                assert await store.write(lambda db: queue_due(  # a retried sale
+                    db, first["order_id"], now_iso())) == []
+                assert await jobs(store) == [(first["order_id"], "receipt", "printed")]
 
                 sim.set_paper("out")
                 waiting = [await sell(store, ("PIN-LOGO", n)) for n in (1, 2, 3)]
@@ -192,7 +207,7 @@ def test_paper_out_holds_the_queue_and_each_receipt_prints_once(
 
         assert len(sim.receipts) == 4
         orders = [first, *waiting]
-        assert [p.qr_payloads for p in printed] == [[o["receipt"]["hash"]] for o in orders]
+        assert [p.qr_payloads for p in printed] == [[link_of(o)] for o in orders]
         assert jobs_on_disk(tmp_path) == [(o["order_id"], "receipt", "printed")
                                              for o in orders]
 
@@ -262,7 +277,7 @@ def test_a_receipt_the_printer_stopped_on_is_flagged_not_printed_again(tmp_path:
                 await all_printed(store)
                 await looked_again(queue)  # a copy, were one coming, has printed by now
                 assert [p.qr_payloads for p in sim.receipts] == [
-                    [first["receipt"]["hash"]], [second["receipt"]["hash"]]]
+                    [link_of(first)], [link_of(second)]]
         store.close()
         assert jobs_on_disk(tmp_path) == [(first["order_id"], "receipt", "unsure"),
                                           (second["order_id"], "receipt", "printed")]
@@ -299,9 +314,8 @@ def test_reprint_prints_a_copy_and_a_second_tap_while_waiting_adds_none(
 
         assert len(sim.receipts) == 4
         copies = printed[2:]
-        assert [p.qr_payloads for p in copies] == [[older["receipt"]["hash"]],
-                                                   [last["receipt"]["hash"]]]
-        assert all(p.text.splitlines()[0] == f"{KIT_NAME} - COPY" for p in copies)
+        assert [p.qr_payloads for p in copies] == [[link_of(older)], [link_of(last)]]
+        assert all(p.text.splitlines()[:2] == [" COPY ", KIT_NAME] for p in copies)
         assert [kind for _, kind, _ in jobs_on_disk(tmp_path)] == ["receipt", "receipt",
                                                                        "reprint", "reprint"]
 
@@ -350,7 +364,7 @@ def test_a_new_queue_on_the_same_store_prints_nothing_twice(
         store.close()
 
         assert len(sim.receipts) == 2
-        assert copy.qr_payloads == [cut_short[1]["receipt"]["hash"]]
+        assert copy.qr_payloads == [link_of(cut_short[1])]
         assert jobs_on_disk(tmp_path) == [
             (printed_order["order_id"], "receipt", "printed"),
             (cut_short[0]["order_id"], "receipt", "checked"),
@@ -379,7 +393,7 @@ def test_printer_section_is_checked_like_every_other_section() -> None:
 def test_disabled_printer_reports_so_and_the_queue_returns(tmp_path: Path) -> None:
     async def scenario() -> None:
         queue = PrintQueue(Store(tmp_path / "kit.db"), PrintingConfig(enabled=False),
-                           kit_id=KIT_ID, kit_name=KIT_NAME, on_event=EventHub().publish)
+                           paper_words(), on_event=EventHub().publish)
         await asyncio.wait_for(queue.run(), 1)
         assert queue.status == {"state": "disabled"}
 

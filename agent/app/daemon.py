@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from agent.app.kit import Kit, StartError, Wiring
 from agent.app.sdnotify import keep_watchdog_fed, notify, watchdog_interval
 from agent.config import Config
+from agent.config.receipt import kit_url
 
 if TYPE_CHECKING:
     from agent.web.server import HttpLimits
@@ -121,6 +122,7 @@ async def serve(config: Config, wiring: Wiring) -> None:
             await asyncio.sleep(0.01)
         if server.started:
             port = server.servers[0].sockets[0].getsockname()[1]
+            kit.serving_at(kit_url(wiring.host, port))
             host = wiring.host if wiring.host not in ("0.0.0.0", "::") else "127.0.0.1"
             url = f"http://{host}:{port}/"
             log.info("kit %s serving %s", kit.kit_id, url)

@@ -27,6 +27,7 @@ from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
 from agent.app.webcalls import WebCalls
 from agent.config import Config
+from agent.config.receipt import kit_url
 from agent.core import clock, kitmeta, outbox
 from agent.core.clock import Clock, Moment, Timeline
 from agent.core.errors import Refusal
@@ -90,7 +91,8 @@ class Kit(WebCalls):
         self.clock = wiring.clock or Clock()
         self.timeline: Timeline | None = None  # kit seconds, once the store is open
         self.sales = Orders(self.store, self.kit_id, self.moment, config.orders.max_lines,
-                            config.orders.max_qty, print_receipts=config.printer.enabled)
+                            config.orders.max_qty, print_receipts=config.printer.enabled,
+                            unpaid_slip=config.receipt.unpaid_slip)
         self.events = EventHub()
         self.coordinator = Coordinator(self.kit_id, self._queue_depth)
         self.coordinator.listen(self._state_changed)
@@ -104,7 +106,8 @@ class Kit(WebCalls):
             scanners=lambda names: self.coordinator.update(scanners=names),
             panel=lambda health: self.coordinator.update(panel=health),
             spawn=self.spawn, set_latch=self.set_staff_latch,
-            latched=lambda: self.mode.latched, request_shutdown=self.request_shutdown),
+            latched=lambda: self.mode.latched, request_shutdown=self.request_shutdown,
+            kit_url=lambda: self.kit_url),
             simulated=wiring.simulated, state_dir=wiring.state_dir, kit_id=self.kit_id)
         self.power = PowerService(config.power, PowerOutputs(
             status=lambda health: self.coordinator.update(power=health),
@@ -115,6 +118,9 @@ class Kit(WebCalls):
                           close_store=self._close_store),
             simulated=wiring.simulated, rig_file=wiring.state_dir / "sim-power.json")
         self.exit_requested: Callable[[], None] = lambda: None
+        self.kit_url = kit_url(wiring.host, wiring.port) if wiring.port else None
+        """Where phones reach the kit's pages (receipts link there); None until it is known
+        (a server on port 0 is bound)."""
         self._stopped = False
         self._availability_due = False
 
@@ -217,6 +223,11 @@ class Kit(WebCalls):
             self.store.close()
             if hung:
                 log.warning("store closed while %s had not stopped", ", ".join(hung))
+
+    def serving_at(self, url: str) -> None:
+        """The kit serves its pages at ``url`` (known once a server on port 0 is bound)."""
+        self.kit_url = url
+        self.devices.wake_printer()  # receipts wait for their links
 
     def request_exit(self) -> None:
         """The shutdown sequence is done: the daemon exits (and the kit powers off)."""

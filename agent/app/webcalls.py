@@ -11,10 +11,11 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from agent.core import kitmeta, printjobs
+from agent.core import kitmeta, printjobs, receipts
 from agent.core.clock import Moment
 from agent.core.errors import Refusal
-from agent.core.views import availability
+from agent.core.views import availability, order_view
+from agent.core.wording import Wording, state_word
 
 if TYPE_CHECKING:
     from agent.app.coordinator import Coordinator
@@ -36,6 +37,7 @@ class WebCalls:
     """The calls of :class:`agent.web.api.KitAPI`, over the kit's parts."""
 
     config: Config
+    kit_id: str
     store: Store
     sales: Orders
     events: EventHub
@@ -66,6 +68,7 @@ class WebCalls:
 
     def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
         self.events.publish("order", view)
+        self.devices.wake_printer()  # a payment confirmed, a void or a refund has its paper
         if relay:
             self._stock_changed()
             self.outbox_changed()
@@ -87,6 +90,33 @@ class WebCalls:
             return view
         settled = await self.uplink.wait_for_ack(view["order_id"], self.config.mqtt.ack_wait_s)
         return settled or view
+
+    async def receipt_record(self, kit: str, seq: int, link_hash: str) -> dict[str, Any] | None:
+        """What the kit recorded for the receipt link a QR code names, worded as the paper
+        words it; None when it is not this kit's link."""
+        def read(db: Any) -> tuple[dict[str, Any], dict[str, Any], Any] | None:
+            link = receipts.find_link(db, seq, link_hash)
+            if link is None:
+                return None
+            order: dict[str, Any] = order_view(db, link["order_id"])  # type: ignore[assignment]
+            return link, order, receipts.closing_link(db, order["order_id"],
+                                                      order["receipt"]["seq"])
+        found = await self.store.read(read) if kit == self.kit_id else None
+        if found is None:
+            return None
+        link, order, closed = found
+        words = Wording(self.config.receipt)
+        return {"shop_name": self.config.receipt.shop_name or self.config.kit.name,
+                "kit_id": self.kit_id, "seq": seq, "kind": link["kind"],
+                "number": order["number"], "state": state_word(order),
+                "recorded_at": words.time(link["created_at"]),
+                "sold_at": words.time(order["created_at"]),
+                "closed_at": words.time(closed["created_at"]) if closed else None,
+                "lines": [{"qty": line["qty"], "name": line["name"],
+                           "amount": words.money(line["amount_cents"])}
+                          for line in order["lines"]],
+                "total": words.money(order["total_cents"]),
+                "payment": order["payment"]["method"]}
 
     async def reprint(self, order_id: str) -> int:
         return await self.devices.reprint(order_id)

@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.config.checks import ConfigError
 from agent.config.power import PowerConfig
+from agent.config.receipt import ReceiptConfig
 from agent.config.sections import (
     HttpConfig,
     KitConfig,
@@ -35,8 +36,8 @@ from agent.config.sections import (
 )
 
 __all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "OrdersConfig",
-           "PanelConfig", "PowerConfig", "PrintingConfig", "ScannerConfig", "load_config",
-           "machine_kit_id", "parse_config"]
+           "PanelConfig", "PowerConfig", "PrintingConfig", "ReceiptConfig", "ScannerConfig",
+           "load_config", "machine_kit_id", "parse_config"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropkit/agent.toml")
 CONFIG_ENV = "DROPKIT_CONFIG"
@@ -49,6 +50,7 @@ class Config:
     orders: OrdersConfig = field(default_factory=OrdersConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     printer: PrintingConfig = field(default_factory=PrintingConfig)
+    receipt: ReceiptConfig = field(default_factory=ReceiptConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
@@ -77,8 +79,10 @@ class Config:
 
 
 _SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
-                  "mqtt": MqttConfig, "printer": PrintingConfig, "scanner": ScannerConfig,
-                  "panel": PanelConfig, "power": PowerConfig}
+                  "mqtt": MqttConfig, "printer": PrintingConfig, "receipt": ReceiptConfig,
+                  "scanner": ScannerConfig, "panel": PanelConfig, "power": PowerConfig}
+_MOVED = {("printer", "header"): "[receipt] shop_name"}
+"""Keys that moved: an old config names the new place rather than an unknown key."""
 
 
 def _describe(kind: type) -> str:
@@ -92,6 +96,8 @@ def _parse_section(name: str, raw: Any, source: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in raw.items():
+        if (name, key) in _MOVED:
+            raise ConfigError(f"{source}: [{name}] {key}: moved to {_MOVED[name, key]}")
         if key not in fields:
             raise ConfigError(f"{source}: [{name}] {key}: unknown key; expected one of "
                               f"{', '.join(sorted(fields))}")

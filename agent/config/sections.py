@@ -127,7 +127,6 @@ class PrintingConfig:
         "a number of seconds from 0.1 to 30", lambda v: 0.1 <= v <= 30))
     status_interval_s: float = field(default=5.0, metadata=check(
         "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600))
-    header: str = ""
 
     def driver_config(self) -> PrinterConfig:
         """The driver's view of this section (:class:`hw.printer.transport.PrinterConfig`)."""

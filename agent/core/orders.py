@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from agent.core import outbox, printjobs, receipts
+from agent.core import outbox, receipts
 from agent.core.clock import Moment
 from agent.core.errors import Refusal, invalid
 from agent.core.manifest import valid_sku
@@ -112,11 +112,11 @@ def _stored_request(db: sqlite3.Connection, order_id: str, order: sqlite3.Row) -
 
 
 def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
-                at: Moment, print_receipt: bool = False) -> tuple[dict[str, Any], bool]:
+                at: Moment) -> tuple[dict[str, Any], bool]:
     """Sell the order, or answer the first result for a retried ``order_id``.
 
-    With ``print_receipt``, the receipt's print job is queued in the same transaction, so a
-    confirmed sale always has its receipt coming. Returns ``(order view, created)``.
+    Returns ``(order view, created)``; the caller queues its paper in the same transaction
+    (:func:`agent.core.printjobs.queue_due`).
 
     The outbox message is a ``sale`` of ``agent/schemas/orders.schema.json``: the order's view
     with ``kit_id`` and ``trace_id``. ``at`` stamps it: the wall clock's label, whether that was
@@ -163,8 +163,6 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
     view = order_view(db, request.order_id)
     outbox.enqueue(db, "sale", request.order_id,
                    {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
-    if print_receipt:
-        printjobs.enqueue_receipt(db, request.order_id, now)
     return view, True  # type: ignore[return-value]
 
 

@@ -1,9 +1,20 @@
-"""Print jobs in the store: each sale's receipt queued in the sale's own transaction.
+"""Print jobs in the store: the paper each order's state calls for, queued in the transaction
+that changed the order.
 
-A job goes ``pending`` -> ``sending`` (committed before a byte is sent) -> ``printed``, or
-``unsure`` when nobody knows whether the paper came out; staff settle an ``unsure`` job with a
-reprint or a check. :class:`agent.fieldio.printing.PrintQueue` moves the jobs; these functions
-are the rules, each run inside the caller's transaction.
+What prints, and when (:func:`queue_due`):
+
+- ``receipt``: once the order is paid (a cash sale at once, a card sale when staff confirm the
+  payment), never before;
+- ``unpaid``: a NOT PAID slip when a card sale is made (payment ``pending``), only with
+  ``[receipt] unpaid_slip``; dropped unprinted once the order is paid or voided;
+- ``void``, ``refund``: a slip when the order is voided or refunded;
+- ``reprint``: staff's copy, marked COPY, saying what the order is now.
+
+Every job prints the order as it stands when it prints. A job goes ``pending`` -> ``sending``
+(committed before a byte is sent) -> ``printed``, or ``unsure`` when nobody knows whether the
+paper came out; staff settle an ``unsure`` job with a reprint or a check.
+:class:`agent.fieldio.printing.PrintQueue` moves the jobs; these functions are the rules, each
+run inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -11,36 +22,60 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, cast
 
+from agent.core import receipts
 from agent.core.errors import Refusal
 from agent.core.views import order_view
 
 _WAITING = ("pending", "sending")
+_COPIES = ("receipt", "reprint")  # the jobs that print the order's receipt
 
 
 # -- in the caller's transaction ---------------------------------------------------------------
 
-def enqueue_receipt(db: sqlite3.Connection, order_id: str, now: str) -> int:
-    """Queue a new sale's receipt; call it inside the sale's transaction. Returns the job id.
+def queue_due(db: sqlite3.Connection, order_id: str, now: str, *,
+              unpaid_slip: bool = False) -> list[int]:
+    """Queue the paper the order's state calls for and that it has not had; call it in the
+    transaction that changed the order. Returns the new jobs' ids.
 
-    An order has one receipt job: for an order that has it already (a retried request), its
-    id is returned and nothing is added.
+    An order has at most one job of each kind, so a retried request adds nothing. A NOT PAID
+    slip still waiting when the order is paid or voided is dropped: it is no longer true.
     """
-    queued = db.execute("SELECT id FROM print_jobs WHERE order_id = ? AND kind = 'receipt'",
-                        (order_id,)).fetchone()
-    return queued["id"] if queued is not None else _insert_job(db, order_id, "receipt", now)
+    order = db.execute("SELECT status, payment_status FROM orders WHERE order_id = ?",
+                       (order_id,)).fetchone()
+    if order is None:
+        raise Refusal("not_found", f"no order {order_id}", order_id=order_id)
+    if order["status"] in ("voided", "refunded"):
+        due = "void" if order["status"] == "voided" else "refund"
+    elif order["payment_status"] == "paid":
+        due = "receipt"
+    elif order["payment_status"] == "pending":  # a card payment waiting for the terminal
+        due = "unpaid"
+    else:  # failed, or not paid yet: nothing to print until it is paid or voided
+        return []
+    if due != "unpaid":
+        outcome = {"void": "voided", "refund": "refunded"}.get(due, "paid")
+        db.execute("UPDATE print_jobs SET state = 'dropped', updated_at = ?, note = ? "
+                   "WHERE order_id = ? AND kind = 'unpaid' AND state = 'pending'",
+                   (now, f"not printed: the order was {outcome} before it could be", order_id))
+    elif not unpaid_slip:
+        return []
+    queued = db.execute("SELECT 1 FROM print_jobs WHERE order_id = ? AND kind = ?",
+                        (order_id, due)).fetchone()
+    return [] if queued is not None else [_insert_job(db, order_id, due, now)]
 
 
 def enqueue_reprint(db: sqlite3.Connection, order_id: str, now: str) -> int:
     """Queue another copy of an order's receipt (printed marked COPY); returns the job id.
 
-    A job for the order still waiting to print is answered instead of adding one (a second
-    tap while the paper is out prints one receipt, not two). The order's ``unsure`` jobs are
+    The order's receipt or copy still waiting to print is answered instead of adding one (a
+    second tap while the paper is out prints one receipt, not two). The order's ``unsure`` jobs are
     settled: asking for a copy is staff's answer to them. Raises a ``not_found`` :class:`Refusal`.
     """
     if db.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone() is None:
         raise Refusal("not_found", f"no order {order_id}", order_id=order_id)
     waiting = db.execute("SELECT id FROM print_jobs WHERE state IN (?, ?) AND order_id = ? "
-                         "ORDER BY id LIMIT 1", (*_WAITING, order_id)).fetchone()
+                         "AND kind IN (?, ?) ORDER BY id LIMIT 1",
+                         (*_WAITING, order_id, *_COPIES)).fetchone()
     if waiting is not None:
         return waiting["id"]
     db.execute("UPDATE print_jobs SET state = 'checked', updated_at = ?, note = 'reprinted' "
@@ -90,12 +125,16 @@ def _insert_job(db: sqlite3.Connection, order_id: str, kind: str, now: str) -> i
 
 
 def next_job(db: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The oldest pending job and its order's view, read together."""
+    """The oldest pending job and its order's view, read together; the view has ``closed``,
+    the order's void or refund link (``kind``, ``seq``, ``hash``, ``created_at``, ``reason``,
+    ``restock``) or None."""
     row = db.execute("SELECT * FROM print_jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
                      ).fetchone()
     if row is None:
         return None
-    return _job_view(row), cast(dict[str, Any], order_view(db, row["order_id"]))
+    order = cast(dict[str, Any], order_view(db, row["order_id"]))
+    closed = receipts.closing_link(db, row["order_id"], order["receipt"]["seq"])
+    return _job_view(row), {**order, "closed": closed}
 
 
 def move_job(db: sqlite3.Connection, job_id: int, before: str, after: str, now: str,

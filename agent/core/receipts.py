@@ -2,7 +2,8 @@
 
 ``hash = SHA-256(previous hash as 64 hex characters + canonical JSON of the entry)``, the first
 entry chained to 64 zeros. Canonical JSON is UTF-8 with sorted keys and no spaces. A receipt's
-hash, printed as a QR code, lets anyone check later that the kit recorded that sale::
+link, printed as a QR code (a URL naming the kit, ``seq`` and ``hash``), lets anyone check later
+that the kit recorded that sale (:func:`find_link`)::
 
     >>> link = chain_hash(GENESIS_HASH, {"kind": "sale", "seq": 1})
     >>> len(link), link == chain_hash(GENESIS_HASH, {"seq": 1, "kind": "sale"})
@@ -42,6 +43,32 @@ def append(db: sqlite3.Connection, kind: str, order_id: str,
     db.execute("INSERT INTO receipts (seq, kind, order_id, body, prev_hash, hash) "
                "VALUES (?, ?, ?, ?, ?, ?)", (seq, kind, order_id, body, prev_hash, link))
     return seq, link
+
+
+def find_link(db: sqlite3.Connection, seq: int, link_hash: str) -> dict[str, Any] | None:
+    """Link ``seq`` of the chain when its hash is ``link_hash`` (what a receipt's QR code
+    names): its ``seq``, ``kind``, ``order_id`` and ``created_at``; None when the kit has no
+    such link."""
+    row = db.execute("SELECT seq, kind, order_id, body FROM receipts WHERE seq = ? AND hash = ?",
+                     (seq, link_hash)).fetchone()
+    if row is None:
+        return None
+    return {"seq": row["seq"], "kind": row["kind"], "order_id": row["order_id"],
+            "created_at": json.loads(row["body"])["created_at"]}
+
+
+def closing_link(db: sqlite3.Connection, order_id: str, sale_seq: int) -> dict[str, Any] | None:
+    """The void or refund link of the order sold at link ``sale_seq``, or None while it is
+    open (the links after its sale are read, by their sequence: no index on orders)."""
+    link = db.execute("SELECT seq, kind, hash, body FROM receipts WHERE seq > ? AND "
+                      "order_id = ? AND kind IN ('void', 'refund') ORDER BY seq LIMIT 1",
+                      (sale_seq, order_id)).fetchone()
+    if link is None:
+        return None
+    body = json.loads(link["body"])
+    return {"kind": link["kind"], "seq": link["seq"], "hash": link["hash"],
+            "created_at": body["created_at"], "reason": body.get("reason", ""),
+            "restock": body.get("restock")}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """What a scanned text means: a SKU on sale, one of this kit's receipts, or nothing known.
 
-Pure functions over the store's connection; :class:`agent.fieldio.scans.ScanRouter` runs them
-for each scan. A SKU wins over a receipt::
+A receipt's QR code holds its link (``http://10.42.0.1:8080/r/kit-07/12/<hash>``, or the
+``[receipt] verify_url`` the co-op set); older receipts hold the bare 64-hex hash. Either finds
+the order through the hash. Pure functions over the store's connection;
+:class:`agent.fieldio.scans.ScanRouter` runs them for each scan. A SKU wins over a receipt::
 
     >>> import sqlite3
     >>> db = sqlite3.connect(":memory:")
@@ -15,6 +17,8 @@ for each scan. A SKU wins over a receipt::
     {'kind': 'sku', 'sku': 'TEA'}
     >>> scan_meaning(db, "AB" * 32)["order_id"], scan_meaning(db, "HELLO")["kind"]
     ('order-1', 'unknown')
+    >>> scan_meaning(db, f"http://10.42.0.1:8080/r/kit-07/1/{'ab' * 32}")["order_id"]
+    'order-1'
 """
 
 from __future__ import annotations
@@ -24,7 +28,29 @@ import sqlite3
 from typing import Any
 
 RECEIPT_HASH = re.compile(r"[0-9a-fA-F]{64}")
-"""A receipt's QR code: its 64-hex-digit hash (upper case too, for scanners set that way)."""
+"""An older receipt's QR code: its 64-hex-digit hash (upper case too, for scanners set that
+way)."""
+_HASH_IN_LINK = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+MAX_LINK = 500
+"""The longest scanned link read as a receipt's (the kit prints at most 200 characters)."""
+
+
+def receipt_hash(text: str) -> str | None:
+    """The receipt hash a scan holds, lower case: a bare hash, or the one 64-hex-digit run of
+    an ``http(s)`` link; None for anything else.
+
+    >>> receipt_hash("HTTPS://COOP.EXAMPLE/R/KIT-07/12/" + "AB" * 32) == "ab" * 32
+    True
+    >>> receipt_hash("https://coop.example/about"), receipt_hash("ab" * 31)
+    (None, None)
+    """
+    if RECEIPT_HASH.fullmatch(text):
+        return text.lower()
+    if len(text) <= MAX_LINK and text[:8].lower().startswith(("http://", "https://")):
+        found = _HASH_IN_LINK.findall(text)
+        if len(found) == 1:
+            return found[0].lower()
+    return None
 
 
 def sku_on_sale(db: sqlite3.Connection, sku: str) -> bool:
@@ -42,11 +68,10 @@ def lookup_receipt(db: sqlite3.Connection, receipt_hash: str) -> str | None:
 
 def scan_meaning(db: sqlite3.Connection, text: str) -> dict[str, Any]:
     """What a scanned text is: ``sku`` on sale, ``receipt`` (its hash and order, None when
-    the hash is not in this kit's chain) or ``unknown``. A SKU wins over a receipt."""
+    the hash is not in this kit's chain; a receipt's link or its bare hash) or ``unknown``. A
+    SKU wins over a receipt."""
     if sku_on_sale(db, text):
         return {"kind": "sku", "sku": text}
-    if RECEIPT_HASH.fullmatch(text):
-        receipt_hash = text.lower()
-        return {"kind": "receipt", "hash": receipt_hash,
-                "order_id": lookup_receipt(db, receipt_hash)}
+    if (found := receipt_hash(text)) is not None:
+        return {"kind": "receipt", "hash": found, "order_id": lookup_receipt(db, found)}
     return {"kind": "unknown", "text": text}

@@ -9,7 +9,13 @@ from agent.core.manifest import current_manifest
 
 
 def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
-    """The order as the API shows it, or None."""
+    """The order as the API shows it, or None.
+
+    ``number`` is the order's number on the till and on its receipt: 1, 2, 3 in the order of
+    their sales (the store numbers each order as it is written, ``agent/store/schema.py``),
+    without the gaps of ``receipt.seq``, which voids and refunds take as well (the chain
+    numbers every link, ``number`` only the orders).
+    """
     row = db.execute(
         "SELECT o.*, r.hash FROM orders o JOIN receipts r ON r.seq = o.seq WHERE o.order_id = ?",
         (order_id,)).fetchone()
@@ -20,7 +26,7 @@ def order_view(db: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
               "amount_cents": line["qty"] * line["price_cents"]}
              for line in db.execute("SELECT sku, name, qty, price_cents FROM order_lines "
                                     "WHERE order_id = ? ORDER BY line_no", (order_id,))]
-    return {"order_id": row["order_id"], "status": row["status"],
+    return {"order_id": row["order_id"], "number": row["number"], "status": row["status"],
             "created_at": row["created_at"], "clock_synced": bool(row["clock_synced"]),
             "updated_at": row["updated_at"],
             "lines": lines, "total_cents": row["total_cents"],

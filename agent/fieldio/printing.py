@@ -1,9 +1,10 @@
-"""The print queue: each sale's receipt printed once, kept while the printer is away.
+"""The print queue: each receipt and slip printed once, kept while the printer is away.
 
-A print job is a row in the store, written in the same transaction as the sale
-(:func:`enqueue_receipt`), so a confirmed sale always has its receipt coming. :class:`PrintQueue`
-prints the pending jobs in order, one at a time, on a single worker thread (python-escpos
-blocks), and watches the printer with DLE EOT status queries.
+A print job is a row in the store, written in the same transaction as the change that calls
+for it (:func:`agent.core.printjobs.queue_due`: a paid sale's receipt, a void or refund slip),
+so a confirmed change always has its paper coming. :class:`PrintQueue` prints the pending jobs
+in order, one at a time, on a single worker thread (python-escpos blocks), in the words of
+:mod:`agent.fieldio.paper`, and watches the printer with DLE EOT status queries.
 
 Once only: a job goes ``pending`` → ``sending`` (committed before a byte is sent) → ``printed``
 (after the printer took the whole receipt and answered a status query behind it). A printer
@@ -31,6 +32,7 @@ from agent.config import PrintingConfig
 from agent.core import printjobs
 from agent.core.clock import now_iso
 from agent.core.errors import Refusal
+from agent.fieldio.paper import PaperWords
 from agent.store import Store
 from hw.printer.receipt import Receipt
 from hw.printer.transport import (
@@ -114,10 +116,9 @@ class PrintQueue:
       when it is ``printed`` or becomes ``unsure``.
     """
 
-    def __init__(self, store: Store, config: PrintingConfig, *, kit_id: str, kit_name: str,
+    def __init__(self, store: Store, config: PrintingConfig, words: PaperWords, *,
                  on_event: EventSink) -> None:
-        self.store, self.config = store, config
-        self.kit_id, self.kit_name = kit_id, kit_name
+        self.store, self.config, self.words = store, config, words
         self.on_event = on_event
         self._printer_status: PrinterStatus | None = None
         self._checked_at: str | None = None
@@ -219,23 +220,22 @@ class PrintQueue:
         receipt it is sending.
         """
         while (found := await self.store.read(printjobs.next_job)) is not None:
-            self._sending = asyncio.create_task(self._print_job(*found))
+            job, order = found
+            paper = self.words.paper(job["kind"], order, now_iso())
+            if paper is None:  # its link is not known until the kit serves: wait for it
+                return False
+            self._sending = asyncio.create_task(self._print_job(job, paper))
             await asyncio.shield(self._sending)
             self._sending = None
             if not self.printer_ready:
                 return False
         return True
 
-    async def _print_job(self, job: dict[str, Any], order: dict[str, Any]) -> None:
-        receipt = Receipt.from_dict({**order, **order["receipt"], "kit_id": self.kit_id,
-                                     "kit_name": self.kit_name})
-        header = self.config.header or self.kit_name
-        if job["kind"] == "reprint":
-            header += " - COPY"
+    async def _print_job(self, job: dict[str, Any], paper: Receipt) -> None:
         if await self.store.write(lambda db: printjobs.move_job(
                 db, job["id"], "pending", "sending", now_iso())) is None:
             return  # no longer pending: never send a job twice
-        outcome = await self._in_worker(lambda: self._send(receipt, header))
+        outcome = await self._in_worker(lambda: self._send(paper))
         self._observe(outcome.status)
         if outcome.result == "unsure":
             log.warning("receipt job %d (order %s) may not have printed: %s",
@@ -252,13 +252,13 @@ class PrintQueue:
         if moved is not None and outcome.result != "refused":
             self.on_event("print_job", moved)
 
-    def _send(self, receipt: Receipt, header: str) -> _Outcome:
+    def _send(self, paper: Receipt) -> _Outcome:
         """On the worker: print, then ask the printer whether it took the whole receipt."""
         printer = self._connected_printer()
         if printer is None:
             return _Outcome("refused", NOT_RESPONDING)
         try:
-            print_receipt(printer, receipt, width_mm=self.config.width_mm, header=header)
+            print_receipt(printer, paper, width_mm=self.config.width_mm)
         except PrinterNotReady as refused:
             return _Outcome("refused", refused.status)
         except PrinterError as failure:

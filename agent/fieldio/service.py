@@ -21,6 +21,7 @@ from agent.config import Config
 from agent.core import printjobs
 from agent.core.clock import now_iso
 from agent.fieldio.panel import PanelController
+from agent.fieldio.paper import PaperWords
 from agent.fieldio.printing import PrintQueue, on_network_printer
 from agent.fieldio.scans import ScanRouter
 from agent.store import Store
@@ -48,7 +49,9 @@ class DeviceOutputs:
     - ``record(event)``: a durable event for remote ops;
     - ``printer(status)``, ``scanners(devices)``, ``panel(health)``: the devices' state;
     - ``spawn(name, job)``: run a short job (a button's action) the kit tracks;
-    - ``set_latch(latched)``, ``latched()``, ``request_shutdown()``: what the panel drives.
+    - ``set_latch(latched)``, ``latched()``, ``request_shutdown()``: what the panel drives;
+    - ``kit_url()``: where the kit serves its pages (``http://10.42.0.1:8080/``), for the
+      receipts' links; None until it is known.
     """
 
     publish: Callable[[str, dict[str, Any]], object]
@@ -60,6 +63,7 @@ class DeviceOutputs:
     set_latch: Callable[[bool], Awaitable[object]]
     latched: Callable[[], bool]
     request_shutdown: Callable[[], Awaitable[object]]
+    kit_url: Callable[[], str | None]
 
 
 class FieldDevices:
@@ -93,8 +97,13 @@ class FieldDevices:
             discover, pin_factory, panel_pins = (self.sim.discover_scanners,
                                                  self.sim.pin_factory, self.sim.panel_pins)
         if printer_config.enabled:
-            self.print_queue = PrintQueue(self.store, printer_config, kit_id=self.kit_id,
-                                          kit_name=config.kit.name, on_event=self._device_event)
+            words = PaperWords(
+                shop_name=config.receipt.shop_name or config.kit.name, kit_id=self.kit_id,
+                config=config.receipt,
+                link=lambda seq, hash: config.receipt.link(self.kit_id, seq, hash,
+                                                           kit_url=self.out.kit_url()))
+            self.print_queue = PrintQueue(self.store, printer_config, words,
+                                          on_event=self._device_event)
             self.out.printer(self.print_queue.status)
         if config.scanner.enabled:
             from hw.scanner import ScannerWatcher, open_input_devices

@@ -81,6 +81,7 @@ class SimulatedDeviceControls(Protocol):
 class KitAPI(Protocol):
     sales: Sales
     max_body_bytes: int
+    kit_id: str
 
     def check_staff(self, request: StaffRequest, client: str) -> None:
         """Return for a staff credential ``client`` may use; raise the refusal that says what
@@ -99,6 +100,11 @@ class KitAPI(Protocol):
         payment settled."""
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def receipt_record(self, kit: str, seq: int, link_hash: str
+                             ) -> dict[str, Any] | None:
+        """What the kit recorded for the receipt link ``/r/{kit}/{seq}/{hash}`` names (its
+        order's number, state, times, lines and total, worded); None when it has no such link."""
 
     async def reprint(self, order_id: str) -> int: ...
 

@@ -36,6 +36,7 @@ from agent.web.bodies import (
     with_body,
 )
 from agent.web.errors import error, refusal_response
+from agent.web.receipt_page import receipt_route
 from agent.web.stream import Streams
 from agent.web.tickets import TICKET_TTL_S, StreamTickets
 
@@ -216,6 +217,7 @@ def build_app(kit: KitAPI) -> Starlette:
         Route("/api/orders", staff(list_orders), methods=["GET"]),
         Route("/api/orders/{order_id}", get_order),
         Route("/api/events", events),
+        receipt_route(kit),
         Route("/api/staff/check", staff(staff_check)),
         Route("/api/staff/stream-ticket", staff(stream_ticket), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/void", staff(void), methods=["POST"]),

@@ -11,7 +11,8 @@ capabilities pickle goes to a fixed cache directory, no temporary directory is l
 import-time ``logging.basicConfig()`` nor its transports' ``logging.info()`` calls configure the
 root logger (the transports log to the ``escpos.printer`` logger instead).
 
-- :mod:`hw.printer.receipt`: the :class:`~hw.printer.receipt.Receipt` and its ESC/POS layout;
+- :mod:`hw.printer.receipt`: the :class:`~hw.printer.receipt.Receipt` (a receipt or slip, as the
+  agent words it) and its ESC/POS layout;
 - :mod:`hw.printer.transport`: the connection, the status query and printing;
 - :mod:`hw.printer.library`: python-escpos, imported as told above.
 
@@ -19,7 +20,7 @@ Example (the config is the agent's ``[printer]`` section, ``PrintingConfig.drive
 
     printer = printer_from_config(config)
     try:
-        sent = print_receipt(printer, Receipt.from_dict(payload), width_mm=config.width_mm)
+        sent = print_receipt(printer, receipt, width_mm=config.width_mm)
     except PrinterNotReady as refused:
         ...  # refused.status says why: silent, offline, cover open, paper out
     finally:

@@ -147,8 +147,7 @@ def query_status(printer: Escpos) -> PrinterStatus:
                          cover_open=bool(offline_cause & _COVER_OPEN_BIT), responding=True)
 
 
-def print_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int,
-                  header: str | None = None) -> int:
+def print_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int) -> int:
     """Print ``receipt`` in one write and return the number of ESC/POS bytes sent.
 
     Asks for the status first and raises :class:`PrinterNotReady` without sending anything
@@ -160,7 +159,7 @@ def print_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int,
     if not status.ready:
         raise PrinterNotReady(status)
     job = _job_buffer(printer)
-    render_receipt(job, receipt, width_mm=width_mm, header=header)
+    render_receipt(job, receipt, width_mm=width_mm)
     try:
         printer._raw(job.output)
     except (OSError, load_escpos().exceptions.Error) as failure:

@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from agent.config import PrintingConfig
-from hw.printer.receipt import UNSET_CLOCK, Receipt, format_cents, receipt_columns, render_receipt
+from agent.core.wording import UNSET_CLOCK, format_cents
+from hw.printer.receipt import (
+    MAX_QR_CHARS,
+    Receipt,
+    ReceiptLine,
+    receipt_columns,
+    render_receipt,
+)
 from hw.printer.transport import (
     NOT_RESPONDING,
     PrinterNotReady,
@@ -42,19 +49,26 @@ TYPICAL_LINES = [
 ]
 
 
-def make_receipt(lines: list[dict[str, Any]] = TYPICAL_LINES, **changes: Any) -> Receipt:
-    order = {
-        "kit_id": "kit-07",
-        "kit_name": "Harbour Market",
-        "seq": 42,
-        "hash": hashlib.sha256(b"sale 42").hexdigest(),
-        "order_id": "6f1c2d3e-5b7a-4c8d-9e0f-123456789abc",
-        "created_at": "2025-06-01T14:03:22+00:00",
-        "lines": lines,
-        "total_cents": sum(line["qty"] * line["price_cents"] for line in lines),
-        "payment": {"method": "cash", "status": "paid"},
+LINK = f"http://10.42.0.1:8080/r/kit-07/42/{hashlib.sha256(b'sale 42').hexdigest()}"
+
+
+def make_receipt(lines: list[dict[str, Any]] = TYPICAL_LINES, number: int = 42,
+                 **changes: Any) -> Receipt:
+    """A sale's receipt worded as the agent words it (here by hand: the driver's tests)."""
+    total = sum(line["qty"] * line["price_cents"] for line in lines)
+    paper = {
+        "shop_name": "Harbour Market",
+        "time": "2025-06-01 14:03 UTC",
+        "reference": (f"Order #{number}", "Kit kit-07"),
+        "link": LINK,
+        "lines": tuple(ReceiptLine(line["qty"], line["name"],
+                                   format_cents(line["qty"] * line["price_cents"]))
+                       for line in lines),
+        "total": format_cents(total),
+        "rows": (("Payment", "cash"),),
+        "state": "PAID",
     }
-    return Receipt.from_dict({**order, **changes})
+    return Receipt(**{**paper, **changes})
 
 
 @dataclass
@@ -107,23 +121,24 @@ def test_printed_receipt_decodes_back_to_the_order(rig_factory: Callable[[int], 
     [printed] = rig.sim.wait_for_receipts(1)
     rows = printed.text.splitlines()
     items = [match.groups() for row in rows if (match := ITEM_ROW.fullmatch(row))]
-    assert items == [(str(line.qty), line.name, format_cents(line.amount_cents))
-                     for line in receipt.lines]
+    assert items == [(str(line.qty), line.name, line.amount) for line in receipt.lines]
     [total] = [match[1] for row in rows if (match := TOTAL_ROW.fullmatch(row))]
-    assert total == format_cents(receipt.total_cents) == "20.75"
-    assert printed.qr_payloads == [receipt.hash]
+    assert total == receipt.total == "20.75"
+    assert printed.qr_payloads == [LINK]
+    columns = receipt_columns(width_mm)
+    assert "".join(rows[rows.index("PAID") + 1:]) == LINK  # the link under its code
     assert rows[0] == "Harbour Market"
     assert "2025-06-01 14:03 UTC" in rows and UNSET_CLOCK not in rows
-    assert any(row.startswith("Kit kit-07") and row.endswith("Receipt #42") for row in rows)
-    assert any(row.startswith("Payment") and row.endswith("cash (paid)") for row in rows)
-    assert max(map(len, rows)) == receipt_columns(width_mm)
+    assert any(row.startswith("Order #42") and row.endswith("Kit kit-07") for row in rows)
+    assert any(row.startswith("Payment") and row.endswith("cash") for row in rows)
+    assert max(map(len, rows)) == columns
     assert sent == len(printed.raw)
 
 
 def test_a_sale_made_before_the_clock_was_set_says_so_under_its_time(
         rig_factory: Callable[[int], Rig]) -> None:
     rig = rig_factory(58)
-    rig.print(make_receipt(clock_synced=False))
+    rig.print(make_receipt(time_note=UNSET_CLOCK))
     rows = rig.sim.wait_for_receipts(1)[0].text.splitlines()
     assert rows[rows.index("2025-06-01 14:03 UTC") + 1] == "(kit clock was not set)"
 
@@ -185,21 +200,21 @@ def test_print_is_refused_while_the_paper_is_out(rig: Rig) -> None:
 
     assert refused.value.status.paper == "out"
     rig.sim.set_paper("ok")
-    rig.print(make_receipt(seq=43))
+    rig.print(make_receipt(number=43))
     [printed] = rig.sim.wait_for_receipts(1)
-    assert "Receipt #43" in printed.text
+    assert "Order #43" in printed.text
 
 
 def test_simulator_prints_nothing_sent_while_the_paper_is_out(rig: Rig) -> None:
     rig.sim.set_paper("out")
-    render_receipt(rig.printer, make_receipt(seq=1), width_mm=80)  # no status check first
+    render_receipt(rig.printer, make_receipt(number=1), width_mm=80)  # no status check first
     assert query_status(rig.printer).paper == "out"  # the job has been read by now
 
     rig.sim.set_paper("ok")
-    rig.print(make_receipt(seq=2))
+    rig.print(make_receipt(number=2))
 
     [printed] = rig.sim.wait_for_receipts(1)
-    assert "Receipt #2" in printed.text and "Receipt #1" not in printed.text
+    assert "Order #2" in printed.text and "Order #1" not in printed.text
 
 
 def test_simulator_reassembles_commands_split_across_packets(rig: Rig) -> None:
@@ -238,14 +253,14 @@ def test_receipt_files_are_written_for_a_person_to_look_at(rig: Rig, tmp_path: P
         picture.load()
         assert picture.width == 576 and picture.height > 400
     text = (tmp_path / "receipts" / "receipt-1.txt").read_text(encoding="utf-8")
-    assert "Receipt #42" in text and f"[QR] {receipt.hash}" in text
+    assert "Order #42" in text and f"[QR] {receipt.link}" in text
 
 
-def test_receipt_rejects_a_malformed_hash_or_timestamp() -> None:
-    with pytest.raises(ValueError, match="64 lowercase hex"):
-        make_receipt(hash="ABC")
-    with pytest.raises(ValueError):
-        make_receipt(created_at="yesterday")
+def test_receipt_refuses_a_link_its_code_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="link must be 1 to"):
+        make_receipt(link="")
+    with pytest.raises(ValueError, match="link must be 1 to"):
+        make_receipt(link="http://kit/" + "é" * MAX_QR_CHARS)
     with pytest.raises(ValueError, match="paper width"):
         receipt_columns(76)
 

@@ -257,9 +257,10 @@ def paper_out(s: Session) -> None:
     output = Path(s.sim("paper", level="ok")["printer"]["output_dir"])
 
     def printed() -> list[str]:
-        """The receipt hashes on paper so far (the QR code of each receipt), in order."""
-        return [line[len("[QR] "):] for path in sorted(output.glob("receipt-*.txt"),
-                                                       key=lambda p: int(p.stem.split("-")[1]))
+        """The receipt hashes on paper so far (the end of each receipt's QR code, its link
+        ``.../r/{kit}/{seq}/{hash}``), in order."""
+        return [line.rsplit("/", 1)[-1] for path in sorted(
+                    output.glob("receipt-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
                 for line in path.read_text().splitlines() if line.startswith("[QR] ")]
 
     def sell() -> Answer:

@@ -242,7 +242,7 @@ async function loadOrders() {
   $("orders").replaceChildren(...orders.map((order) => {
     const li = el("li", {},
       el("span", { className: "status" }, order.status), " ",
-      `#${order.receipt.seq} · ${money(order.total_cents)} · ${order.payment.method} `
+      `#${order.number} · ${money(order.total_cents)} · ${order.payment.method} `
       + `(${order.payment.status}) · ${order.lines.map((l) => `${l.qty}× ${l.name}`).join(", ")}`);
     li.dataset.orderId = order.order_id;
     if (token) {
@@ -281,7 +281,7 @@ async function placeOrder() {
     mine.push(r.data.order_id);
     localStorage.setItem("dropkit.orders", JSON.stringify(mine.slice(-50)));
     cart.clear();
-    say(`Order #${r.data.receipt.seq} ${r.data.status}: ${money(r.data.total_cents)}`);
+    say(`Order #${r.data.number} ${r.data.status}: ${money(r.data.total_cents)}`);
   } else {
     say(r.data.detail, true);
   }
