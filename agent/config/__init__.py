@@ -28,13 +28,15 @@ from agent.config.sections import (
     HttpConfig,
     KitConfig,
     MqttConfig,
+    NutConfig,
     OrdersConfig,
     PanelConfig,
     PrintingConfig,
     ScannerConfig,
 )
 
-__all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "OrdersConfig",
+__all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "NutConfig",
+           "OrdersConfig",
            "PanelConfig", "PowerConfig", "PrintingConfig", "ScannerConfig", "load_config",
            "machine_kit_id", "parse_config"]
 
@@ -52,6 +54,7 @@ class Config:
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
+    nut: NutConfig = field(default_factory=NutConfig)
     source: str = "(defaults)"
 
     @property
@@ -78,7 +81,7 @@ class Config:
 
 _SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
                   "mqtt": MqttConfig, "printer": PrintingConfig, "scanner": ScannerConfig,
-                  "panel": PanelConfig, "power": PowerConfig}
+                  "panel": PanelConfig, "power": PowerConfig, "nut": NutConfig}
 
 
 def _describe(kind: type) -> str:

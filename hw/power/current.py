@@ -1,14 +1,21 @@
 """What the TI INA219 and INA226 current monitors share: the reading, the calibration, the
-registers 00h-05h (:mod:`hw.power.ina219`, :mod:`hw.power.ina226` are the chips)."""
+registers 00h-05h, and the coherent sample (:mod:`hw.power.ina219`, :mod:`hw.power.ina226`
+are the chips)."""
 
 from __future__ import annotations
 
+import errno
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hw.power.words import SMBusLike, WordRegisterChip, signed16
+from hw.power.words import SensorError, SMBusLike, WordRegisterChip, signed16
+
+SAMPLE_ATTEMPTS = 3
+"""Reads of one sample before giving up: a conversion that lands mid-read costs one more, and
+the next attempt starts right after it, a whole conversion period before the next."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,8 @@ class Calibration:
 
 @dataclass(frozen=True)
 class PowerReading:
-    """One sample of a power input, as an INA219 or INA226 measured it."""
+    """One sample of a power input, as an INA219 or INA226 measured it: volts, amps and watts
+    of one conversion."""
 
     volts: float
     """Bus voltage (the supply side of the load, to ground)."""
@@ -35,13 +43,26 @@ class PowerReading:
     watts: float
     """The chip's unsigned Power register: bus volts times the magnitude of the current."""
     shunt_volts: float
-    conversion_ready: bool
-    """A conversion finished since the flag was last cleared (CNVR / CVRF)."""
     overflow: bool
-    """The chip's current or power arithmetic overflowed (OVF): amps and watts may be wrong."""
+    """The chip's current or power arithmetic overflowed (OVF), or the shunt voltage sat at
+    the ADC's full scale: amps and watts are not what flows."""
     recalibrated: bool
-    """The calibration register read 0 (a brown-out or power-on reset) and was written again;
-    amps and watts of this sample may predate it."""
+    """The calibration register read 0 (a brown-out or power-on reset) and was written again
+    (then the driver waited for a conversion with it)."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The measurement registers of one sample, as read."""
+
+    shunt: int
+    bus: int
+    current: int
+    power: int
+    overflow: bool
+    """The chip's OVF flag."""
+    landed: bool
+    """A new conversion finished while the sample was read: the counts may mix two."""
 
 
 class CurrentMonitor(WordRegisterChip, ABC):
@@ -54,8 +75,11 @@ class CurrentMonitor(WordRegisterChip, ABC):
     CURRENT = 0x04
     CALIBRATION = 0x05
     DEFAULT_ADDRESS = 0x40
+    RESET = 0x8000
+    POWER_ON_CONFIG: ClassVar[int]
     DEFAULT_CONFIG: ClassVar[int]
     SHUNT_VOLTS_PER_LSB: ClassVar[float]
+    BUS_VOLTS_PER_LSB: ClassVar[float]
     _CALIBRATION_SCALE: ClassVar[float]
     _POWER_LSB_PER_CURRENT_LSB: ClassVar[int]
     _CALIBRATION_MASK: ClassVar[int]
@@ -88,30 +112,64 @@ class CurrentMonitor(WordRegisterChip, ABC):
                            cls._POWER_LSB_PER_CURRENT_LSB * current_lsb, register)
 
     def configure(self) -> None:
-        """Write the configuration and calibration registers."""
+        """Write the configuration and calibration registers, then wait for the first
+        conversion with them (until then Current and Power hold what they held before,
+        0 after a reset), as Linux's ina2xx waits after it initialises the chip."""
         self.write_register(self.CONFIG, self.config)
         self.write_register(self.CALIBRATION, self.calibration.register)
+        self._wait_for_conversion()
 
     def read(self) -> PowerReading:
-        """One sample; rewrites config and calibration first if the calibration reads 0."""
+        """One coherent sample (volts, amps and watts of one conversion); rewrites config and
+        calibration first if the calibration reads 0. SensorError (EAGAIN) if every attempt
+        saw a new conversion land mid-read."""
         recalibrated = self.read_register(self.CALIBRATION) == 0
         if recalibrated:
             self.configure()
-        volts, conversion_ready, overflow = self._bus_volts_and_flags()
-        shunt = signed16(self.read_register(self.SHUNT_VOLTAGE))
-        current = signed16(self.read_register(self.CURRENT))
-        power = self.read_register(self.POWER)
+        for _ in range(SAMPLE_ATTEMPTS):
+            counts = self._sample()
+            if not counts.landed:
+                break
+        else:
+            raise SensorError(
+                errno.EAGAIN, f"{self.CHIP} at 0x{self.address:02x}: a new conversion landed "
+                f"during each of {SAMPLE_ATTEMPTS} reads", chip=self.CHIP,
+                address=self.address, register=self.BUS_VOLTAGE)
+        shunt = signed16(counts.shunt)
         return PowerReading(
-            volts=volts,
-            amps=current * self.calibration.current_lsb,
-            watts=power * self.calibration.power_lsb,
+            volts=counts.bus * self.BUS_VOLTS_PER_LSB,
+            amps=signed16(counts.current) * self.calibration.current_lsb,
+            watts=counts.power * self.calibration.power_lsb,
             shunt_volts=shunt * self.SHUNT_VOLTS_PER_LSB,
-            conversion_ready=conversion_ready,
-            overflow=overflow,
+            overflow=counts.overflow or abs(shunt) >= self.shunt_full_scale(),
             recalibrated=recalibrated,
         )
 
-    @abstractmethod
-    def _bus_volts_and_flags(self) -> tuple[float, bool, bool]:
-        """Bus volts, conversion ready, math overflow; read before the Power register."""
+    def _wait_for_conversion(self) -> None:
+        """Poll the conversion-ready flag until a conversion finished; SensorError (ETIMEDOUT)
+        when none did within three conversion periods and 10 ms. Each poll is one bus
+        transaction (about 0.5 ms at 100 kHz), which paces the loop."""
+        limit_s = 3 * self.conversion_seconds() + 0.01
+        deadline = time.monotonic() + limit_s
+        while not self._conversion_ready():
+            if time.monotonic() > deadline:
+                raise SensorError(
+                    errno.ETIMEDOUT, f"{self.CHIP} at 0x{self.address:02x}: no conversion "
+                    f"finished within {limit_s * 1000:.0f} ms of configuring it",
+                    chip=self.CHIP, address=self.address, register=self.CONFIG)
 
+    @abstractmethod
+    def conversion_seconds(self) -> float:
+        """One conversion cycle (shunt and bus, averaged) with ``self.config``."""
+
+    @abstractmethod
+    def shunt_full_scale(self) -> int:
+        """The shunt count the ADC saturates at, with ``self.config``."""
+
+    @abstractmethod
+    def _conversion_ready(self) -> bool:
+        """Read the conversion-ready flag (which may clear it)."""
+
+    @abstractmethod
+    def _sample(self) -> Counts:
+        """Read the four measurement registers and whether a conversion landed meanwhile."""
