@@ -31,6 +31,7 @@ from typing import ClassVar
 from simulators.smbus import WordRegisterDevice
 
 __all__ = [
+    "WORD_TRANSFER_S",
     "CellInput",
     "INA219Model",
     "INA226Model",

@@ -4,18 +4,23 @@ are the chips)."""
 
 from __future__ import annotations
 
-import errno
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hw.power.words import SensorError, SMBusLike, WordRegisterChip, signed16
+from hw.power.words import SMBusLike, WordRegisterChip, signed16
 
 SAMPLE_ATTEMPTS = 3
-"""Reads of one sample before giving up: a conversion that lands mid-read costs one more, and
-the next attempt starts right after it, a whole conversion period before the next."""
+"""Reads of one sample at most: a conversion that lands mid-read costs one more, and the next
+attempt starts right after it, a whole conversion period before the next landing."""
+
+CONVERSION_TIME_MARGIN = 1.1
+"""The datasheets' maximum conversion times over their typical ones (INA219 SBOS448G §7.5:
+12-bit 532 µs typical, 586 µs maximum; INA226 SBOS547B §6.5: 1.1 ms typical, 1.21 ms
+maximum), so a wait of the typical cycle times this outlasts the slowest chip's."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class Counts:
     landed: bool
     """A new conversion finished while the sample was read: the counts may mix two."""
 
+    def values(self) -> tuple[int, int, int, int, bool]:
+        """What was measured, without the conversion-ready flag."""
+        return self.shunt, self.bus, self.current, self.power, self.overflow
+
 
 class CurrentMonitor(WordRegisterChip, ABC):
     """What the INA219 and INA226 share: registers 00h-05h and the calibration scheme."""
@@ -86,10 +95,12 @@ class CurrentMonitor(WordRegisterChip, ABC):
 
     def __init__(self, bus: SMBusLike, address: int = DEFAULT_ADDRESS, *,
                  shunt_ohms: float = 0.1, max_expected_amps: float = 3.2,
-                 config: int | None = None) -> None:
+                 config: int | None = None,
+                 sleep: Callable[[float], object] = time.sleep) -> None:
         super().__init__(bus, address)
         self.calibration = self.calibration_for(shunt_ohms, max_expected_amps)
         self.config = self.DEFAULT_CONFIG if config is None else config
+        self._sleep = sleep
 
     @classmethod
     def calibration_for(cls, shunt_ohms: float, max_expected_amps: float) -> Calibration:
@@ -113,28 +124,39 @@ class CurrentMonitor(WordRegisterChip, ABC):
 
     def configure(self) -> None:
         """Write the configuration and calibration registers, then wait for the first
-        conversion with them (until then Current and Power hold what they held before,
-        0 after a reset), as Linux's ina2xx waits after it initialises the chip."""
+        conversion with them (until then Current and Power hold what they held before, 0
+        after a reset): see :meth:`first_conversion_seconds`."""
         self.write_register(self.CONFIG, self.config)
         self.write_register(self.CALIBRATION, self.calibration.register)
-        self._wait_for_conversion()
+        self._await_first_conversion()
+
+    def first_conversion_seconds(self) -> float:
+        """How long :meth:`configure` waits after writing Config: one conversion cycle at the
+        datasheet's maximum, ``conversion_seconds() * CONVERSION_TIME_MARGIN``, where a cycle
+        is the bus plus the shunt conversion time, times the averaging (each chip's
+        :meth:`conversion_seconds` gives its datasheet's formula)."""
+        return self.conversion_seconds() * CONVERSION_TIME_MARGIN
 
     def read(self) -> PowerReading:
-        """One coherent sample (volts, amps and watts of one conversion); rewrites config and
-        calibration first if the calibration reads 0. SensorError (EAGAIN) if every attempt
-        saw a new conversion land mid-read."""
+        """One sample of one conversion (volts, amps and watts); rewrites config and
+        calibration first if the calibration reads 0.
+
+        The conversion-ready flag says whether a conversion landed while the sample was read:
+        then it is read again. A chip's flag is set once per conversion, so two landings in a
+        row mean the flag does not move as a chip's does: a register image whose flags never
+        change (Linux's i2c-stub), whose registers do not change either. Its sample is taken
+        once two reads agree, or after :data:`SAMPLE_ATTEMPTS` reads."""
         recalibrated = self.read_register(self.CALIBRATION) == 0
         if recalibrated:
             self.configure()
-        for _ in range(SAMPLE_ATTEMPTS):
-            counts = self._sample()
+        counts = self._sample()
+        for _ in range(SAMPLE_ATTEMPTS - 1):
             if not counts.landed:
                 break
-        else:
-            raise SensorError(
-                errno.EAGAIN, f"{self.CHIP} at 0x{self.address:02x}: a new conversion landed "
-                f"during each of {SAMPLE_ATTEMPTS} reads", chip=self.CHIP,
-                address=self.address, register=self.BUS_VOLTAGE)
+            again = self._sample()
+            if again.values() == counts.values():
+                break
+            counts = again
         shunt = signed16(counts.shunt)
         return PowerReading(
             volts=counts.bus * self.BUS_VOLTS_PER_LSB,
@@ -145,18 +167,18 @@ class CurrentMonitor(WordRegisterChip, ABC):
             recalibrated=recalibrated,
         )
 
-    def _wait_for_conversion(self) -> None:
-        """Poll the conversion-ready flag until a conversion finished; SensorError (ETIMEDOUT)
-        when none did within three conversion periods and 10 ms. Each poll is one bus
-        transaction (about 0.5 ms at 100 kHz), which paces the loop."""
-        limit_s = 3 * self.conversion_seconds() + 0.01
-        deadline = time.monotonic() + limit_s
-        while not self._conversion_ready():
-            if time.monotonic() > deadline:
-                raise SensorError(
-                    errno.ETIMEDOUT, f"{self.CHIP} at 0x{self.address:02x}: no conversion "
-                    f"finished within {limit_s * 1000:.0f} ms of configuring it",
-                    chip=self.CHIP, address=self.address, register=self.CONFIG)
+    def _await_first_conversion(self) -> None:
+        """Wait by time, as Linux's ina2xx does after it (re)initialises the chip, rather than
+        by the flag: :meth:`first_conversion_seconds`. Then, should the flag not say so yet (a
+        chip slower than its datasheet, or a model whose time moves with its bus), poll it
+        for at most one more such period; a flag that never sets (a register image that never
+        converts) ends the wait there, and its registers are read as they are. Each poll is
+        one bus transaction (about 0.5 ms at 100 kHz), which paces the loop."""
+        period_s = self.first_conversion_seconds()
+        self._sleep(period_s)
+        deadline = time.monotonic() + period_s
+        while not self._conversion_ready() and time.monotonic() < deadline:
+            pass
 
     @abstractmethod
     def conversion_seconds(self) -> float:

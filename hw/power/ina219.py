@@ -34,7 +34,8 @@ class INA219(CurrentMonitor):
     CNVR is set when a conversion's results are in the registers and cleared by reading
     Power or writing Config (§8.6.3.2). So a sample reads Power first (clearing CNVR), then
     Shunt, Current and Bus: a CNVR in that Bus read means a conversion landed meanwhile, and
-    the sample is read again. The calibration register returns to 0 on a brown-out;
+    the sample is read again (a CNVR that never clears, as in a static register image, is
+    no landing once two reads agree). The calibration register returns to 0 on a brown-out;
     :meth:`read` then writes the configuration and calibration again and says so in
     ``recalibrated``.
 

@@ -23,7 +23,7 @@ class INA226(CurrentMonitor):
     The driver's configuration is 0x4527, Linux's ina2xx default: 16 averages of 1.1 ms
     conversions, a cycle of 35.2 ms. A sample reads Mask/Enable (clearing CVRF), the four
     measurement registers, then Mask/Enable again: a CVRF there means a conversion landed
-    meanwhile, and the sample is read again.
+    meanwhile, and the sample is read again (see :meth:`CurrentMonitor.read`).
 
     >>> from simulators.power_chips import INA226Model, ShuntInput
     >>> from simulators.smbus import FakeSMBus

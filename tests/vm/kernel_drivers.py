@@ -4,7 +4,9 @@
   keeps plain register memory, so this proves transport and byte order, not chip behaviour (the
   simulators do that). A register image is stored as the chip would put it on the wire, high
   byte first: an SMBus word write sends the low byte of its value first, so the value written is
-  the register with its bytes swapped.
+  the register with its bytes swapped. Its memory never converts: a conversion-ready flag stays
+  as written whatever is read (the INA219's CNVR set here, the INA226's CVRF clear), and the
+  drivers still take their samples (the wait after configuring is by time).
 - scanner: a uinput keyboard typing like a barcode scanner, read by hw.scanner's watcher through
   evdev with grab, unplugged and plugged back.
 - panel: hw.panel through gpiozero's lgpio pins (hw.gpiochip) on a gpio-sim chip: a button is a
@@ -102,16 +104,13 @@ def power_drivers() -> None:
               str(ina219.calibration.register))
         put(0x40, 0x00, 0x399F)
         check("ina219 identify", ina219.identify())
-        put(0x40, 0x02, (1275 << 3) | 0x2)  # CNVR set: configure() finds its conversion done
+        put(0x40, 0x02, (1275 << 3) | 0x2)  # bus 1275 * 4 mV = 5.1 V, CNVR set for good
         ina219.configure()
         written = swap_word_bytes(bus.read_word_data(0x40, 0x05))
         check("ina219 calibration on the wire", written == 4194, hex(written))
         config = swap_word_bytes(bus.read_word_data(0x40, 0x00))
         check("ina219 config on the wire", config == 0x3E67, hex(config))
-        # i2c-stub's memory does not clear CNVR on a read of Power as the chip does: the image
-        # is the chip after that read (CNVR clear: no conversion landed during the sample).
         put(0x40, 0x01, 0x1F40)  # shunt 8000 * 10 uV = 80 mV
-        put(0x40, 0x02, 1275 << 3)  # bus 1275 * 4 mV = 5.1 V
         put(0x40, 0x04, 8192)  # current 8192 * 97.65625 uA = 0.8 A
         put(0x40, 0x03, 2090)  # power 2090 * 1.953125 mW = 4.08203125 W
         reading = ina219.read()
@@ -127,11 +126,10 @@ def power_drivers() -> None:
         put(0x41, 0xFE, 0x5449)
         put(0x41, 0xFF, 0x2260)
         check("ina226 identify", ina226.identify())
-        put(0x41, 0x06, 0x0008)  # mask/enable: CVRF, so configure() finds its conversion
+        put(0x41, 0x06, 0x0000)  # mask/enable: CVRF clear for good (no conversion lands)
         ina226.configure()
         config = swap_word_bytes(bus.read_word_data(0x41, 0x00))
         check("ina226 config on the wire", config == 0x4527, hex(config))
-        put(0x41, 0x06, 0x0000)  # CVRF clear: no conversion landed during the sample
         put(0x41, 0x01, 0xFC18)  # shunt -1000 * 2.5 uV = -2.5 mV (charging)
         put(0x41, 0x02, 2960)  # bus 2960 * 1.25 mV = 3.7 V
         put(0x41, 0x04, 0xF060)  # current -4000 * 125 uA = -0.5 A
@@ -164,8 +162,6 @@ def power_drivers() -> None:
         from agent.power.sensors import build_sensors
         from hw.power.words import WrongChip
 
-        put(0x41, 0x06, 0x0008)  # the INA226's configure() finds a conversion again
-        put(0x40, 0x02, (1275 << 3) | 0x2)
         sensors = build_sensors(PowerConfig(bus=stub_bus()), bus)
         for name in ("gauge", "battery", "mains"):
             sensor = getattr(sensors, name)
