@@ -35,7 +35,7 @@ from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
 from agent.power import killpower
-from agent.power.service import PowerOutputs, PowerService
+from agent.power.service import RIG_FILE_NAME, PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps
 from agent.store import Store, StoreRefused
 from agent.web.auth import StaffAuth, staff_token
@@ -118,7 +118,7 @@ class Kit(WebCalls):
                           flush_outbox=self._flush_outbox, publish_final=self._publish_final,
                           close_store=self._close_store,
                           mark_power_down=self._mark_power_down),
-            simulated=wiring.simulated, rig_file=wiring.state_dir / "sim-power.json")
+            simulated=wiring.simulated, rig_file=wiring.state_dir / RIG_FILE_NAME)
         self.nut: NutServer | None = None
         if config.nut.enabled:
             from agent.power.nut import NutServer
