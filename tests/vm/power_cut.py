@@ -99,7 +99,9 @@ def halt() -> int:
 
 
 def boot() -> int:
-    said = journal()
+    # The agent's start at boot may come after this script's: wait for what it says then.
+    said = wait_for(lambda: "power is safe again" in (text := journal()) and text, 120) \
+        or journal()
     check("the start at boot clears the killpower flag",
           "the kit is back on after a halt for power" in said and not FLAG.exists(),
           said[-1500:])

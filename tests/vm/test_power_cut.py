@@ -48,7 +48,7 @@ def test_a_halt_for_power_runs_killpower_and_the_kit_comes_back(tmp_path: Path) 
     booted = boot(image, SCRIPT.format(mode="boot"), files=[*FILES, order], disk=disk,
                   workdir=tmp_path / "boot")
     print(booted.output)
-    assert booted.returncode == 0, booted.output or booted.console[-3000:]
+    assert booted.returncode == 0, (booted.output or "") + booted.console[-3000:]
     assert "FAIL" not in booted.output
     assert "the kit came back after the power cut" in booted.output
     assert not ran_killpower(booted.console)  # its runner's poweroff is no halt for power
