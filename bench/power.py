@@ -14,7 +14,9 @@ Latency: ``--trials`` times, mains is pulled at a random moment between polls, a
 to the monitor's ``OL -> OB`` event is taken. Beside it: a raw poller at the same rate that
 reads the INA219's bus-voltage register and reports at the first low value (no debounce, no
 thread hand-off): the floor that polling at this rate allows. And the same trials with the
-power-fail line (``fail_gpio``, on gpiozero's MockFactory) signalling at the same moment.
+power-fail line (``fail_gpio``, on gpiozero's MockFactory) signalling at the same moment. The
+rig's clock follows the loop's (:func:`rig_clock`), so the chip models convert in real time
+and a pulled mains shows in the registers at the next conversion, as on a kit.
 """
 
 from __future__ import annotations
@@ -107,6 +109,21 @@ def replay_cpu(recording: RecordingBus) -> float:
     return time.process_time() - started
 
 
+RIG_TICK_S = 0.005
+
+
+async def rig_clock(rig: PowerRig) -> None:
+    """Move the rig's clock with the loop's, so the chips' conversions land in real time
+    (an INA219 cycle is 17 ms at the driver's config), as on a kit."""
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    while True:
+        await asyncio.sleep(RIG_TICK_S)
+        now = loop.time()
+        rig.advance(now - last)
+        last = now
+
+
 async def agent_latencies(trials: int, with_fail_line: bool) -> list[float]:
     """Seconds from pulling mains to the monitor's OB event, per trial."""
     rig = PowerRig()
@@ -120,7 +137,7 @@ async def agent_latencies(trials: int, with_fail_line: bool) -> list[float]:
 
     monitor = PowerMonitor(build_sensors(config, build_sim_bus(rig)), config,
                            ShutdownSteps.inert(), on_event=on_event, pin_factory=factory)
-    tasks = [asyncio.create_task(monitor.run())]
+    tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(rig_clock(rig))]
     if with_fail_line:
         tasks.append(asyncio.create_task(monitor.watch_fail_line()))
     assert (await changes.get())[1] == "OL"
@@ -167,6 +184,7 @@ async def raw_latencies(trials: int, interval: float, present_volts: float) -> l
             await asyncio.sleep(beat - loop.time())
 
     task = asyncio.create_task(poller())
+    clock = asyncio.create_task(rig_clock(rig))
     latencies = []
     for _ in range(trials):
         await asyncio.sleep(random.uniform(0, interval) + interval)
@@ -175,7 +193,8 @@ async def raw_latencies(trials: int, interval: float, present_volts: float) -> l
         latencies.append(await lost.get() - pulled)
         rig.mains_present = True
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    clock.cancel()
+    await asyncio.gather(task, clock, return_exceptions=True)
     return latencies
 
 

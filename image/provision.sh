@@ -76,6 +76,8 @@ systemd-sysusers /etc/sysusers.d/dropkit.conf
 install -D -m 0644 "$files/udev.rules" /etc/udev/rules.d/70-dropkit.rules
 install -D -m 0644 "$files/modules-load.conf" /etc/modules-load.d/dropkit.conf
 install -D -m 0644 "$files/poweroff.rules" /etc/polkit-1/rules.d/50-dropkit-poweroff.rules
+# The killpower hook (docs/power.md): runs [power] killpower_command at the end of a halt for power.
+install -D -m 0755 "$files/dropkit-killpower" /usr/lib/systemd/system-shutdown/dropkit-killpower
 install -D -m 0644 "$files/dnsmasq-portal.conf" \
   /etc/NetworkManager/dnsmasq-shared.d/dropkit-portal.conf
 install -d -m 0750 -g dropkit /etc/dropkit

@@ -8,10 +8,12 @@ address or scale in the driver fails the tests instead of being shared by both s
 
 Simplifications, on purpose:
 
-- Conversions are instant: a read returns the present inputs, converted with the present
-  calibration. A real INA updates its Current and Power registers at the end of the next
-  conversion (about 0.5-1 ms later), well inside any polling period. The conversion-ready
-  flag still behaves: it is set once the clock has moved past the moment it was cleared.
+- Conversions take the time the configuration sets (ADC times and averaging from the
+  datasheets' tables) and land every period from the last Config write or reset; the
+  measurement registers hold the last conversion's results (0 after a reset), computed with
+  the calibration of that moment. The model's time is the rig's clock plus the bus's own:
+  each register transfer takes :data:`WORD_TRANSFER_S`, so polling a flag with the rig's
+  clock stopped still sees a conversion finish, and one can land in the middle of a read.
 - Only the continuous shunt-and-bus mode is modelled; the INA226 alert function (AFF,
   ALERT pin, Alert Limit comparisons) is not, though its registers keep what is written.
 - The MAX17048 reports the rig's true state of charge (a perfect ModelGauge); the SOC-change
@@ -29,6 +31,7 @@ from typing import ClassVar
 from simulators.smbus import WordRegisterDevice
 
 __all__ = [
+    "WORD_TRANSFER_S",
     "CellInput",
     "INA219Model",
     "INA226Model",
@@ -39,6 +42,18 @@ __all__ = [
 
 Clock = Callable[[], float]
 """Seconds on the rig's clock; only its advance matters."""
+
+WORD_TRANSFER_S = 0.0005
+"""One register read or write at 100 kHz (the Pi's default): about 45 bit times with the
+address, pointer, repeated start and acknowledges."""
+
+# INA219 SBOS448G §8.6.2.1 BADC/SADC: seconds of one ADC result.
+_INA219_ADC_S = {0b0000: 84e-6, 0b0001: 148e-6, 0b0010: 276e-6, 0b0011: 532e-6,
+                 0b1000: 532e-6, 0b1001: 1.06e-3, 0b1010: 2.13e-3, 0b1011: 4.26e-3,
+                 0b1100: 8.51e-3, 0b1101: 17.02e-3, 0b1110: 34.05e-3, 0b1111: 68.10e-3}
+# INA226 SBOS547B §7.1.1: AVG (count) and VBUSCT/VSHCT (seconds).
+_INA226_AVG = (1, 4, 16, 64, 128, 256, 512, 1024)
+_INA226_CT_S = (140e-6, 204e-6, 332e-6, 588e-6, 1.1e-3, 2.116e-3, 4.156e-3, 8.244e-3)
 
 
 def _stopped_clock() -> float:
@@ -111,26 +126,50 @@ class _INAModel(PowerChipModel):
     def __init__(self, sense: Callable[[], ShuntInput], *, shunt_ohms: float = 0.1,
                  clock: Clock = _stopped_clock) -> None:
         """``sense`` gives the pins' present inputs; ``clock`` is the rig's (the default never
-        advances, so conversion-ready is set only until it is first cleared)."""
+        advances, so only the bus's own transfers move the model's time)."""
         super().__init__()
         self.sense = sense
         self.shunt_ohms = shunt_ohms
         self.clock = clock
+        self.bus_seconds = 0.0
+        """Time the bus spent on this chip's transfers."""
+        self.conversions = 0
+        """Conversions finished since the last Config write or reset."""
         self.brown_out()
 
     def brown_out(self) -> None:
         self.pointer = 0
         self.config = self.POWER_ON_CONFIG
         self.calibration = 0
-        self._ready_cleared_at = -math.inf
+        self.latched = _Conversion(0, 0, 0, 0, False)
+        """The measurement registers: the last conversion's results."""
+        self._restart()
 
-    @property
-    def conversion_ready(self) -> bool:
-        """A conversion has finished since the flag was last cleared."""
-        return self.clock() > self._ready_cleared_at
+    def now(self) -> float:
+        """The model's time: the rig's clock plus the bus's transfers."""
+        return self.clock() + self.bus_seconds
 
-    def _clear_conversion_ready(self) -> None:
-        self._ready_cleared_at = self.clock()
+    def _restart(self) -> None:
+        """A Config write or reset: the conversion in progress is abandoned, CNVR cleared."""
+        self._started_at = self.now()
+        self.conversions = 0
+        self.conversion_ready = False
+
+    @abstractmethod
+    def conversion_seconds(self) -> float:
+        """One conversion cycle (shunt and bus, with averaging) at the present Config."""
+
+    def _catch_up(self) -> None:
+        """Latch the newest conversion if one finished since the last look."""
+        done = math.floor((self.now() - self._started_at) / self.conversion_seconds())
+        if done > self.conversions:
+            self.conversions = done
+            self.latched = self.convert()
+            self.conversion_ready = True
+
+    def _transfer(self) -> None:
+        self.bus_seconds += WORD_TRANSFER_S
+        self._catch_up()
 
     def _shunt_range(self) -> int:
         """Largest shunt count, either sign, the ADC reports (clamped beyond)."""
@@ -154,30 +193,32 @@ class _INAModel(PowerChipModel):
                            min(power, 0xFFFF), overflow)
 
     def read_register(self, register: int) -> int:
+        self._transfer()
         if register == self.CONFIG:
             return self.config
         if register == self.CALIBRATION:
             return self.calibration
         if register == self.SHUNT:
-            return _word(self.convert().shunt)
+            return _word(self.latched.shunt)
         if register == self.CURRENT:
-            return _word(self.convert().current)
+            return _word(self.latched.current)
         if register == self.POWER:
-            return self.convert().power
+            return self.latched.power
         if register == self.BUS:
-            return self._bus_register(self.convert())
+            return self._bus_register(self.latched)
         return super().read_register(register)
 
     def _bus_register(self, conversion: _Conversion) -> int:
         return conversion.bus
 
     def write_register(self, register: int, value: int) -> None:
+        self._transfer()
         if register == self.CONFIG:
             if value & 0x8000:
                 self.brown_out()
             else:
                 self.config = self._writable_config(value)
-                self._clear_conversion_ready()
+                self._restart()
         elif register == self.CALIBRATION:
             self.calibration = value & self.CALIBRATION_MASK
         # The measurement registers are read-only: writes to them are ignored.
@@ -203,6 +244,12 @@ class INA219Model(_INAModel):
     POWER_DIVISOR = 5000
     CALIBRATION_MASK = 0xFFFE
 
+    def conversion_seconds(self) -> float:
+        def adc(field: int) -> float:
+            return _INA219_ADC_S[field if field & 0b1000 else field & 0b0011]
+
+        return adc((self.config >> 7) & 0xF) + adc((self.config >> 3) & 0xF)
+
     def _shunt_range(self) -> int:
         return 4000 << ((self.config >> 11) & 0b11)
 
@@ -216,7 +263,7 @@ class INA219Model(_INAModel):
     def read_register(self, register: int) -> int:
         value = super().read_register(register)
         if register == self.POWER:
-            self._clear_conversion_ready()
+            self.conversion_ready = False
         return value
 
     def _writable_config(self, value: int) -> int:
@@ -250,25 +297,31 @@ class INA226Model(_INAModel):
 
     def read_register(self, register: int) -> int:
         if register == self.MASK_ENABLE:
+            self._transfer()
             flags = ((0x0008 if self.conversion_ready else 0)
-                     | (0x0004 if self.convert().overflow else 0))
-            self._clear_conversion_ready()
+                     | (0x0004 if self.latched.overflow else 0))
+            self.conversion_ready = False
             return self.mask_enable | flags
-        if register == self.ALERT_LIMIT:
-            return self.alert_limit
-        if register == self.MANUFACTURER_ID:
-            return 0x5449
-        if register == self.DIE_ID:
-            return 0x2260
+        if register in (self.ALERT_LIMIT, self.MANUFACTURER_ID, self.DIE_ID):
+            self._transfer()
+            return {self.ALERT_LIMIT: self.alert_limit, self.MANUFACTURER_ID: 0x5449,
+                    self.DIE_ID: 0x2260}[register]
         return super().read_register(register)
 
     def write_register(self, register: int, value: int) -> None:
         if register == self.MASK_ENABLE:
+            self._transfer()
             self.mask_enable = value & self._MASK_ENABLE_WRITABLE
         elif register == self.ALERT_LIMIT:
+            self._transfer()
             self.alert_limit = value
         else:
             super().write_register(register, value)
+
+    def conversion_seconds(self) -> float:
+        config = self.config
+        return _INA226_AVG[(config >> 9) & 7] * (_INA226_CT_S[(config >> 6) & 7]
+                                                 + _INA226_CT_S[(config >> 3) & 7])
 
     def _writable_config(self, value: int) -> int:
         return (value & 0x0FFF) | 0x4000

@@ -254,7 +254,8 @@ def test_drain_to_critical_runs_the_shutdown_sequence_exactly_once(tmp_path: Pat
 
         assert report.ok, report
         assert [step.name for step in report.steps] == [
-            "stop_taking_orders", "flush_outbox", "publish_final", "close_store", "command"]
+            "stop_taking_orders", "flush_outbox", "publish_final", "close_store",
+            "mark_power_down", "command"]
         assert daemon.calls == ["stop_taking_orders", "flush_outbox", "publish_final",
                                 "close_store"]
         assert daemon.commands_run() == ["poweroff --no-wall"]

@@ -11,6 +11,7 @@ and everything that shows state (health, telemetry, the LEDs, the staff pages) r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -34,12 +35,15 @@ from agent.core.errors import Refusal
 from agent.core.manifest import ManifestError, conflict_words, read_manifest
 from agent.core.mode import Mode
 from agent.fieldio.service import DeviceOutputs, FieldDevices
-from agent.power.service import PowerOutputs, PowerService
+from agent.power import killpower
+from agent.power.service import RIG_FILE_NAME, PowerOutputs, PowerService
 from agent.power.shutdown import ShutdownSteps
 from agent.store import Store, StoreRefused
 from agent.web.auth import StaffAuth, staff_token
 
 if TYPE_CHECKING:
+    from agent.power.nut import NutServer
+    from agent.power.status import PowerStatus
     from agent.uplink.session import Uplink
 
 log = logging.getLogger("dropkit")
@@ -115,8 +119,21 @@ class Kit(WebCalls):
             cleared=lambda: self.spawn("power", self._shutdown_cleared())),
             ShutdownSteps(stop_taking_orders=self._stop_taking_orders,
                           flush_outbox=self._flush_outbox, publish_final=self._publish_final,
-                          close_store=self._close_store),
-            simulated=wiring.simulated, rig_file=wiring.state_dir / "sim-power.json")
+                          close_store=self._close_store,
+                          mark_power_down=self._mark_power_down),
+            simulated=wiring.simulated, rig_file=wiring.state_dir / RIG_FILE_NAME)
+        self.nut: NutServer | None = None
+        if config.nut.enabled:
+            from agent.power.nut import NutServer
+
+            self.nut = NutServer(
+                config.nut, lambda: self.coordinator.state.power,
+                description=config.kit.name, version_line=(
+                    f"dropkit {__version__}: a read-only server of the NUT network protocol"),
+                fixed={"device.mfr": "dropkit", "device.model": "drop kit",
+                       "device.serial": self.kit_id, "device.type": "ups",
+                       "ups.mfr": "dropkit", "ups.model": "drop kit",
+                       "driver.name": "dropkit", "driver.version": __version__})
         self.exit_requested: Callable[[], None] = lambda: None
         self.kit_url = kit_url(wiring.host, wiring.port) if wiring.port else None
         """Where phones reach the kit's pages (receipts link there); None until it is known
@@ -154,6 +171,8 @@ class Kit(WebCalls):
             self.timeline = await self.store.read(
                 lambda db: clock.resume(db, self.clock, keep=False))
         self.mode.set_latch(await self.store.read(kitmeta.read_latch))
+        if (last_halt := killpower.clear_flag(self.wiring.state_dir)) is not None:
+            log.warning("the kit is back on after a halt for power (%s)", last_halt)
         intent = await self.store.read(kitmeta.read_shutdown_intent)
         if intent is not None:  # before anything serves: not one order on a critical battery
             log.warning("the kit was shutting down (%s, %s) when it stopped: no orders until "
@@ -192,8 +211,9 @@ class Kit(WebCalls):
         self.power.start()
         if intent is not None and not self.power.resume_shutdown():
             await self._shutdown_cleared()  # no power monitor to say otherwise
+        nut = {"nut": self.nut.run} if self.nut is not None else {}
         for parts in (self.uplink.parts() if self.uplink else {}, self.devices.parts(),
-                      self.power.parts()):
+                      self.power.parts(), nut):
             for name, run in parts.items():
                 self.supervisor.start(name, run)
 
@@ -378,3 +398,11 @@ class Kit(WebCalls):
             await self.stop()
         finally:  # even when the stop was cut short: the daemon must not serve a closed store
             self.request_exit()
+
+    async def _mark_power_down(self, status: PowerStatus) -> str:
+        """The killpower flag for the shutdown hook, when this halt is for power (on battery)."""
+        if "OB" not in status.flags:
+            return "on mains: no killpower flag"
+        reason = f"{status.ts} {status.state}"
+        path = await asyncio.to_thread(killpower.write_flag, self.wiring.state_dir, reason)
+        return f"killpower flag {path}"

@@ -29,15 +29,16 @@ from agent.config.sections import (
     HttpConfig,
     KitConfig,
     MqttConfig,
+    NutConfig,
     OrdersConfig,
     PanelConfig,
     PrintingConfig,
     ScannerConfig,
 )
 
-__all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "OrdersConfig",
-           "PanelConfig", "PowerConfig", "PrintingConfig", "ReceiptConfig", "ScannerConfig",
-           "load_config", "machine_kit_id", "parse_config"]
+__all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "NutConfig",
+           "OrdersConfig", "PanelConfig", "PowerConfig", "PrintingConfig", "ReceiptConfig",
+           "ScannerConfig", "load_config", "machine_kit_id", "parse_config"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropkit/agent.toml")
 CONFIG_ENV = "DROPKIT_CONFIG"
@@ -54,6 +55,7 @@ class Config:
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
+    nut: NutConfig = field(default_factory=NutConfig)
     source: str = "(defaults)"
 
     @property
@@ -80,7 +82,8 @@ class Config:
 
 _SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
                   "mqtt": MqttConfig, "printer": PrintingConfig, "receipt": ReceiptConfig,
-                  "scanner": ScannerConfig, "panel": PanelConfig, "power": PowerConfig}
+                  "scanner": ScannerConfig, "panel": PanelConfig, "power": PowerConfig,
+                  "nut": NutConfig}
 _MOVED = {("printer", "header"): "[receipt] shop_name"}
 """Keys that moved: an old config names the new place rather than an unknown key."""
 

@@ -87,6 +87,11 @@ class PowerConfig:
     step_timeout_s: float = field(default=10.0, metadata=seconds(1, 120))
     shutdown_command: str = field(default="systemctl poweroff", metadata=check(
         'a command line such as "systemctl poweroff"', _command_line))
+    killpower_command: str = field(default="", metadata=check(
+        'a command line that cuts the HAT\'s power, or "" for none',
+        lambda v: v == "" or _command_line(v)))
+    """Run as root by the shutdown hook (image/files/dropkit-killpower) at the end of a halt
+    that was for power, so the kit comes back on when mains returns (docs/power.md)."""
     fail_gpio: int = field(default=-1, metadata=check("a BCM pin 0-53 or -1", pin))
     """The BCM pin of a power-fail line (the X728's is 6); -1 for none."""
     fail_gpio_active_high: bool = True

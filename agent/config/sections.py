@@ -189,3 +189,18 @@ class PanelConfig:
             ("offline_button", self.offline_button), ("reprint_button", self.reprint_button),
             ("shutdown_button", self.shutdown_button), ("mode_led", self.mode_led),
             ("uplink_led", self.uplink_led), ("power_led", self.power_led))}
+
+
+@dataclass(frozen=True)
+class NutConfig:
+    """``[nut]``: the read-only NUT network server (upsd's protocol), off unless enabled."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = field(default=3493, metadata=check("an integer from 0 to 65535", port))
+    ups_name: str = field(default="kit", metadata=check(
+        "1 to 32 letters, digits, '-' or '_'",
+        lambda v: 0 < len(v) <= 32 and v.replace("-", "").replace("_", "").isalnum()))
+    max_connections: int = field(default=8, metadata=check(
+        "an integer from 1 to 64", lambda v: 1 <= v <= 64))
+    idle_timeout_s: float = field(default=60.0, metadata=seconds(1, 3600))

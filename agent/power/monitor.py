@@ -18,7 +18,7 @@ daemon supplies. On the simulated rig of ``dropkit sim``:
     ...     monitor = PowerMonitor(build_sensors(PowerConfig(), sim.bus), PowerConfig(),
     ...                            ShutdownSteps.inert(), on_event=events.append)
     ...     await monitor.poll()
-    ...     sim.pull_mains()
+    ...     sim.pull_mains(); sim.advance(0.1)              # the chips convert on its clock
     ...     await monitor.poll(); await monitor.poll()      # debounce_polls = 2
     ...     monitor.close()
     ...     return [(e["from"], e["to"]) for e in events], monitor.status.state

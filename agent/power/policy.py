@@ -104,14 +104,14 @@ class ShutdownPolicy:
         stable = self._mains_since is not None and now - self._mains_since >= self.stable_s
         if self._budget_s is not None and mains is False:
             self._spent_s += elapsed
+        if self.resumed and stable:  # mains steady is enough, whatever the gauge knows yet
+            self.resumed = False
+            return [Decision("cleared", "mains_restored")]
         if critical is None:
             return self._recovered() if recovered else []
         self._reason = critical
         self._estimate(time_left_s, mains is False)
         if self.resumed:
-            if stable:
-                self.resumed = False
-                return [Decision("cleared", "mains_restored")]
             return self._commit() if mains is False else []
         if self.commit_at is not None:
             return self._counting(now, mains, stable)

@@ -1,12 +1,16 @@
 """The power drivers as the monitor uses them, building them from ``[power]``, reading them.
 
 :func:`build_sensors` puts the drivers of :mod:`hw.power` that the config names on a bus:
-a :class:`LazySMBus` on a Pi, the simulated rig's bus in ``dropkit sim``. The monitor keeps a
-:class:`TrackedSensor` per driver and reads them with :func:`read_on_i2c_thread`.
+a :class:`LazySMBus` on a Pi, the simulated rig's bus in ``dropkit sim``, each behind a
+:class:`Checked` that asks the chip who it is before configuring it (a wrong chip is a
+:class:`~hw.power.words.WrongChip` fault naming the address and what answered) and turns an
+overflowed reading into a fault. The monitor keeps a :class:`TrackedSensor` per driver and
+reads them with :func:`read_on_i2c_thread`.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -15,6 +19,7 @@ from hw.power.current import PowerReading
 from hw.power.ina219 import INA219
 from hw.power.ina226 import INA226
 from hw.power.max17048 import MAX17048, GaugeReading
+from hw.power.words import SensorError, WordRegisterChip
 
 if TYPE_CHECKING:
     from gpiozero import DigitalInputDevice
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
 
     from agent.config import PowerConfig
     from hw.power.words import SMBusLike
+
+OVERFLOW_ERRNO = errno.ERANGE
 
 SensorName = Literal["mains", "battery", "gauge"]
 
@@ -39,7 +46,46 @@ class CurrentSensor(Protocol):
 class ChargeGauge(Protocol):
     """A MAX17048 driver, as the monitor uses it."""
 
+    def configure(self) -> None: ...
+
     def read(self) -> GaugeReading: ...
+
+    def clear_alerts(self) -> None: ...
+
+
+class Checked:
+    """A driver as the monitor uses it: :meth:`configure` first checks the chip's identity
+    (``check_identity``, then the driver's own ``configure`` where it has one), and
+    :meth:`read` refuses an overflowed current reading, so a saturated shunt's 3.1997 A or a
+    wrong chip's 2.04 V never reaches the policy as a measurement."""
+
+    def __init__(self, driver: WordRegisterChip) -> None:
+        self.driver = driver
+
+    def configure(self) -> None:
+        self.driver.check_identity()
+        configure = getattr(self.driver, "configure", None)
+        if configure is not None:
+            configure()
+
+    def read(self) -> Any:
+        reading = self.driver.read()  # type: ignore[attr-defined]
+        if isinstance(reading, PowerReading) and reading.overflow:
+            raise SensorError(
+                OVERFLOW_ERRNO, f"{self.driver.CHIP} at 0x{self.driver.address:02x}: the "
+                f"current is beyond what the shunt can measure ({reading.amps:.4f} A read, "
+                f"overflow): reading not used", chip=self.driver.CHIP,
+                address=self.driver.address, register=-1)
+        return reading
+
+
+class CheckedGauge(Checked):
+    """The fuel gauge, :class:`Checked`, with the acknowledgement of its alert bits."""
+
+    def clear_alerts(self) -> None:
+        """Clear the gauge's alert bits (RI after a reset) once the monitor has confirmed its
+        reading."""
+        self.driver.clear_alerts()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -58,12 +104,12 @@ def build_sensors(config: PowerConfig, bus: SMBusLike) -> PowerSensors:
         chip = getattr(config, f"{name}_chip")
         if chip == "none":
             return None
-        return _CURRENT_MONITORS[chip](
+        return Checked(_CURRENT_MONITORS[chip](
             bus, getattr(config, f"{name}_address"),
             shunt_ohms=getattr(config, f"{name}_shunt_ohms"),
-            max_expected_amps=getattr(config, f"{name}_max_amps"))
+            max_expected_amps=getattr(config, f"{name}_max_amps")))
 
-    return PowerSensors(gauge=MAX17048(bus, config.gauge_address),
+    return PowerSensors(gauge=CheckedGauge(MAX17048(bus, config.gauge_address)),
                         mains=current_monitor("mains"), battery=current_monitor("battery"))
 
 

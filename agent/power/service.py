@@ -34,6 +34,9 @@ ALERTS = {"sensor_fault", "shutdown_pending", "shutdown"}
 # dropkit sim must never power off the laptop it runs on: unless the config names another
 # command (a drill's recorder), the simulated kit's power-off does nothing.
 SIM_SHUTDOWN_COMMAND = "true"
+RIG_FILE_NAME = "sim-power.json"
+"""``dropkit sim``: the simulated rig over a restart, in the state directory (the power-cut
+drill's HAT, simulators/power_hat.py, cuts and restores the kit's power there)."""
 
 
 @dataclass(frozen=True)

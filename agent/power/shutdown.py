@@ -1,4 +1,4 @@
-"""The shutdown sequence: the daemon's four steps, then the shutdown command, once."""
+"""The shutdown sequence: the daemon's five steps, then the shutdown command, once."""
 
 from __future__ import annotations
 
@@ -32,17 +32,21 @@ class ShutdownSteps:
     - ``publish_final(status)``: publish this last telemetry (state ``FSD ...``) and return
       once it is delivered.
     - ``close_store()``: commit what is queued and close the store.
+    - ``mark_power_down(status)``: leave the killpower flag for the shutdown hook when the
+      shutdown is for power (the final status is on battery), as NUT's upsmon leaves its
+      POWERDOWNFLAG; nothing otherwise.
     """
 
     stop_taking_orders: Callable[[], Awaitable[object]]
     flush_outbox: Callable[[float], Awaitable[object]]
     publish_final: Callable[[PowerStatus], Awaitable[object]]
     close_store: Callable[[], Awaitable[object]]
+    mark_power_down: Callable[[PowerStatus], Awaitable[object]] = _nothing
 
     @classmethod
     def inert(cls) -> ShutdownSteps:
         """Steps that do nothing: for a kit, bench or test with no orders or uplink."""
-        return cls(_nothing, _nothing, _nothing, _nothing)
+        return cls(_nothing, _nothing, _nothing, _nothing, _nothing)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class ShutdownReport:
     """What a :class:`ShutdownSequence` did."""
 
     steps: tuple[StepOutcome, ...]
-    """The four steps then the command, in the order they ran."""
+    """The five steps then the command, in the order they ran."""
 
     @property
     def ok(self) -> bool:
@@ -68,7 +72,7 @@ class ShutdownReport:
 
 
 class ShutdownSequence:
-    """The four :class:`ShutdownSteps`, then the shutdown command: once, never again.
+    """The five :class:`ShutdownSteps`, then the shutdown command: once, never again.
 
     A step that fails or outlasts ``step_timeout_s`` is logged and the sequence goes on: a
     stuck flush must not keep the kit from stopping before the battery does. The command runs
@@ -92,6 +96,7 @@ class ShutdownSequence:
             await self._step("flush_outbox", lambda: steps.flush_outbox(timeout)),
             await self._step("publish_final", lambda: steps.publish_final(final_status)),
             await self._step("close_store", steps.close_store),
+            await self._step("mark_power_down", lambda: steps.mark_power_down(final_status)),
             await self._step("command", self._run_command),
         ]
         report = ShutdownReport(tuple(outcomes))

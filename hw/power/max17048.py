@@ -26,6 +26,14 @@ class GaugeReading:
     """HD: the state of charge crossed the empty alert threshold."""
     soc_changed: bool
 
+    @property
+    def alerts(self) -> tuple[str, ...]:
+        """The STATUS flags that are set, by their data sheet names (RI, VH, VL, VR, HD, SC)."""
+        flags = (("RI", self.reset_indicator), ("VH", self.voltage_high),
+                 ("VL", self.voltage_low), ("VR", self.voltage_reset), ("HD", self.soc_low),
+                 ("SC", self.soc_changed))
+        return tuple(name for name, set_ in flags if set_)
+
 
 @dataclass(frozen=True)
 class GaugeSettings:
@@ -99,9 +107,12 @@ class MAX17048(WordRegisterChip):
     def __init__(self, bus: SMBusLike, address: int = DEFAULT_ADDRESS) -> None:
         super().__init__(bus, address)
 
-    def identify(self) -> bool:
-        """Whether VERSION reads 0x001X, as MAX17048/MAX17049 parts do."""
-        return self.version() & 0xFFF0 == 0x0010
+    def identity(self) -> str:
+        """VERSION reads 0x001X on MAX17048/MAX17049 parts; else what it read."""
+        version = self.version()
+        if version & 0xFFF0 == 0x0010:
+            return ""
+        return f"VERSION 0x{version:04X} (a MAX17048 reads 0x001X)"
 
     def version(self) -> int:
         """The VERSION register: the IC's production version."""

@@ -35,6 +35,11 @@ class SensorError(OSError):
         self.register = register
 
 
+class WrongChip(SensorError):
+    """The chip at a configured address answered, but is not the part the config names (errno
+    ENODEV): its readings would be misread, so none are taken."""
+
+
 def swap_word_bytes(word: int) -> int:
     """Swap the two bytes of a 16-bit word; it is its own inverse.
 
@@ -60,6 +65,25 @@ class WordRegisterChip:
     def __init__(self, bus: SMBusLike, address: int) -> None:
         self.bus = bus
         self.address = address
+
+    def identity(self) -> str:
+        """"" when the chip at the address is this part, else what answered there, in words.
+        Each chip says how it tells (id registers, power-on values)."""
+        raise NotImplementedError
+
+    def identify(self) -> bool:
+        """Whether the chip at the address is this part."""
+        return self.identity() == ""
+
+    def check_identity(self) -> None:
+        """Raise :class:`WrongChip`, naming the address and what answered, unless the chip
+        there is this part; a bus failure raises :class:`SensorError` as any read does."""
+        answered = self.identity()
+        if answered:
+            raise WrongChip(
+                errno_codes.ENODEV, f"{self.CHIP} expected at 0x{self.address:02x}, but another "
+                f"chip answered there: {answered}", chip=self.CHIP, address=self.address,
+                register=-1)
 
     def read_register(self, register: int) -> int:
         """The register's 16-bit value as the chip holds it (byte order already fixed)."""

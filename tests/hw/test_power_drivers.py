@@ -60,9 +60,10 @@ def test_smbus_word_read_is_little_endian_so_the_driver_must_swap() -> None:
     # A driver that forgot to swap would see (0xA25D >> 3) * 4 mV = 5195 * 4 mV = 20.78 V.
     assert (raw >> 3) * 4e-3 == pytest.approx(20.78)
     assert bus.read_i2c_block_data(0x40, INA219.BUS_VOLTAGE, 2) == [0x5D, 0xA2]
+    chip.registers[INA219.BUS_VOLTAGE] = 0x5DA0  # as after a read of Power cleared CNVR
     reading = INA219(bus).read()
     assert reading.volts == pytest.approx(11.984)
-    assert reading.conversion_ready and not reading.overflow
+    assert not reading.overflow
 
 
 def test_driver_writes_the_register_msb_first() -> None:
@@ -111,8 +112,9 @@ def test_ina219_decodes_every_register() -> None:
     # Calibration 0x1062 (0.1 ohm, 3.2 A): Current_LSB 97.65625 uA, Power_LSB 1.953125 mW.
     chip = WordRegisterDevice({
         INA219.CALIBRATION: 0x1062,
-        # 8.6.3.2: 0x5DA3 >> 3 = 2996 -> 2996 * 4 mV = 11.984 V; CNVR (bit 1) and OVF (bit 0).
-        INA219.BUS_VOLTAGE: 0x5DA3,
+        # 8.6.3.2: 0x5DA1 >> 3 = 2996 -> 2996 * 4 mV = 11.984 V; OVF (bit 0), CNVR (bit 1)
+        # clear, as the sample's first read (Power) left it: no conversion landed since.
+        INA219.BUS_VOLTAGE: 0x5DA1,
         # 8.6.3.1: 0xF060 is -4000 in two's complement -> -4000 * 10 uV = -40 mV.
         INA219.SHUNT_VOLTAGE: 0xF060,
         # 8.6.3.4: 0xF000 is -4096 -> -4096 * 97.65625 uA = -0.4 A.
@@ -125,7 +127,7 @@ def test_ina219_decodes_every_register() -> None:
     assert reading.shunt_volts == pytest.approx(-0.040)
     assert reading.amps == pytest.approx(-0.4)
     assert reading.watts == pytest.approx(5.0)
-    assert reading.conversion_ready and reading.overflow
+    assert reading.overflow
     assert not reading.recalibrated
 
 
@@ -139,7 +141,8 @@ def test_ina219_reading_from_the_chip_model() -> None:
     chip = INA219Model(lambda: ShuntInput(amps=1.0, bus_volts=5.1), shunt_ohms=0.1)
     ina = INA219(bus_with(0x40, chip), shunt_ohms=0.1, max_expected_amps=3.2)
     ina.configure()
-    assert chip.config == 0x399F and chip.calibration == 0x1062
+    # The driver's config 0x3E67: BRNG 32 V, PGA /8, BADC = SADC = 1100b (16 samples, 8.51 ms).
+    assert chip.config == 0x3E67 and chip.calibration == 0x1062
     reading = ina.read()
     assert reading.shunt_volts == pytest.approx(0.1)
     assert reading.amps == pytest.approx(0.99990234375)
@@ -172,15 +175,21 @@ def test_ina219_reads_before_configure_recalibrate_too() -> None:
     assert chip.calibration == 4194
 
 
-def test_ina219_conversion_ready_clears_on_power_read_and_config_write() -> None:
+def test_ina219_model_cnvr_sets_per_conversion_and_clears_on_power_read_or_config() -> None:
+    # 8.6.3.2: CNVR is set when a conversion's results are in; reading Power or writing Config
+    # clears it. At 0x399F a cycle is 532 us + 532 us (8.6.2.1, 12-bit shunt and bus).
     clock = Clock()
     chip = INA219Model(lambda: ShuntInput(1.0, 5.1), shunt_ohms=0.1, clock=clock)
-    ina = INA219(bus_with(0x40, chip))
-    ina.configure()                      # writing Config clears CNVR (8.6.3.2)
-    assert not ina.read().conversion_ready
-    clock.now = 1.0                      # a conversion finishes
-    assert ina.read().conversion_ready
-    assert not ina.read().conversion_ready   # that read's Power read cleared it
+    assert chip.conversion_seconds() == pytest.approx(1.064e-3)
+    chip.write_register(INA219Model.CONFIG, 0x399F)
+    assert not chip.read_register(INA219Model.BUS) & 0x2
+    clock.now = 1.0
+    assert chip.read_register(INA219Model.BUS) & 0x2
+    chip.read_register(INA219Model.POWER)
+    assert not chip.read_register(INA219Model.BUS) & 0x2
+    clock.now = 2.0
+    chip.write_register(INA219Model.CONFIG, 0x399F)
+    assert not chip.read_register(INA219Model.BUS) & 0x2
 
 
 def test_ina219_math_overflow() -> None:
@@ -198,15 +207,23 @@ def test_ina219_math_overflow() -> None:
 def test_ina219_model_clamps_shunt_to_the_pga_range_and_ignores_read_only_writes() -> None:
     # PGA /8 (config bits 12..11 = 11): +-320 mV = +-32000 counts. 5 A * 0.1 ohm = 500 mV.
     amps = {"value": 5.0}
-    chip = INA219Model(lambda: ShuntInput(amps["value"], bus_volts=5.0), shunt_ohms=0.1)
-    assert chip.read_register(INA219Model.SHUNT) == 32000
+    clock = Clock()
+    chip = INA219Model(lambda: ShuntInput(amps["value"], bus_volts=5.0), shunt_ohms=0.1,
+                       clock=clock)
+
+    def shunt_after_a_conversion() -> int:
+        clock.now += 1.0
+        return chip.read_register(INA219Model.SHUNT)
+
+    assert chip.read_register(INA219Model.SHUNT) == 0        # power-on: no conversion yet
+    assert shunt_after_a_conversion() == 32000
     amps["value"] = -5.0                                      # -32000 as two's complement
-    assert chip.read_register(INA219Model.SHUNT) == 0x10000 - 32000 == 0x8300
+    assert shunt_after_a_conversion() == 0x10000 - 32000 == 0x8300
     # PGA /1 (bits 12..11 = 00): +-40 mV = +-4000 counts.
     chip.write_register(INA219Model.CONFIG, 0x399F & ~0x1800)
-    assert chip.read_register(INA219Model.SHUNT) == 0x10000 - 4000
+    assert shunt_after_a_conversion() == 0x10000 - 4000
     amps["value"] = 5.0
-    assert chip.read_register(INA219Model.SHUNT) == 4000
+    assert shunt_after_a_conversion() == 4000
     chip.write_register(INA219Model.BUS, 0x1234)
     assert chip.read_register(INA219Model.BUS) >> 3 == 1250   # 5.0 V / 4 mV
     chip.write_register(INA219Model.CONFIG, 0x8000)           # RST: power-on values
@@ -234,8 +251,8 @@ def test_ina226_decodes_every_register() -> None:
     # Calibration 0x1000 (0.01 ohm, 4.096 A): Current_LSB 125 uA, Power_LSB 3.125 mW.
     chip = WordRegisterDevice({
         INA226.CALIBRATION: 0x1000,
-        # 7.1.7 Mask/Enable: 0x000C = CVRF (bit 3) and OVF (bit 2).
-        INA226.MASK_ENABLE: 0x000C,
+        # 7.1.7 Mask/Enable: 0x0004 = OVF (bit 2); CVRF (bit 3) clear: no conversion landed.
+        INA226.MASK_ENABLE: 0x0004,
         # 7.1.3: 0x0B90 = 2960 -> 2960 * 1.25 mV = 3.7 V.
         INA226.BUS_VOLTAGE: 0x0B90,
         # 7.1.2: 0xE890 is -6000 -> -6000 * 2.5 uV = -15 mV.
@@ -250,7 +267,7 @@ def test_ina226_decodes_every_register() -> None:
     assert reading.shunt_volts == pytest.approx(-0.015)
     assert reading.amps == pytest.approx(-1.5)
     assert reading.watts == pytest.approx(5.55)
-    assert reading.conversion_ready and reading.overflow and not reading.recalibrated
+    assert reading.overflow and not reading.recalibrated
 
 
 @pytest.mark.parametrize(("amps", "shunt", "current", "power"), [
@@ -285,15 +302,17 @@ def test_ina226_identify() -> None:
     assert not INA226(bus_with(0x40, INA219Model(lambda: ShuntInput(0.0, 0.0)))).identify()
 
 
-def test_ina226_conversion_ready_clears_on_mask_enable_read() -> None:
+def test_ina226_model_cvrf_sets_per_conversion_and_clears_on_mask_enable_read() -> None:
+    # 7.1.7: CVRF is set when a conversion's results are in, cleared by reading Mask/Enable
+    # or writing Config. 0x4527: AVG 16 x (1.1 ms + 1.1 ms) = 35.2 ms (7.1.1).
     clock = Clock()
     chip = INA226Model(lambda: ShuntInput(1.0, 3.7), shunt_ohms=0.01, clock=clock)
-    ina = INA226(bus_with(0x40, chip), shunt_ohms=0.01, max_expected_amps=4.096)
-    ina.configure()                      # writing Config clears CVRF (7.1.7)
-    assert not ina.read().conversion_ready
+    chip.write_register(INA226Model.CONFIG, 0x4527)
+    assert chip.conversion_seconds() == pytest.approx(35.2e-3)
+    assert not chip.read_register(INA226Model.MASK_ENABLE) & 0x8
     clock.now = 0.5
-    assert ina.read().conversion_ready
-    assert not ina.read().conversion_ready   # reading Mask/Enable cleared it
+    assert chip.read_register(INA226Model.MASK_ENABLE) & 0x8
+    assert not chip.read_register(INA226Model.MASK_ENABLE) & 0x8
 
 
 def test_ina226_math_overflow() -> None:

@@ -34,7 +34,8 @@ from simulators.scanner import VirtualScanner
 AGENT = "http://127.0.0.1:8080"
 # Register images (value as the chip holds it): mains INA219 at 5.1 V and 0.8 A with its
 # calibration for 0.1 ohm / 3.2 A; battery INA226 at 3.7 V charging 0.5 A (0.01 ohm / 4.096 A);
-# the gauge at 75.5 % and 3.9 V.
+# the gauge at 75.5 % and 3.9 V. i2c-stub's memory never converts: the conversion-ready flags
+# (INA219 CNVR, INA226 CVRF) stay set whatever is read, and the drivers still take a sample.
 IMAGES = {0x40: {0x00: 0x399F, 0x01: 0x1F40, 0x02: (1275 << 3) | 2, 0x03: 2090, 0x04: 8192,
                  0x05: 4194},
           0x41: {0x00: 0x4127, 0x01: 0xFC18, 0x02: 2960, 0x03: 592, 0x04: 0xF060, 0x05: 4096,
@@ -98,6 +99,26 @@ async def panel(lines: Path) -> None:
               seen == ({"0", "1"} if latched else {"0"}), seen)
 
 
+def swapped_chips(config: Path, kit_config: str, bus: int) -> None:
+    """The agent configured with its two current monitors' addresses swapped: each sensor
+    finds the other chip there, and refuses it with a fault naming the address and what
+    answered (never a reading of the wrong chip)."""
+    config.write_text(kit_config + f"\n[power]\nbus = {bus}\nmains_address = 0x41\n"
+                      "battery_address = 0x40\n")
+    subprocess.run(["systemctl", "restart", "dropkit-agent.service"], check=True)
+    faults = wait_for(lambda: (f := health()["power"]["sensor_faults"])
+                      and {"mains", "battery"} <= set(f) and f, 60)
+    check("agent refuses the swapped chips", bool(faults), health()["power"])
+    power = health()["power"]
+    check("no reading from a wrong chip", power["sources"]["mains"]["volts"] is None
+          and power["sources"]["battery"]["volts"] is None, power["sources"])
+    journal = subprocess.run(["journalctl", "-u", "dropkit-agent.service", "-o", "cat",
+                              "--no-pager", "-n", "300"], capture_output=True, text=True).stdout
+    for named in ("INA219 expected at 0x41, but another chip answered there",
+                  "INA226 expected at 0x40, but another chip answered there"):
+        check(f"the fault says: {named}", named in journal, journal[-1500:])
+
+
 def main() -> int:
     bus = stub_bus()
     with SMBus(bus) as smbus:
@@ -106,11 +127,11 @@ def main() -> int:
                 smbus.write_word_data(address, register, swap_word_bytes(value))
     chip, lines = panel_chip()
     config = Path("/etc/dropkit/agent.toml")
-    config.write_text(config.read_text()
-                      + f'\n[power]\nbus = {bus}\n[scanner]\nnames = "VM Barcode"\n'
-                      f"scan_timeout_s = {SCAN_TIMEOUT_S}\n[panel]\nchip = {chip}\n"
-                      + "".join(f"{part} = {-1 if pin is None else pin}\n"
-                                for part, pin in PANEL_PINS.items()))
+    kit_config = config.read_text() + (
+        f'\n[scanner]\nnames = "VM Barcode"\nscan_timeout_s = {SCAN_TIMEOUT_S}\n'
+        f"[panel]\nchip = {chip}\n" + "".join(f"{part} = {-1 if pin is None else pin}\n"
+                                             for part, pin in PANEL_PINS.items()))
+    config.write_text(kit_config + f"\n[power]\nbus = {bus}\n")
     scanner = UInput({ecodes.EV_KEY: [c for c in ecodes.KEY if 0 < c < 0x100]},
                      name="VM Barcode Scanner", vendor=0x05E0, product=0x1200)
     subprocess.run(["systemctl", "restart", "dropkit-agent.service"], check=True)
@@ -139,6 +160,7 @@ def main() -> int:
     check("a scan reaches the staff page's events", scan is not None and "SAMPLE-1" in scan,
           seen[-5:])
     asyncio.run(panel(lines))
+    swapped_chips(config, kit_config, bus)
     print(f"{len(failures)} failed" if failures else "agent read the kernel's devices")
     return 1 if failures else 0
 

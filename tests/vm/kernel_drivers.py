@@ -4,7 +4,9 @@
   keeps plain register memory, so this proves transport and byte order, not chip behaviour (the
   simulators do that). A register image is stored as the chip would put it on the wire, high
   byte first: an SMBus word write sends the low byte of its value first, so the value written is
-  the register with its bytes swapped.
+  the register with its bytes swapped. Its memory never converts: a conversion-ready flag stays
+  as written whatever is read (the INA219's CNVR set here, the INA226's CVRF clear), and the
+  drivers still take their samples (the wait after configuring is by time).
 - scanner: a uinput keyboard typing like a barcode scanner, read by hw.scanner's watcher through
   evdev with grab, unplugged and plugged back.
 - panel: hw.panel through gpiozero's lgpio pins (hw.gpiochip) on a gpio-sim chip: a button is a
@@ -96,12 +98,19 @@ def power_drivers() -> None:
 
         # INA219: 0.1 ohm, 3.2 A: Current_LSB = 3.2 / 32768 = 97.65625 uA,
         # Cal = trunc(0.04096 / (Current_LSB * 0.1)) = 4194 (0x1062), Power_LSB = 20 * LSB.
+        # The INA219 has no id register: identify() takes Config's power-on 0x399F.
         ina219 = INA219(bus, 0x40, shunt_ohms=0.1, max_expected_amps=3.2)
         check("ina219 calibration", ina219.calibration.register == 4194,
               str(ina219.calibration.register))
-        put(0x40, 0x05, 0)  # a browned-out chip: calibration 0
+        put(0x40, 0x00, 0x399F)
+        check("ina219 identify", ina219.identify())
+        put(0x40, 0x02, (1275 << 3) | 0x2)  # bus 1275 * 4 mV = 5.1 V, CNVR set for good
+        ina219.configure()
+        written = swap_word_bytes(bus.read_word_data(0x40, 0x05))
+        check("ina219 calibration on the wire", written == 4194, hex(written))
+        config = swap_word_bytes(bus.read_word_data(0x40, 0x00))
+        check("ina219 config on the wire", config == 0x3E67, hex(config))
         put(0x40, 0x01, 0x1F40)  # shunt 8000 * 10 uV = 80 mV
-        put(0x40, 0x02, (1275 << 3) | 0x2)  # bus 1275 * 4 mV = 5.1 V, CNVR set
         put(0x40, 0x04, 8192)  # current 8192 * 97.65625 uA = 0.8 A
         put(0x40, 0x03, 2090)  # power 2090 * 1.953125 mW = 4.08203125 W
         reading = ina219.read()
@@ -109,13 +118,7 @@ def power_drivers() -> None:
         check("ina219 shunt volts", close(reading.shunt_volts, 0.08), str(reading.shunt_volts))
         check("ina219 amps", close(reading.amps, 0.8), str(reading.amps))
         check("ina219 watts", close(reading.watts, 4.08203125), str(reading.watts))
-        check("ina219 conversion ready", reading.conversion_ready and not reading.overflow)
-        # The driver found calibration 0 and wrote it again, byte-swapped onto the wire.
-        check("ina219 recalibrated", reading.recalibrated)
-        written = swap_word_bytes(bus.read_word_data(0x40, 0x05))
-        check("ina219 calibration on the wire", written == 4194, hex(written))
-        config = swap_word_bytes(bus.read_word_data(0x40, 0x00))
-        check("ina219 config on the wire", config == 0x399F, hex(config))
+        check("ina219 no overflow", not reading.overflow and not reading.recalibrated)
 
         # INA226: ids TI 0x5449, die 0x2260; 0.01 ohm, 4.096 A: Current_LSB = 125 uA,
         # Cal = trunc(0.00512 / (125e-6 * 0.01)) = 4096, Power_LSB = 25 * LSB = 3.125 mW.
@@ -123,19 +126,21 @@ def power_drivers() -> None:
         put(0x41, 0xFE, 0x5449)
         put(0x41, 0xFF, 0x2260)
         check("ina226 identify", ina226.identify())
-        put(0x41, 0x05, 4096)
+        put(0x41, 0x06, 0x0000)  # mask/enable: CVRF clear for good (no conversion lands)
+        ina226.configure()
+        config = swap_word_bytes(bus.read_word_data(0x41, 0x00))
+        check("ina226 config on the wire", config == 0x4527, hex(config))
         put(0x41, 0x01, 0xFC18)  # shunt -1000 * 2.5 uV = -2.5 mV (charging)
         put(0x41, 0x02, 2960)  # bus 2960 * 1.25 mV = 3.7 V
         put(0x41, 0x04, 0xF060)  # current -4000 * 125 uA = -0.5 A
         put(0x41, 0x03, 592)  # power 592 * 3.125 mW = 1.85 W
-        put(0x41, 0x06, 0x0008)  # mask/enable: CVRF
         reading = ina226.read()
         check("ina226 volts", close(reading.volts, 3.7), str(reading.volts))
         check("ina226 shunt volts", close(reading.shunt_volts, -0.0025),
               str(reading.shunt_volts))
         check("ina226 amps", close(reading.amps, -0.5), str(reading.amps))
         check("ina226 watts", close(reading.watts, 1.85), str(reading.watts))
-        check("ina226 conversion ready", reading.conversion_ready and not reading.recalibrated)
+        check("ina226 no overflow", not reading.overflow and not reading.recalibrated)
 
         # MAX17048: VCELL 78.125 uV/LSB; SOC high byte %, low byte 1/256 %; CRATE 0.208 %/h.
         gauge = MAX17048(bus, 0x36)
@@ -150,6 +155,31 @@ def power_drivers() -> None:
         check("max17048 percent", close(reading.percent, 75.5), str(reading.percent))
         check("max17048 rate", close(reading.rate_percent_per_hour, -2.08),
               str(reading.rate_percent_per_hour))
+
+        # The agent's sensors identify the chips [power] names before configuring them, and
+        # refuse a chip that is not the one named (no reading taken from it).
+        from agent.config import PowerConfig
+        from agent.power.sensors import build_sensors
+        from hw.power.words import WrongChip
+
+        sensors = build_sensors(PowerConfig(bus=stub_bus()), bus)
+        for name in ("gauge", "battery", "mains"):
+            sensor = getattr(sensors, name)
+            try:
+                sensor.configure()
+                check(f"agent identifies its {name} chip", True)
+            except OSError as exc:
+                check(f"agent identifies its {name} chip", False, str(exc))
+        swapped = build_sensors(PowerConfig(bus=stub_bus(), mains_address=0x41,
+                                            battery_address=0x40, gauge_address=0x41), bus)
+        for name, expected in (("mains", "INA219 expected at 0x41"),
+                               ("battery", "INA226 expected at 0x40"),
+                               ("gauge", "MAX17048 expected at 0x41")):
+            try:
+                getattr(swapped, name).configure()
+                check(f"agent refuses a wrong {name} chip", False, "it was accepted")
+            except WrongChip as exc:
+                check(f"agent refuses a wrong {name} chip", expected in str(exc), str(exc))
 
 
 async def scanner_driver() -> None:

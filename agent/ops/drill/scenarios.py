@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import http.client
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from typing import Any
 from agent.hq.ledger import Ledger
 from agent.ops.drill.diskfull import disk_full
 from agent.ops.drill.hostile import hostile_client
+from agent.ops.drill.powercut import drain_until_halt, outbox_events, power_cut
 from agent.ops.drill.runner import Abort, Drill, Scenario, Session, Skipped
 from agent.ops.harness import Answer, Broker, EventStream, Hq, mosquitto_binary, new_order_id
 
@@ -125,43 +124,10 @@ def power_loss(s: Session) -> None:
     s.require(on_line, "the kit is on line again",
               f"{on_line['state']}, feeding {on_line['feeding']}, {took:.2f} s after"
               if on_line else f"still {power()['state']} after 5 s")
-    rig = s.sim("power", action="scenario", name="drain_to_critical", speed=10)
-    s.note("scenario drain_to_critical at 10x", f"mains lost at rig 5 s, battery "
-           f"{rig['battery_percent']:g} %, load {rig['load_amps']:g} A")
-    pending, _ = s.within(lambda: power()["shutdown_in_s"] is not None and power(), 60, 0.05)
-    s.require(pending, "the battery reaches critical: the shutdown countdown starts",
-              f"{pending['state']}, battery {pending['ups']['percent']} %, "
-              f"{pending['ups']['minutes_left']} min left, shutdown in "
-              f"{pending['shutdown_in_s']} s" if pending else "no countdown within 60 s")
-
-    before = len(sold)
-
-    def refused() -> str | None:
-        try:
-            answer = kit.place([{"sku": "DRILL-TEE", "qty": 1}])
-        except (OSError, http.client.HTTPException):
-            return "the kit is already gone"
-        if answer.status == 201:
-            sold.append(answer)  # still in the countdown: a sale like any other
-            return None
-        return f"{answer.status} {answer.data.get('error')}"
-
-    refusal, _ = s.within(refused, 30, 0.1)
-    s.expect(refusal is not None and refusal.startswith(("503 shutting_down", "the kit")),
-             "sales go on in the countdown, then orders are refused",
-             f"{len(sold) - before} sold, then {refusal}")
-    assert kit.proc is not None
-    try:
-        code: int | None = kit.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        code = None
-    s.require(code == 0, "the daemon finishes the sequence and exits", f"exit status {code}")
+    drain_until_halt(s, kit, sold)
     ran = calls.read_text().splitlines() if calls.exists() else []
     s.expect(len(ran) == 1, "the shutdown command ran exactly once", f"{len(ran)} time(s)")
-    with contextlib.closing(kit.open_store()) as db:
-        events = [row[0] for row in db.execute(
-            "SELECT json_extract(payload, '$.event.type') FROM outbox WHERE kind = 'event' "
-            "ORDER BY id")]
+    events = [event["type"] for event in outbox_events(kit)]
     s.expect(events.count("shutdown") == 1 and "shutdown_pending" in events,
              "remote ops get the countdown and one shutdown event (outbox)",
              f"{events.count('shutdown_pending')} shutdown_pending, "
@@ -376,3 +342,5 @@ drill("disk-full", "the kit's disk fills (needs root): orders refused 507, reads
       "nothing confirmed lost; room again: it carries on by itself")(disk_full)
 drill("hostile-client", "one phone floods headers, then holds a thousand half-sent requests: "
       "the kit stays small and another phone's sales go on")(hostile_client)
+drill("power-cut", "drained to critical, the kit halts and its HAT cuts the power; mains back: "
+      "it boots, READY again, no sale lost")(power_cut)
