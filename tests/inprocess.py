@@ -45,11 +45,12 @@ class Running:
         return answer.json()
 
     async def order(self, *lines: tuple[str, int], order_id: str | None = None,
-                    method: str = "cash") -> httpx.Response:
+                    method: str = "cash", staff: bool = True) -> httpx.Response:
+        """A sale at the till (``staff``), or a customer's reservation."""
         return await self.http.post("/api/orders", json={
             "order_id": order_id or str(uuid.uuid4()),
             "lines": [{"sku": sku, "qty": qty} for sku, qty in lines],
-            "payment": {"method": method}})
+            "payment": {"method": method}}, headers=self.staff if staff else None)
 
     def health_when(self, test: Callable[[dict[str, Any]], bool]
                     ) -> Callable[[], Awaitable[dict[str, Any] | None]]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.app.coordinator import STORAGE_ALERTS, Coordinator, KitState
 from agent.app.events import EventHub
+from agent.app.holdsweep import HoldSweep
 from agent.app.sales import Orders
 from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
@@ -90,7 +91,10 @@ class Kit(WebCalls):
         self.clock = wiring.clock or Clock()
         self.timeline: Timeline | None = None  # kit seconds, once the store is open
         self.sales = Orders(self.store, self.kit_id, self.moment, config.orders.max_lines,
-                            config.orders.max_qty, print_receipts=config.printer.enabled)
+                            config.orders.max_qty, print_receipts=config.printer.enabled,
+                            hold_minutes=config.orders.hold_minutes,
+                            currency=config.receipt.currency)
+        self.hold_sweep = HoldSweep(self.sales, self._holds_expired)
         self.events = EventHub()
         self.coordinator = Coordinator(self.kit_id, self._queue_depth)
         self.coordinator.listen(self._state_changed)
@@ -181,6 +185,7 @@ class Kit(WebCalls):
                                      relayed=self.coordinator.outbox_changed),
                                  password=self.config.mqtt.password(self.config.source))
         self.supervisor.start("storage_watch", self.storage.run)
+        self.supervisor.start("holds", self.hold_sweep.run)
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
@@ -311,6 +316,11 @@ class Kit(WebCalls):
         self.devices.wake_printer()
         if self.uplink is not None:
             self.uplink.retry_relayed()
+
+    def _holds_expired(self, views: list[dict[str, Any]]) -> None:
+        for view in views:
+            self.events.publish("order", view)
+        self._stock_changed()
 
     def outbox_changed(self) -> None:
         self.coordinator.outbox_changed()

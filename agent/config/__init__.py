@@ -31,12 +31,13 @@ from agent.config.sections import (
     OrdersConfig,
     PanelConfig,
     PrintingConfig,
+    ReceiptConfig,
     ScannerConfig,
 )
 
 __all__ = ["Config", "ConfigError", "HttpConfig", "KitConfig", "MqttConfig", "OrdersConfig",
-           "PanelConfig", "PowerConfig", "PrintingConfig", "ScannerConfig", "load_config",
-           "machine_kit_id", "parse_config"]
+           "PanelConfig", "PowerConfig", "PrintingConfig", "ReceiptConfig", "ScannerConfig",
+           "load_config", "machine_kit_id", "parse_config"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/dropkit/agent.toml")
 CONFIG_ENV = "DROPKIT_CONFIG"
@@ -49,6 +50,7 @@ class Config:
     orders: OrdersConfig = field(default_factory=OrdersConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     printer: PrintingConfig = field(default_factory=PrintingConfig)
+    receipt: ReceiptConfig = field(default_factory=ReceiptConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
@@ -77,8 +79,8 @@ class Config:
 
 
 _SECTION_TYPES = {"kit": KitConfig, "http": HttpConfig, "orders": OrdersConfig,
-                  "mqtt": MqttConfig, "printer": PrintingConfig, "scanner": ScannerConfig,
-                  "panel": PanelConfig, "power": PowerConfig}
+                  "mqtt": MqttConfig, "printer": PrintingConfig, "receipt": ReceiptConfig,
+                  "scanner": ScannerConfig, "panel": PanelConfig, "power": PowerConfig}
 
 
 def _describe(kind: type) -> str:

@@ -1,4 +1,5 @@
-"""What a scanned text means: a SKU on sale, one of this kit's receipts, or nothing known.
+"""What a scanned text means: a SKU on sale, one of this kit's receipts, a customer's pickup
+code (the QR on their phone, :mod:`agent.core.holds`), or nothing known.
 
 Pure functions over the store's connection; :class:`agent.fieldio.scans.ScanRouter` runs them
 for each scan. A SKU wins over a receipt::
@@ -23,6 +24,8 @@ import re
 import sqlite3
 from typing import Any
 
+from agent.core.holds import QR_PREFIX, find_code, pickup_code
+
 RECEIPT_HASH = re.compile(r"[0-9a-fA-F]{64}")
 """A receipt's QR code: its 64-hex-digit hash (upper case too, for scanners set that way)."""
 
@@ -42,9 +45,12 @@ def lookup_receipt(db: sqlite3.Connection, receipt_hash: str) -> str | None:
 
 def scan_meaning(db: sqlite3.Connection, text: str) -> dict[str, Any]:
     """What a scanned text is: ``sku`` on sale, ``receipt`` (its hash and order, None when
-    the hash is not in this kit's chain) or ``unknown``. A SKU wins over a receipt."""
+    the hash is not in this kit's chain), ``pickup`` (its code and order, None when no
+    reservation has it) or ``unknown``. A SKU wins over the others."""
     if sku_on_sale(db, text):
         return {"kind": "sku", "sku": text}
+    if text.upper().startswith(QR_PREFIX) and (code := pickup_code(text)) is not None:
+        return {"kind": "pickup", "code": code, "order_id": find_code(db, code)}
     if RECEIPT_HASH.fullmatch(text):
         receipt_hash = text.lower()
         return {"kind": "receipt", "hash": receipt_hash,
