@@ -198,7 +198,7 @@ def _live_hold(db: sqlite3.Connection, order_id: str, at: Moment) -> sqlite3.Row
     if row["state"] == "expired":
         raise Refusal("hold_expired", f"the reservation {row['code']} ran out at "
                       f"{row['ended_at']}; its items went back on sale: reserve again",
-                      order_id=order_id, code=row["code"])
+                      order_id=order_id, pickup=row["code"])
     if row["state"] == "settled":
         raise Refusal("payment_settled", f"the reservation {row['code']} is paid already",
                       order_id=order_id)

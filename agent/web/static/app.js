@@ -1,4 +1,5 @@
-// The staff page: it speaks only the kit's own HTTP API (see docs/api.md).
+// The staff till (/till): it speaks only the kit's own HTTP API (see docs/api.md). It sells
+// with the staff token, and takes customers' reservations (from the shop, /) to payment.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -69,7 +70,8 @@ function renderCart() {
     return el("li", {}, `${qty} × ${item ? item.name : sku}`, less);
   }));
   $("cart-total").textContent = money(total);
-  $("place").disabled = cart.size === 0;
+  $("place").disabled = cart.size === 0 || !token;
+  $("place").textContent = token ? "Place order" : "Unlock to sell";
 }
 
 function renderAll() { renderItems(); renderCart(); }
@@ -87,7 +89,7 @@ const PART_NAMES = {
   scanner: "Barcode scanner", panel: "Button panel", uplink: "Connection to HQ",
   uplink_drain: "Sending orders to HQ", telemetry: "Power reports to HQ",
   uplink_health: "HQ connection check", uplink_keepalive: "HQ connection keep-alive",
-  reconcile: "Checking HQ's answers", events: "Event log",
+  reconcile: "Checking HQ's answers", events: "Event log", holds: "Reservation expiry",
 };
 const ALERT_WORDS = {
   printer_paper_out: "Printer is out of paper", printer_cover_open: "Printer cover is open",
@@ -269,7 +271,7 @@ async function placeOrder() {
   $("place").disabled = true;
   let r;
   try {
-    r = await api("POST", "/api/orders", body);
+    r = await api("POST", "/api/orders", body, true);
   } catch (e) {
     say("The kit did not answer; press Place order again (it will not sell twice).", true);
     $("place").disabled = false;
@@ -300,6 +302,8 @@ function showStaff() {
   $("token-clear").hidden = !token;
   $("token").hidden = !!token;
   $("token-save").hidden = !!token;
+  $("pickup-section").hidden = !token;
+  renderCart();
 }
 
 async function unlock() {
@@ -320,7 +324,7 @@ async function toggleLatch() {
   loadHealth();
 }
 
-function refresh() { loadManifest(); loadHealth(); loadOrders(); }
+function refresh() { loadManifest(); loadHealth(); loadOrders(); loadReservations(); }
 
 function alert(event) {
   const data = JSON.parse(event.data);
@@ -343,6 +347,9 @@ function scanned(event) {
     } else {
       say(`Scanned ${scan.sku}: none left`, true);
     }
+  } else if (scan.kind === "pickup") {
+    if (scan.order_id) findPickup(scan.code);
+    else say(`No reservation has the pickup code ${scan.code}`, true);
   } else if (scan.kind === "receipt") {
     say(scan.order_id ? `Receipt scanned: order ${scan.order_id}` : "Receipt not from this kit",
       !scan.order_id);
@@ -416,6 +423,7 @@ async function listen() {
 }
 
 $("place").addEventListener("click", placeOrder);
+wirePickup();
 $("token-save").addEventListener("click", unlock);
 $("token-clear").addEventListener("click", () => { lockStaff(); refresh(); });
 $("latch").addEventListener("click", toggleLatch);
