@@ -162,6 +162,7 @@ def place_hold(db: sqlite3.Connection, request: OrderRequest, customer: Customer
     Returns ``(view, created)``. Raises ``order_id_reused``, ``unknown_sku``, ``not_open``,
     ``sold_out`` or ``limit_reached``.
     """
+    expire_due(db, at)
     existing = db.execute("SELECT fingerprint FROM holds WHERE order_id = ?",
                           (request.order_id,)).fetchone()
     if existing is not None or order_view(db, request.order_id) is not None:
@@ -169,7 +170,6 @@ def place_hold(db: sqlite3.Connection, request: OrderRequest, customer: Customer
             raise Refusal("order_id_reused", "this order_id was already used for a "
                           "different order", order_id=request.order_id)
         return customer_view(db, request.order_id, at.ks), False  # type: ignore[return-value]
-    expire_due(db, at)
     lines = priced_lines(db, request, at.iso)
     _check_limits(db, lines, customer)
     expires_at = (datetime.fromisoformat(at.iso) + timedelta(seconds=hold_s)).isoformat(

@@ -71,7 +71,7 @@ function renderCart() {
   }));
   $("cart-total").textContent = money(total);
   $("place").disabled = cart.size === 0 || !token;
-  $("place").textContent = token ? "Place order" : "Unlock to sell";
+  $("place").textContent = token ? "Place order" : "Staff only";
 }
 
 function renderAll() { renderItems(); renderCart(); }
