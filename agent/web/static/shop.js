@@ -221,6 +221,7 @@ function reserve() {
   saveCart();
   say("");
   render();
+  $("tickets-section").scrollIntoView({ block: "start" });
   send();
 }
 
@@ -264,13 +265,15 @@ async function send() {
     saveTickets();
     say(data.status === "held" ? "Reserved. Show the code at the stall." : "", "good");
     await fetchQr(data);
-  } else {
-    for (const line of pending.body.lines) { // local rollback: the lines back in the cart
-      cart.set(line.sku, (cart.get(line.sku) || 0) + line.qty);
-    }
-    saveCart();
-    say(refusalWords(data), "bad");
+    render();
+    $("tickets-section").scrollIntoView({ block: "start" });
+    return;
   }
+  for (const line of pending.body.lines) { // local rollback: the lines back in the cart
+    cart.set(line.sku, (cart.get(line.sku) || 0) + line.qty);
+  }
+  saveCart();
+  say(refusalWords(data), "bad");
   render();
 }
 
