@@ -11,6 +11,8 @@ const $ = (id) => document.getElementById(id);
 const KEYS = { device: "dropkit.shop.device", cart: "dropkit.shop.cart",
   pending: "dropkit.shop.pending", tickets: "dropkit.shop.tickets" };
 const MAX_RETRY_MS = 10000;
+const POLL_MS = 15000;
+const STREAM_AGAIN_MS = 60000;
 
 function load(key, fallback) {
   try { return JSON.parse(localStorage.getItem(key)) ?? fallback; } catch (e) { return fallback; }
@@ -25,15 +27,6 @@ let tickets = load(KEYS.tickets, []); // the kit's answers, newest first, each w
 let sending = false;
 let retryTimer = null;
 let retryMs = 1000;
-
-function uuid4() {
-  // crypto.randomUUID needs a secure context; the kit's Wi-Fi page is plain http.
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
 
 function deviceId() {
   let id = localStorage.getItem(KEYS.device);
@@ -324,8 +317,17 @@ async function loadManifest() {
   render();
 }
 
+let streaming = false; // the kit's live stream of stock left is open
+
 function listen() {
+  // The kit keeps only a few live streams: a phone without one reads the stock every
+  // POLL_MS instead, and tries for a stream again later.
   const events = new EventSource("/api/events");
+  events.onopen = () => { streaming = true; };
+  events.onerror = () => {
+    streaming = false;
+    if (events.readyState === EventSource.CLOSED) setTimeout(listen, STREAM_AGAIN_MS);
+  };
   events.addEventListener("availability", (event) => {
     const left = JSON.parse(event.data).available;
     items.forEach((item) => { if (item.sku in left) item.available = left[item.sku]; });
@@ -347,3 +349,4 @@ setInterval(() => { // the countdowns; a hold whose time is up is looked at agai
   }
 }, 1000);
 setInterval(followTickets, 10000);
+setInterval(() => { if (!streaming) loadManifest(); }, POLL_MS);
