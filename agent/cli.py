@@ -80,7 +80,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
 
     def announce(url: str, kit: Kit) -> None:
-        print(f"dropkit sim: kit {kit.kit_id} is open at {url}", flush=True)
+        print(f"dropkit sim: kit {kit.kit_id} is open at {url} (the customers' shop; the "
+              f"staff till is {url.rstrip('/')}/till)", flush=True)
         print(f"dropkit sim: staff token {kit.staff_token}; state in {state_dir}"
               f"{' (removed at exit)' if temporary else ''}; Ctrl-C stops", flush=True)
 

@@ -30,18 +30,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Client:
-    """A minimal keep-alive HTTP/1.1 client, so the load generator costs little CPU."""
+    """A minimal keep-alive HTTP/1.1 client, so the load generator costs little CPU; with a
+    ``token``, staff's (a sale rather than a customer's reservation), from ``source`` when
+    given (another loopback address: another customer)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, token: str = "", source: str = "") -> None:
+        self.host, self.port, self.source = host, port, source
+        self.auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, local_addr=(self.source, 0) if self.source else None)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
-                                                             len(body), body))
+                          b"%sContent-Length: %d\r\n\r\n%s" % (
+                              path.encode(), self.host.encode(), self.auth, len(body), body))
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
@@ -52,7 +56,9 @@ class Client:
         self.writer.close()
 
 
-def start_kit(state: Path, manifest: Path) -> tuple[subprocess.Popen[str], str, float]:
+def start_kit(state: Path, manifest: Path) -> tuple[subprocess.Popen[str], str, str, float]:
+    """``dropkit sim`` on ``manifest``: the process, its address, its staff token and the time
+    from its start to its first answer."""
     config = state.parent / "agent.toml"
     # The simulated printer would run inside the daemon's process and render every receipt;
     # a kit's printer is a device of its own, so the benchmark measures order capture alone.
@@ -63,15 +69,18 @@ def start_kit(state: Path, manifest: Path) -> tuple[subprocess.Popen[str], str, 
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             cwd=ROOT)
     assert proc.stdout is not None
+    url = ""
     for line in proc.stdout:
         if "is open at " in line:
-            url = line.split("is open at ")[1].strip()
+            url = line.split("is open at ")[1].split()[0]
+        if "staff token " in line:
+            token = line.split("staff token ")[1].split(";")[0].strip()
             break
     else:
         raise SystemExit("dropkit sim did not start")
     host, port = url.removeprefix("http://").rstrip("/").split(":")
     first_answer = asyncio.run(first_request(host, int(port), started))
-    return proc, f"{host}:{port}", first_answer
+    return proc, f"{host}:{port}", token, first_answer
 
 
 async def first_request(host: str, port: int, started: float) -> float:
@@ -82,14 +91,15 @@ async def first_request(host: str, port: int, started: float) -> float:
     return time.perf_counter() - started
 
 
-async def load(address: str, clients: int, orders: int) -> tuple[float, list[float]]:
+async def load(address: str, token: str, clients: int,
+               orders: int) -> tuple[float, list[float]]:
     host, port = address.split(":")
     latencies: list[float] = []
     remaining = orders
 
     async def one_client() -> None:
         nonlocal remaining
-        client = Client(host, int(port))
+        client = Client(host, int(port), token)
         await client.connect()
         while remaining > 0:
             remaining -= 1
@@ -162,20 +172,20 @@ def main() -> None:
         manifest = tmp_path / "manifest.toml"
         manifest.write_text('version = "bench"\n[[items]]\nsku = "BENCH-1"\nname = "Bench"\n'
                             'price_cents = 100\nqty = 1000000\n')
-        proc, address, first_answer = start_kit(tmp_path / "state", manifest)
+        proc, address, token, first_answer = start_kit(tmp_path / "state", manifest)
         try:
             print(f"{'clients':>7} {'agent/s':>9} {'raw/s':>9} {'ratio':>6} {'p50 ms':>7} "
                   f"{'p99 ms':>7}")
             total = 0
             for clients in (int(c) for c in args.clients.split(",")):
                 raw = raw_baseline(tmp_path / f"raw-{clients}.db", args.orders)
-                rate, latencies = asyncio.run(load(address, clients, args.orders))
+                rate, latencies = asyncio.run(load(address, token, clients, args.orders))
                 total += args.orders
                 print(f"{clients:>7} {rate:>9.0f} {raw:>9.0f} {rate / raw:>6.2f} "
                       f"{percentile(latencies, 50) * 1000:>7.2f} "
                       f"{percentile(latencies, 99) * 1000:>7.2f}")
             if total < 1000:
-                asyncio.run(load(address, 8, 1000 - total))
+                asyncio.run(load(address, token, 8, 1000 - total))
                 total = 1000
             print(f"resident memory of dropkit sim after {total} orders: "
                   f"{rss_mb(proc.pid):.1f} MB")

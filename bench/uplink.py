@@ -38,7 +38,7 @@ def fill_outbox(kit: Kit, orders: int) -> int:
     """Sell ``orders`` orders over HTTP; returns the size of one orders message."""
     with kit.client() as client:
         for _ in range(orders):
-            answer = client.post("/api/orders", json={"order_id": new_order_id(),
+            answer = client.post("/api/orders", headers=kit.staff, json={"order_id": new_order_id(),
                                                       "lines": [{"sku": "A-1", "qty": 1}]})
             assert answer.status_code == 201
     return len(json.dumps(answer.json())) + 120  # kit id, trace id, type, msg_id

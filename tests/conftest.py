@@ -23,9 +23,12 @@ class Kit(SimKit):
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
     def order(self, client: httpx.Client, lines: list[dict[str, Any]],
-              order_id: str | None = None, method: str = "cash") -> httpx.Response:
+              order_id: str | None = None, method: str = "cash",
+              staff: bool = True) -> httpx.Response:
+        """A sale at the till (``staff``), or a customer's reservation."""
         return client.post("/api/orders", json={"order_id": order_id or new_order_id(),
-                                                "lines": lines, "payment": {"method": method}})
+                                                "lines": lines, "payment": {"method": method}},
+                           headers=self.staff if staff else None)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import httpx
 from agent.app.daemon import demo_manifest
 from agent.app.kit import Kit, Wiring
 from agent.config import parse_config
+from agent.core.clock import Clock
 from tests.test_printing import eventually as eventually
 
 FIRST_RETRY_S = 0.05
@@ -45,11 +46,12 @@ class Running:
         return answer.json()
 
     async def order(self, *lines: tuple[str, int], order_id: str | None = None,
-                    method: str = "cash") -> httpx.Response:
+                    method: str = "cash", staff: bool = True) -> httpx.Response:
+        """A sale at the till (``staff``), or a customer's reservation."""
         return await self.http.post("/api/orders", json={
             "order_id": order_id or str(uuid.uuid4()),
             "lines": [{"sku": sku, "qty": qty} for sku, qty in lines],
-            "payment": {"method": method}})
+            "payment": {"method": method}}, headers=self.staff if staff else None)
 
     def health_when(self, test: Callable[[dict[str, Any]], bool]
                     ) -> Callable[[], Awaitable[dict[str, Any] | None]]:
@@ -65,14 +67,17 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]] | None = None,
-                      manifest: str | None = None) -> AsyncIterator[Running]:
-    """Start a simulated kit on the running loop; stop it (and close its store) after."""
+                      manifest: str | None = None,
+                      clock: Clock | None = None) -> AsyncIterator[Running]:
+    """Start a simulated kit on the running loop (on ``clock``, the system's when None);
+    stop it (and close its store) after."""
     from agent.web.app import build_app
 
     config = parse_config({"kit": {"id": "kit-inproc"}, **(sections or {})},
                           source="test config")
     kit = Kit(config, Wiring(simulated=True, state_dir=state_dir, host="127.0.0.1", port=0,
-                             manifest=demo_manifest() if manifest is None else manifest))
+                             manifest=demo_manifest() if manifest is None else manifest,
+                             clock=clock))
     # Public knobs of the supervisor; the backoff of each part is made from them at its start.
     kit.supervisor.first_retry_s, kit.supervisor.settle_s = FIRST_RETRY_S, SETTLE_S
     await kit.start()

@@ -66,7 +66,8 @@ def test_an_unplugged_sensor_is_a_fault_and_sales_go_on(kit: Kit) -> None:
     with kit.client() as client:
         control(kit, client, action="unplug", sensor="gauge")
         wait_for(lambda: "gauge" in power(kit)["sensor_faults"], 15, "sensor_fault")
-        assert client.post("/api/orders", json={"order_id": new_order_id(), "lines": [
+        assert client.post("/api/orders", headers=kit.staff,
+                           json={"order_id": new_order_id(), "lines": [
             {"sku": "ZINE-07", "qty": 1}]}).status_code == 201
         control(kit, client, action="plug", sensor="gauge")
         wait_for(lambda: power(kit)["sensor_faults"] == [], 15, "recovered")
@@ -92,7 +93,8 @@ def test_drain_to_critical_shuts_down_once_with_the_outbox_flushed(kit_factory,
     with kit.client() as client:
         sold = []
         for _ in range(20):
-            answer = client.post("/api/orders", json={"order_id": new_order_id(), "lines": [
+            answer = client.post("/api/orders", headers=kit.staff,
+                                 json={"order_id": new_order_id(), "lines": [
                 {"sku": "A-1", "qty": 1}]})
             sold.append(answer.json()["order_id"])
         control(kit, client, action="scenario", name="drain_to_critical", speed=40)
@@ -101,8 +103,8 @@ def test_drain_to_critical_shuts_down_once_with_the_outbox_flushed(kit_factory,
         # Once the sequence starts, new orders are refused politely.
         def refused() -> bool:
             try:
-                answer = client.post("/api/orders", json={"order_id": new_order_id(),
-                                                          "lines": [{"sku": "A-1", "qty": 1}]})
+                answer = client.post("/api/orders", headers=kit.staff, json={
+                    "order_id": new_order_id(), "lines": [{"sku": "A-1", "qty": 1}]})
             except httpx.HTTPError:
                 return True  # already gone
             if answer.status_code == 503:
@@ -150,7 +152,7 @@ def test_a_failed_shutdown_restarts_into_the_shutdown_not_into_selling(kit_facto
     kit = kit_factory(state, config)
     order = [{"sku": "ZINE-07", "qty": 1}]
     with kit.client() as client:
-        assert client.post("/api/orders", json={"order_id": new_order_id(),
+        assert client.post("/api/orders", headers=kit.staff, json={"order_id": new_order_id(),
                                                 "lines": order}).status_code == 201
         control(kit, client, action="scenario", name="drain_to_critical", speed=10)
     assert kit.proc.wait(90) == 0, "the daemon exits after the shutdown sequence"
@@ -158,7 +160,8 @@ def test_a_failed_shutdown_restarts_into_the_shutdown_not_into_selling(kit_facto
 
     again = kit_factory(state, config)
     with again.client() as client:
-        answer = client.post("/api/orders", json={"order_id": new_order_id(), "lines": order})
+        answer = client.post("/api/orders", headers=again.staff,
+                             json={"order_id": new_order_id(), "lines": order})
         assert answer.status_code == 503, answer.text  # at once: before any power reading
         assert answer.json()["error"] == "shutting_down"
         assert httpx.get(again.url + "/api/health", timeout=10).json()["status"] == "stopping"

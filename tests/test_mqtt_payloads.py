@@ -41,12 +41,14 @@ def test_payloads_match_their_schemas(kit_factory, tmp_path, validators) -> None
     kit = kit_factory(tmp_path / "state", config)
     with kit.client() as client:
         wait_for(lambda: client.get("/api/health").json()["mode"] == "online", 10, "online")
-        sale = client.post("/api/orders", json={"order_id": "payload-test-1", "lines": [
+        sale = client.post("/api/orders", headers=kit.staff,
+                           json={"order_id": "payload-test-1", "lines": [
             {"sku": "A-1", "qty": 2}], "payment": {"method": "card"}}).json()
         path = f"/api/staff/orders/{sale['order_id']}"
         client.post(f"{path}/payment", json={"result": "failed"}, headers=kit.staff)
         client.post(f"{path}/void", json={"reason": "declined"}, headers=kit.staff)
-        paid = client.post("/api/orders", json={"order_id": "payload-test-2", "lines": [
+        paid = client.post("/api/orders", headers=kit.staff,
+                           json={"order_id": "payload-test-2", "lines": [
             {"sku": "A-1", "qty": 1}]}).json()
         client.post(f"/api/staff/orders/{paid['order_id']}/refund", headers=kit.staff)
         client.post("/api/staff/mode", json={"offline": True}, headers=kit.staff)

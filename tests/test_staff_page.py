@@ -1,4 +1,4 @@
-"""The staff page in a real headless Chromium: order by clicking, see it listed."""
+"""The staff till (/till) in a real headless Chromium: order by clicking, see it listed."""
 
 from __future__ import annotations
 
@@ -43,8 +43,16 @@ def page(browser) -> Iterator:
     yield browser.new_context(viewport=PHONE).new_page()
 
 
+def unlock(page, kit: Kit) -> None:
+    page.locator("#token").fill(kit.token)
+    page.get_by_role("button", name="Unlock").click()
+    page.locator("#token-clear").wait_for()
+
+
 def test_place_an_order_by_clicking_and_see_it_listed(kit: Kit, page, tmp_path: Path) -> None:
-    page.goto(kit.url + "/")
+    page.goto(kit.url + "/till")
+    assert page.get_by_role("button", name="Staff only").is_disabled()
+    unlock(page, kit)
     page.get_by_role("button", name="Zine no. 7").click()
     page.get_by_role("button", name="Zine no. 7").click()
     page.get_by_role("button", name="Limited vinyl").click()
@@ -64,17 +72,16 @@ def test_place_an_order_by_clicking_and_see_it_listed(kit: Kit, page, tmp_path: 
 
 
 def test_staff_void_a_failed_card_payment_from_the_page(kit: Kit, page) -> None:
-    page.goto(kit.url + "/")
-    page.get_by_role("button", name="Tee, black, M").click()
-    page.locator("#payment").select_option("card")
-    page.get_by_role("button", name="Place order").click()
-    page.locator("#orders li").filter(has_text="pending").wait_for()
+    page.goto(kit.url + "/till")
     # Staff unlock with the token; a wrong one is refused.
     page.locator("#token").fill("not-the-token-at-all")
     page.get_by_role("button", name="Unlock").click()
     page.locator("#message").filter(has_text="wrong").wait_for()
-    page.locator("#token").fill(kit.token)
-    page.get_by_role("button", name="Unlock").click()
+    unlock(page, kit)
+    page.get_by_role("button", name="Tee, black, M").click()
+    page.locator("#payment").select_option("card")
+    page.get_by_role("button", name="Place order").click()
+    page.locator("#orders li").filter(has_text="pending").wait_for()
     page.get_by_role("button", name="Card failed").click()
     page.get_by_role("button", name="Void").click()
     page.locator("#orders li").filter(has_text="voided").wait_for()
@@ -84,7 +91,7 @@ def test_staff_void_a_failed_card_payment_from_the_page(kit: Kit, page) -> None:
 
 
 def test_simulator_controls_pull_the_mains_and_scan_into_the_cart(kit: Kit, page) -> None:
-    page.goto(kit.url + "/")
+    page.goto(kit.url + "/till")
     page.locator("#token").fill(kit.token)
     page.get_by_role("button", name="Unlock").click()
     page.locator("#sim").wait_for()
@@ -146,7 +153,7 @@ def test_the_status_strip_shows_a_degraded_part_alerts_and_the_shutdown(
     assert health["status"] == "degraded" and "GPIO17" in health["degraded"]["panel"]
     page = browser.new_context(viewport=viewport).new_page()
     name = "phone" if viewport == PHONE else "tablet"
-    page.goto(kit.url + "/")
+    page.goto(kit.url + "/till")
     strip = page.locator("#kit-status")
     strip.filter(has_text="Taking orders, but something needs attention").wait_for()
     part = page.locator("#kit-status-parts li[data-part=panel]")
@@ -189,14 +196,14 @@ def test_the_status_strip_shows_a_degraded_part_alerts_and_the_shutdown(
     assert time.monotonic() - started < 30
 
 
-def test_a_customer_page_follows_the_stock_and_staff_get_a_ticketed_stream(kit: Kit,
-                                                                            page) -> None:
-    """Anyone's page shows stock others bought from the public stream (the page has no timer
-    that reloads the manifest); unlocked, it opens the staff stream with a ticket."""
+def test_a_locked_till_follows_the_stock_and_staff_get_a_ticketed_stream(kit: Kit,
+                                                                          page) -> None:
+    """The till, locked, shows stock others bought from the public stream (the page has no
+    timer that reloads the manifest); unlocked, it opens the staff stream with a ticket."""
     tickets: list[str] = []
     page.on("request", lambda request: tickets.append(request.url)
             if "/api/events" in request.url else None)
-    page.goto(kit.url + "/")
+    page.goto(kit.url + "/till")
     page.locator("[data-sku=VINYL-LTD]").filter(has_text="10 left").wait_for()
     assert kit.place([{"sku": "VINYL-LTD", "qty": 3}]).status == 201
     page.locator("[data-sku=VINYL-LTD]").filter(has_text="7 left").wait_for(timeout=10000)

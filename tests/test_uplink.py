@@ -27,7 +27,7 @@ def place(kit, client: httpx.Client, n: int, **headers: str) -> list[str]:
     ids = []
     for i in range(n):
         order_id = new_order_id()
-        answer = client.post("/api/orders", headers=headers, json={
+        answer = client.post("/api/orders", headers={**kit.staff, **headers}, json={
             "order_id": order_id, "lines": [{"sku": "A-1" if i % 2 else "B-2", "qty": 1}]})
         assert answer.status_code == 201, answer.text
         ids.append(order_id)
@@ -184,12 +184,13 @@ def test_acks_settle_orders_and_garbage_is_ignored(kit_factory, tmp_path, manife
     wait_for(lambda: health(kit)["mode"] == "online", 10, "online")
     with kit.client() as client:
         # Online, the answer waits for HQ: the sale is confirmed centrally.
-        first = client.post("/api/orders", headers={"X-Trace-Id": "trace-from-the-stall"},
+        first = client.post("/api/orders", headers={**kit.staff,
+                                                     "X-Trace-Id": "trace-from-the-stall"},
                             json={"order_id": new_order_id(),
                                   "lines": [{"sku": "A-1", "qty": 2}]})
         assert first.status_code == 201 and first.json()["status"] == "reconciled"
         # Central stock is gone (2 sold): HQ rejects; the kit shows it and tells ops.
-        second = client.post("/api/orders", json={"order_id": new_order_id(),
+        second = client.post("/api/orders", headers=kit.staff, json={"order_id": new_order_id(),
                                                   "lines": [{"sku": "A-1", "qty": 1}]})
         assert second.json()["status"] == "rejected"
         event = listener.json("events")

@@ -41,7 +41,7 @@ def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
     kit = kit_factory(tmp_path / "state", config)
     with kit.client() as client:
         order_id = new_order_id()
-        assert client.post("/api/orders", json={"order_id": order_id, "lines": [
+        assert client.post("/api/orders", headers=kit.staff, json={"order_id": order_id, "lines": [
             {"sku": "A-1", "qty": 1}]}).status_code == 201
         wait_for(lambda: client.get(f"/api/orders/{order_id}").json()["status"] ==
                  "reconciled", 15, "reconciled over TLS")
@@ -51,7 +51,8 @@ def test_tls_with_passwords_and_an_acl(kit_factory, tmp_path: Path) -> None:
     (tmp_path / "kit-password").write_text("wrong\n")
     other = kit_factory(tmp_path / "state2", config)
     with other.client() as client:
-        assert client.post("/api/orders", json={"order_id": new_order_id(), "lines": [
+        assert client.post("/api/orders", headers=other.staff,
+                           json={"order_id": new_order_id(), "lines": [
             {"sku": "A-1", "qty": 1}]}).status_code == 201
         assert client.get("/api/health").json()["uplink"]["state"] != "connected"
     wait_for(lambda: any("refused the connection" in line for line in other.log), 10,

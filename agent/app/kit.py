@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.app.coordinator import STORAGE_ALERTS, Coordinator, KitState
 from agent.app.events import EventHub
+from agent.app.holdsweep import HoldSweep
 from agent.app.sales import Orders
 from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
@@ -96,7 +97,10 @@ class Kit(WebCalls):
         self.timeline: Timeline | None = None  # kit seconds, once the store is open
         self.sales = Orders(self.store, self.kit_id, self.moment, config.orders.max_lines,
                             config.orders.max_qty, print_receipts=config.printer.enabled,
-                            unpaid_slip=config.receipt.unpaid_slip)
+                            unpaid_slip=config.receipt.unpaid_slip,
+                            hold_minutes=config.orders.hold_minutes,
+                            currency=config.receipt.currency)
+        self.hold_sweep = HoldSweep(self.sales, self._holds_expired)
         self.events = EventHub()
         self.coordinator = Coordinator(self.kit_id, self._queue_depth)
         self.coordinator.listen(self._state_changed)
@@ -206,6 +210,7 @@ class Kit(WebCalls):
                                      relayed=self.coordinator.outbox_changed),
                                  password=self.config.mqtt.password(self.config.source))
         self.supervisor.start("storage_watch", self.storage.run)
+        self.supervisor.start("holds", self.hold_sweep.run)
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
@@ -342,6 +347,11 @@ class Kit(WebCalls):
         self.devices.wake_printer()
         if self.uplink is not None:
             self.uplink.retry_relayed()
+
+    def _holds_expired(self, views: list[dict[str, Any]]) -> None:
+        for view in views:
+            self.events.publish("order", view)
+        self._stock_changed()
 
     def outbox_changed(self) -> None:
         self.coordinator.outbox_changed()

@@ -20,6 +20,7 @@ from agent.core.wording import Wording, state_word
 if TYPE_CHECKING:
     from agent.app.coordinator import Coordinator
     from agent.app.events import EventHub
+    from agent.app.holdsweep import HoldSweep
     from agent.app.sales import Orders
     from agent.config import Config
     from agent.core.mode import Mode
@@ -47,6 +48,7 @@ class WebCalls:
     power: PowerService
     uplink: Uplink | None
     staff_auth: StaffAuth
+    hold_sweep: HoldSweep
     _availability_due: bool
     moment: Callable[[], Moment]
     spawn: Callable[[str, Coroutine[Any, Any, object]], object]
@@ -72,6 +74,11 @@ class WebCalls:
         if relay:
             self._stock_changed()
             self.outbox_changed()
+
+    def reservation_changed(self, view: dict[str, Any]) -> None:
+        self.events.publish("order", view)
+        self._stock_changed()
+        self.hold_sweep.wake()
 
     def _stock_changed(self) -> None:
         """Tell every page what is left: an ``availability`` event, the one event about sales

@@ -58,6 +58,9 @@ class OrdersConfig:
         "an integer from 1 to 200", lambda v: 1 <= v <= 200))
     max_qty: int = field(default=99, metadata=check(
         "an integer from 1 to 10000", lambda v: 1 <= v <= 10000))
+    hold_minutes: float = field(default=10.0, metadata=check(
+        "a number of minutes from 0.05 to 1440", lambda v: 0.05 <= v <= 1440))
+    """How long a customer's reservation holds its stock for staff to take the payment."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ A manifest is TOML (or JSON) with a ``version`` and ``items``, each with ``sku``
     name = "Tee, black, M"
     price_cents = 2500
     qty = 40
+    limit_per_customer = 2                  # optional: at most 2 per customer's reservations
+    opens_at = 2026-11-28T10:00:00+01:00    # optional: nothing sells before (a fair drop)
 
 Its content hash is taken over the canonical JSON of what it says, so the same manifest sent as
 a file or over HTTP has the same hash. Loading a manifest keeps what was sold: an allocation
@@ -24,11 +26,13 @@ un-sell stock is refused without stopping the start: the refusal is kept in ``me
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from agent.core.receipts import canonical_json
 
 SKU_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/+")
 MAX_ITEMS = 2000
+ITEM_KEYS = ("sku", "name", "price_cents", "qty", "limit_per_customer", "opens_at")
 
 
 class ManifestError(ValueError):
@@ -43,13 +48,14 @@ class ManifestError(ValueError):
 
 
 class ManifestConflict(ValueError):
-    """A manifest that would un-sell stock: allocations below what is already sold."""
+    """A manifest that would un-sell stock: allocations below what is already sold (or held
+    for customers' reservations)."""
 
     def __init__(self, skus: dict[str, tuple[int, int]]) -> None:
         self.skus = skus
-        detail = ", ".join(f"{sku} (sold {sold}, new qty {qty})"
+        detail = ", ".join(f"{sku} (sold or held {sold}, new qty {qty})"
                            for sku, (sold, qty) in sorted(skus.items()))
-        super().__init__(f"new quantities below what is already sold: {detail}")
+        super().__init__(f"new quantities below what is already sold or held: {detail}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,16 @@ class Item:
     name: str
     price_cents: int
     qty: int
+    limit_per_customer: int | None = None
+    """The most one customer's reservations may hold of it (None: no limit)."""
+    opens_at: str | None = None
+    """When it goes on sale, UTC in the kit's own ISO form (None: on sale now)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the item says; the optional keys only when set, so a manifest without them
+        keeps the hash it always had."""
+        return {key: value for key in ITEM_KEYS
+                if (value := getattr(self, key)) is not None}
 
 
 @dataclass(frozen=True)
@@ -70,9 +86,7 @@ class Manifest:
         return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version,
-                "items": [{"sku": i.sku, "name": i.name, "price_cents": i.price_cents,
-                           "qty": i.qty} for i in self.items]}
+        return {"version": self.version, "items": [item.to_dict() for item in self.items]}
 
 
 def valid_sku(sku: object) -> bool:
@@ -81,6 +95,28 @@ def valid_sku(sku: object) -> bool:
 
 def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def utc_iso(when: datetime) -> str:
+    """``when`` (aware) as the kit writes times: UTC, ISO 8601 to the millisecond.
+
+    >>> utc_iso(datetime.fromisoformat("2026-11-28T10:00:00+01:00"))
+    '2026-11-28T09:00:00.000+00:00'
+    """
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _opening(value: object, where: str) -> str | None:
+    """An item's ``opens_at``: a TOML date-time or an ISO 8601 text, with its time zone."""
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= 40:
+        with contextlib.suppress(ValueError):  # not a time: refused below
+            value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ManifestError(f"{where}: 'opens_at' must be a date and time with its time zone, "
+                            f"e.g. 2026-11-28T10:00:00+01:00")
+    return utc_iso(value)
 
 
 def parse_manifest(data: object) -> Manifest:
@@ -103,7 +139,7 @@ def parse_manifest(data: object) -> Manifest:
         where = f"item {n}"
         if not isinstance(raw, dict):
             raise ManifestError(f"{where}: expected a table with sku, name, price_cents, qty")
-        extra = set(raw) - {"sku", "name", "price_cents", "qty"}
+        extra = set(raw) - set(ITEM_KEYS)
         if extra:
             raise ManifestError(f"{where}: unknown key {sorted(extra)[0]!r}")
         sku, name = raw.get("sku"), raw.get("name")
@@ -120,8 +156,12 @@ def parse_manifest(data: object) -> Manifest:
                                 f"0 to 100000000")
         if not _whole(qty) or not 0 <= qty <= 1_000_000:
             raise ManifestError(f"{where}: 'qty' must be a whole number, 0 to 1000000")
+        limit = raw.get("limit_per_customer")
+        if limit is not None and (not _whole(limit) or not 1 <= limit <= 1_000_000):
+            raise ManifestError(f"{where}: 'limit_per_customer' must be a whole number, "
+                                f"1 to 1000000")
         seen.add(sku)
-        items.append(Item(sku, name, price, qty))
+        items.append(Item(sku, name, price, qty, limit, _opening(raw.get("opens_at"), where)))
     return Manifest(version, tuple(items))
 
 
@@ -222,9 +262,11 @@ def apply_manifest(db: sqlite3.Connection, manifest: Manifest, source: str, now:
     changes nothing) when a quantity is below what is already sold. A manifest taken, even the
     current one again, settles a refused file (:func:`file_conflict` is None after it).
     """
-    existing = {row["sku"]: row for row in db.execute("SELECT sku, allocated, sold FROM items")}
-    conflicts = {item.sku: (existing[item.sku]["sold"], item.qty) for item in manifest.items
-                 if item.sku in existing and existing[item.sku]["sold"] > item.qty}
+    existing = {row["sku"]: row for row in db.execute(
+        "SELECT sku, allocated, sold + held AS taken FROM items")}
+    # Units held for customers' reservations count as taken: a manifest cannot un-hold them.
+    conflicts = {item.sku: (existing[item.sku]["taken"], item.qty) for item in manifest.items
+                 if item.sku in existing and existing[item.sku]["taken"] > item.qty}
     if conflicts:
         raise ManifestConflict(conflicts)
     db.execute("UPDATE meta SET value = json_set(value, '$.conflict', json('null')) "
@@ -247,15 +289,19 @@ def apply_manifest(db: sqlite3.Connection, manifest: Manifest, source: str, now:
         listed.add(item.sku)
         before = existing[item.sku]["allocated"] if item.sku in existing else 0
         db.execute(
-            "INSERT INTO items (sku, name, price_cents, allocated, active, position) "
-            "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, "
+            "INSERT INTO items (sku, name, price_cents, allocated, active, position, "
+            "limit_per_customer, opens_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?) "
+            "ON CONFLICT (sku) DO UPDATE SET name = excluded.name, "
             "price_cents = excluded.price_cents, allocated = excluded.allocated, active = 1, "
-            "position = excluded.position",
-            (item.sku, item.name, item.price_cents, item.qty, position))
+            "position = excluded.position, limit_per_customer = excluded.limit_per_customer, "
+            "opens_at = excluded.opens_at",
+            (item.sku, item.name, item.price_cents, item.qty, position,
+             item.limit_per_customer, item.opens_at))
         record(item.sku, item.qty - before)
     for sku, row in existing.items():
         if sku not in listed:
-            # Left out: nothing more to sell, but what was sold stays on the books.
-            db.execute("UPDATE items SET allocated = sold, active = 0 WHERE sku = ?", (sku,))
-            record(sku, row["sold"] - row["allocated"])
+            # Left out: nothing more to sell, but what was sold (or is held) stays on the books.
+            db.execute("UPDATE items SET allocated = sold + held, active = 0 WHERE sku = ?",
+                       (sku,))
+            record(sku, row["taken"] - row["allocated"])
     return True

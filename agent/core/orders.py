@@ -9,9 +9,11 @@ writer, so two tablets can never both buy the last unit.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeGuard
 
 from agent.core import outbox, receipts
@@ -32,6 +34,9 @@ class OrderRequest:
     order_id: str
     lines: tuple[tuple[str, int], ...]
     payment_method: str
+    device: str | None = None
+    """The customer's device id (their shop page's own), for the limits per customer; not
+    part of what makes a retry the same order."""
 
     @property
     def fingerprint(self) -> str:
@@ -63,7 +68,7 @@ def parse_order_request(data: object, max_lines: int, max_qty: int) -> OrderRequ
     """Check a client's order body; raises an ``invalid`` :class:`Refusal` naming the field."""
     if not isinstance(data, dict):
         raise invalid("the body must be a JSON object")
-    unknown = set(data) - {"order_id", "lines", "payment"}
+    unknown = set(data) - {"order_id", "lines", "payment", "device"}
     if unknown:
         raise invalid(f"unknown field {sorted(unknown)[0]!r}")
     order_id = data.get("order_id")
@@ -90,7 +95,11 @@ def parse_order_request(data: object, max_lines: int, max_qty: int) -> OrderRequ
     if (not isinstance(payment, dict) or set(payment) != {"method"}
             or payment["method"] not in PAYMENT_METHODS):
         raise invalid("payment must be {\"method\": \"cash\"} or {\"method\": \"card\"}")
-    return OrderRequest(order_id, tuple(parsed), payment["method"])
+    device = data.get("device")
+    if device is not None and not valid_order_id(device):
+        raise invalid("device must be the shop page's device id: 8 to 64 letters, digits, "
+                      "'-' or '_'")
+    return OrderRequest(order_id, tuple(parsed), payment["method"], device)
 
 
 # -- changing --------------------------------------------------------------------------------
@@ -111,18 +120,78 @@ def _stored_request(db: sqlite3.Connection, order_id: str, order: sqlite3.Row) -
                         order["payment_method"])
 
 
-def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
-                at: Moment) -> tuple[dict[str, Any], bool]:
-    """Sell the order, or answer the first result for a retried ``order_id``.
+def _seconds_until(when: str, now: str) -> float:
+    return (datetime.fromisoformat(when) - datetime.fromisoformat(now)).total_seconds()
 
-    Returns ``(order view, created)``; the caller queues its paper in the same transaction
-    (:func:`agent.core.printjobs.queue_due`).
+
+def priced_lines(db: sqlite3.Connection, request: OrderRequest, now: str) -> list[dict[str, Any]]:
+    """The request's lines as the manifest prices them now, each checked: on sale (opened) and
+    not more than is left. Raises ``unknown_sku``, ``not_open`` or ``sold_out``."""
+    lines = []
+    for sku, qty in request.lines:
+        item = db.execute("SELECT name, price_cents, opens_at, limit_per_customer, "
+                          "allocated - sold - held AS available FROM items "
+                          "WHERE sku = ? AND active = 1", (sku,)).fetchone()
+        if item is None:
+            raise Refusal("unknown_sku", f"{sku} is not in the kit's manifest", sku=sku)
+        if item["opens_at"] is not None and (wait := _seconds_until(item["opens_at"], now)) > 0:
+            opens = datetime.fromisoformat(item["opens_at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+            raise Refusal("not_open", f"{item['name']} goes on sale at {opens} (in "
+                          f"{math.ceil(wait)} s by the kit's clock); nothing was taken",
+                          sku=sku, opens_at=item["opens_at"], opens_in_s=math.ceil(wait))
+        if item["available"] < qty:
+            raise Refusal("sold_out", f"{sku}: {item['available']} left, {qty} asked",
+                          sku=sku, available=item["available"])
+        lines.append({"sku": sku, "name": item["name"], "qty": qty,
+                      "price_cents": item["price_cents"],
+                      "limit_per_customer": item["limit_per_customer"]})
+    return lines
+
+
+def record_sale(db: sqlite3.Connection, order_id: str, fingerprint: str,
+                lines: list[dict[str, Any]], method: str, payment_status: str, kit_id: str,
+                trace_id: str, at: Moment) -> dict[str, Any]:
+    """Write a sale whose stock is already taken: its receipt link, the order and its lines
+    and the outbox message; returns its view. The caller queues its paper in the same
+    transaction (:func:`agent.core.printjobs.queue_due`).
 
     The outbox message is a ``sale`` of ``agent/schemas/orders.schema.json``: the order's view
     with ``kit_id`` and ``trace_id``. ``at`` stamps it: the wall clock's label, whether that was
     synced, and the kit second its timers count from.
     """
     now = at.iso
+    total = sum(line["qty"] * line["price_cents"] for line in lines)
+    signed = [{key: line[key] for key in ("sku", "name", "qty", "price_cents")}
+              for line in lines]
+    seq, _ = receipts.append(db, "sale", order_id, {
+        "kit_id": kit_id, "created_at": now, "lines": signed, "total_cents": total,
+        "payment_method": method})
+    db.execute(
+        "INSERT INTO orders (order_id, seq, fingerprint, created_at, updated_at, total_cents, "
+        "payment_method, payment_status, status, trace_id, created_ks, clock_synced) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+        (order_id, seq, fingerprint, now, now, total, method, payment_status, trace_id, at.ks,
+         int(at.synced)))
+    db.executemany(
+        "INSERT INTO order_lines (order_id, line_no, sku, name, qty, price_cents) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(order_id, n, li["sku"], li["name"], li["qty"], li["price_cents"])
+         for n, li in enumerate(signed)])
+    view = order_view(db, order_id)
+    outbox.enqueue(db, "sale", order_id,
+                   {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
+    return view  # type: ignore[return-value]
+
+
+def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trace_id: str,
+                at: Moment) -> tuple[dict[str, Any], bool]:
+    """Sell the order (staff's, at the till), or answer the first result for a retried
+    ``order_id``.
+
+    Returns ``(order view, created)``; the sale is written by :func:`record_sale`, and the
+    caller queues its paper in the same transaction (:func:`agent.core.printjobs.queue_due`),
+    so a confirmed sale always has its receipt coming.
+    """
     existing = db.execute("SELECT fingerprint, payment_method FROM orders WHERE order_id = ?",
                           (request.order_id,)).fetchone()
     if existing is not None:
@@ -132,38 +201,15 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
             raise Refusal("order_id_reused", "this order_id was already used for a "
                           "different order", order_id=request.order_id)
         return order_view(db, request.order_id), False  # type: ignore[return-value]
-    lines = []
-    for sku, qty in request.lines:
-        item = db.execute("SELECT name, price_cents, allocated - sold AS available FROM items "
-                          "WHERE sku = ? AND active = 1", (sku,)).fetchone()
-        if item is None:
-            raise Refusal("unknown_sku", f"{sku} is not in the kit's manifest", sku=sku)
-        if item["available"] < qty:
-            raise Refusal("sold_out", f"{sku}: {item['available']} left, {qty} asked",
-                          sku=sku, available=item["available"])
-        lines.append({"sku": sku, "name": item["name"], "qty": qty,
-                      "price_cents": item["price_cents"]})
+    if db.execute("SELECT 1 FROM holds WHERE order_id = ?", (request.order_id,)).fetchone():
+        raise Refusal("order_id_reused", "this order_id is a customer's reservation: staff "
+                      "settle it with its payment", order_id=request.order_id)
+    lines = priced_lines(db, request, at.iso)
     for line in lines:
-        _move_stock(db, line["sku"], line["qty"], "sale", request.order_id, now)
-    total = sum(line["qty"] * line["price_cents"] for line in lines)
-    seq, _ = receipts.append(db, "sale", request.order_id, {
-        "kit_id": kit_id, "created_at": now, "lines": lines, "total_cents": total,
-        "payment_method": request.payment_method})
-    db.execute(
-        "INSERT INTO orders (order_id, seq, fingerprint, created_at, updated_at, total_cents, "
-        "payment_method, payment_status, status, trace_id, created_ks, clock_synced) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-        (request.order_id, seq, request.fingerprint, now, now, total, request.payment_method,
-         INITIAL_PAYMENT[request.payment_method], trace_id, at.ks, int(at.synced)))
-    db.executemany(
-        "INSERT INTO order_lines (order_id, line_no, sku, name, qty, price_cents) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(request.order_id, n, li["sku"], li["name"], li["qty"], li["price_cents"])
-         for n, li in enumerate(lines)])
-    view = order_view(db, request.order_id)
-    outbox.enqueue(db, "sale", request.order_id,
-                   {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
-    return view, True  # type: ignore[return-value]
+        _move_stock(db, line["sku"], line["qty"], "sale", request.order_id, at.iso)
+    view = record_sale(db, request.order_id, request.fingerprint, lines, request.payment_method,
+                       INITIAL_PAYMENT[request.payment_method], kit_id, trace_id, at)
+    return view, True
 
 
 def sale_matches_order(db: sqlite3.Connection, entry: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""What a scanned text means: a SKU on sale, one of this kit's receipts, or nothing known.
+"""What a scanned text means: a SKU on sale, one of this kit's receipts, a customer's pickup
+code (the QR on their phone, :mod:`agent.core.holds`), or nothing known.
 
 A receipt's QR code holds its link (``http://10.42.0.1:8080/r/kit-07/12/<hash>``, or the
 ``[receipt] verify_url`` the co-op set); older receipts hold the bare 64-hex hash. Either finds
@@ -26,6 +27,8 @@ from __future__ import annotations
 import re
 import sqlite3
 from typing import Any
+
+from agent.core.holds import QR_PREFIX, find_code, pickup_code
 
 RECEIPT_HASH = re.compile(r"[0-9a-fA-F]{64}")
 """An older receipt's QR code: its 64-hex-digit hash (upper case too, for scanners set that
@@ -68,10 +71,13 @@ def lookup_receipt(db: sqlite3.Connection, receipt_hash: str) -> str | None:
 
 def scan_meaning(db: sqlite3.Connection, text: str) -> dict[str, Any]:
     """What a scanned text is: ``sku`` on sale, ``receipt`` (its hash and order, None when
-    the hash is not in this kit's chain; a receipt's link or its bare hash) or ``unknown``. A
-    SKU wins over a receipt."""
+    the hash is not in this kit's chain; a receipt's link or its bare hash), ``pickup`` (its
+    code and order, None when no reservation has it) or ``unknown``. A SKU wins over the
+    others."""
     if sku_on_sale(db, text):
         return {"kind": "sku", "sku": text}
+    if text.upper().startswith(QR_PREFIX) and (code := pickup_code(text)) is not None:
+        return {"kind": "pickup", "code": code, "order_id": find_code(db, code)}
     if (found := receipt_hash(text)) is not None:
         return {"kind": "receipt", "hash": found, "order_id": lookup_receipt(db, found)}
     return {"kind": "unknown", "text": text}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 from agent.core.manifest import current_manifest
@@ -41,16 +43,26 @@ def recent_orders(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
 
 
 def availability(db: sqlite3.Connection) -> dict[str, int]:
-    """What is left of each item on sale: ``{sku: available}``."""
-    return {r["sku"]: r["allocated"] - r["sold"] for r in db.execute(
-        "SELECT sku, allocated, sold FROM items WHERE active = 1 ORDER BY position, sku")}
+    """What is left of each item on sale (neither sold nor held): ``{sku: available}``."""
+    return {r["sku"]: r["allocated"] - r["sold"] - r["held"] for r in db.execute(
+        "SELECT sku, allocated, sold, held FROM items WHERE active = 1 ORDER BY position, sku")}
 
 
-def manifest_view(db: sqlite3.Connection) -> dict[str, Any]:
+def _opens_in_s(opens_at: str | None, now: str | None) -> int:
+    if opens_at is None or now is None:
+        return 0
+    wait = (datetime.fromisoformat(opens_at) - datetime.fromisoformat(now)).total_seconds()
+    return max(0, math.ceil(wait))
+
+
+def manifest_view(db: sqlite3.Connection, now: str | None = None) -> dict[str, Any]:
+    """The items on sale; with ``now`` (the kit's clock), each one's ``opens_in_s``."""
     loaded = current_manifest(db)
     items = [{"sku": r["sku"], "name": r["name"], "price_cents": r["price_cents"],
-              "available": r["allocated"] - r["sold"], "allocated": r["allocated"],
-              "sold": r["sold"]}
+              "available": r["allocated"] - r["sold"] - r["held"], "allocated": r["allocated"],
+              "sold": r["sold"], "held": r["held"],
+              "limit_per_customer": r["limit_per_customer"], "opens_at": r["opens_at"],
+              "opens_in_s": _opens_in_s(r["opens_at"], now)}
              for r in db.execute("SELECT * FROM items WHERE active = 1 ORDER BY position, sku")]
     return {"version": loaded["version"] if loaded else None,
             "hash": loaded["content_hash"] if loaded else None,

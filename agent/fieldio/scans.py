@@ -45,6 +45,8 @@ class ScanRouter:
             log.warning("scan %r is neither a SKU on sale nor a receipt", text[:80])
         elif meaning["kind"] == "receipt" and meaning["order_id"] is None:
             log.warning("scan: receipt %s is not in this kit's chain", meaning["hash"])
+        elif meaning["kind"] == "pickup" and meaning["order_id"] is None:
+            log.warning("scan: no reservation has the pickup code %s", meaning["code"])
         else:
             log.info("scan: %s", meaning)
         self.publish("scan", meaning)

@@ -235,11 +235,13 @@ class SimKit(Child):
         return self.request("GET", "/api/health").data
 
     def place(self, lines: list[dict[str, Any]], order_id: str | None = None,
-              method: str = "cash", source: str | None = None, timeout: float = 30) -> Answer:
+              method: str = "cash", source: str | None = None, timeout: float = 30,
+              staff: bool = True) -> Answer:
+        """A sale at the till (``staff``), or a customer's reservation."""
         return self.request("POST", "/api/orders", {"order_id": order_id or new_order_id(),
                                                     "lines": lines,
                                                     "payment": {"method": method}},
-                            source=source, timeout=timeout)
+                            source=source, timeout=timeout, staff=staff)
 
     @property
     def address(self) -> tuple[str, int]:

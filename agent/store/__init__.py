@@ -238,14 +238,19 @@ class Store:
 
         Raises the store's refusal (:func:`refusal`) when the disk is full or the database is
         damaged or gone."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` for the writer now, behind every job submitted before it (the writer
+        runs them in that order); the future answers as :meth:`write` does. Call it on the
+        loop."""
         if self._closed:
             raise StoreClosed()
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((fn, future))
-        try:
-            return await asyncio.wrap_future(future)
-        finally:
-            self._report()
+        answer = asyncio.wrap_future(future)
+        answer.add_done_callback(lambda _: self._report())
+        return answer
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader's connection (it sees every committed change)."""

@@ -148,6 +148,44 @@ MIGRATIONS: list[str] = [
             WHERE order_id = NEW.order_id;
     END;
     """,
+    # 6: customers' reservations (agent/core/holds.py) and the drop's item rules.
+    """
+    ALTER TABLE items ADD COLUMN held INTEGER NOT NULL DEFAULT 0
+        CHECK (held >= 0 AND sold + held <= allocated);
+    ALTER TABLE items ADD COLUMN limit_per_customer INTEGER;
+    ALTER TABLE items ADD COLUMN opens_at TEXT;
+    CREATE TABLE holds (
+        order_id TEXT PRIMARY KEY,
+        code TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('held', 'settled', 'expired', 'cancelled')),
+        device TEXT,
+        client TEXT NOT NULL,
+        arrival INTEGER NOT NULL,
+        total_cents INTEGER NOT NULL,
+        trace_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_ks REAL NOT NULL,
+        expires_at TEXT NOT NULL,
+        expires_ks REAL NOT NULL,
+        ended_at TEXT
+    );
+    CREATE UNIQUE INDEX holds_live_code ON holds (code) WHERE state = 'held';
+    CREATE INDEX holds_live ON holds (expires_ks) WHERE state = 'held';
+    CREATE INDEX holds_by_code ON holds (code, created_ks);
+    CREATE INDEX holds_by_device ON holds (device);
+    CREATE INDEX holds_by_client ON holds (client);
+    CREATE TABLE hold_lines (
+        order_id TEXT NOT NULL REFERENCES holds (order_id),
+        line_no INTEGER NOT NULL,
+        sku TEXT NOT NULL REFERENCES items (sku),
+        name TEXT NOT NULL,
+        qty INTEGER NOT NULL CHECK (qty > 0),
+        price_cents INTEGER NOT NULL,
+        PRIMARY KEY (order_id, line_no)
+    );
+    CREATE INDEX hold_lines_by_sku ON hold_lines (sku);
+    """,
 ]
 
 

@@ -7,7 +7,7 @@ requests; everything it changes goes through these calls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,9 +23,18 @@ class Sales(Protocol):
 
     def parse(self, data: object) -> Any: ...
 
-    async def place(self, request: Any, trace_id: str) -> tuple[dict[str, Any], bool]: ...
+    def place(self, request: Any, trace_id: str) -> Awaitable[tuple[dict[str, Any], bool]]:
+        """Staff's sale, queued for the store's writer at the call."""
+
+    def reserve(self, request: Any, client: str, arrival: int,
+                trace_id: str) -> Awaitable[tuple[dict[str, Any], bool]]:
+        """A customer's reservation, queued for the store's writer at the call."""
 
     async def get(self, order_id: str) -> dict[str, Any] | None: ...
+
+    async def find_reservation(self, code: str) -> dict[str, Any] | None: ...
+
+    async def reservations(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]: ...
 
@@ -33,7 +42,8 @@ class Sales(Protocol):
 
     async def refund(self, order_id: str, restock: bool, reason: str) -> dict[str, Any]: ...
 
-    async def settle_payment(self, order_id: str, paid: bool) -> dict[str, Any]: ...
+    async def settle_payment(self, order_id: str, paid: bool,
+                             method: str | None = None) -> tuple[dict[str, Any], bool]: ...
 
     async def manifest(self) -> dict[str, Any]: ...
 
@@ -98,6 +108,9 @@ class KitAPI(Protocol):
     def order_changed(self, view: dict[str, Any], *, relay: bool) -> None:
         """A sale was voided or refunded (``relay``: a receipt link for HQ) or its card
         payment settled."""
+
+    def reservation_changed(self, view: dict[str, Any]) -> None:
+        """A customer's reservation was made or let go: its stock moved."""
 
     async def confirm_online(self, view: dict[str, Any]) -> dict[str, Any]: ...
 

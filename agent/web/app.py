@@ -1,12 +1,16 @@
-"""The local order endpoint and the staff page, as a Starlette app.
+"""The local order endpoint, the customers' shop and the staff till, as a Starlette app.
 
 Errors are always JSON, ``{"error": CODE, "detail": ...}`` with a 4xx status; bad input never
-earns a 500. Customers on the kit's Wi-Fi can read the manifest and health, place orders and look
-up one order; everything else needs the staff token. The kit behind it is a :class:`KitAPI`.
+earns a 500. Customers on the kit's Wi-Fi get the shop (``/``): they can read the manifest and
+health, reserve (an order without the staff credential is a reservation, paid at the stall) and
+look up one order by its id; nothing they can call settles a payment, voids, refunds or
+reprints. Everything else needs the staff credential; the till is ``/till``. The kit behind it
+is a :class:`KitAPI`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -20,8 +24,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from agent.core.errors import Refusal
+from agent.core.holds import pickup_code
 from agent.core.manifest import ManifestConflict, ManifestError, parse_manifest
-from agent.core.orders import valid_order_id
+from agent.core.orders import PAYMENT_METHODS, valid_order_id
 from agent.web import sim
 from agent.web.api import KitAPI
 from agent.web.auth import staff_request
@@ -60,6 +65,9 @@ def build_app(kit: KitAPI) -> Starlette:
     files = {path.name for path in STATIC.iterdir() if path.is_file()}
     tickets = StreamTickets()
 
+    arrivals = itertools.count(1)
+    """The kit's arrival order of the orders, as their requests were read whole."""
+
     def staff(handler: Handler, body_limit: int = limit) -> Handler:
         async def guarded(request: Request) -> Response:
             body = await read_body(request, body_limit)  # a signature covers the body
@@ -67,14 +75,24 @@ def build_app(kit: KitAPI) -> Starlette:
             return await handler(with_body(request, body))
         return guarded
 
+    def is_staff(request: Request, body: bytes) -> bool:
+        """True with a staff credential, False with none; a wrong one is refused."""
+        if "authorization" not in request.headers and \
+                "x-staff-signature" not in request.headers:
+            return False
+        kit.check_staff(staff_request(request, body), client_of(request))
+        return True
+
     def order_id_of(request: Request) -> str:
         order_id = request.path_params["order_id"]
         if not valid_order_id(order_id):
             raise Refusal("not_found", f"no order {order_id[:64]}")
         return order_id
 
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    def page(name: str) -> Handler:
+        async def serve(request: Request) -> Response:
+            return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+        return serve
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
@@ -93,13 +111,33 @@ def build_app(kit: KitAPI) -> Starlette:
         trace_id = request.headers.get("x-trace-id") or uuid.uuid4().hex
         if len(trace_id) > 64 or not trace_id.isascii():
             trace_id = uuid.uuid4().hex
-        order_request = kit.sales.parse(await read_json(request, limit))
-        view, created = await kit.sales.place(order_request, trace_id)
-        if created:
+        body = await read_body(request, limit)  # a staff signature covers the body
+        staff_sale = is_staff(request, body)
+        data = await read_json(with_body(request, body), limit)
+        # The request is in, whole: its arrival number is taken now, and nothing from here to
+        # the writer's queue awaits, so orders are decided in the order the kit finished
+        # reading them (docs/stall.md, "A fair drop").
+        arrival = next(arrivals)
+        order_request = kit.sales.parse(data)
+        if staff_sale:
+            view, created = await kit.sales.place(order_request, trace_id)
+        else:
+            try:
+                view, created = await kit.sales.reserve(order_request, client_of(request),
+                                                        arrival, trace_id)
+            except Refusal as refused:
+                refused.extra.setdefault("arrival", arrival)
+                raise
+        if created and staff_sale:
             kit.sale_made(view)
             log.info("order %s sold: receipt #%d total %d cents trace %s",
                      view["order_id"], view["receipt"]["seq"], view["total_cents"], trace_id)
             view = await kit.confirm_online(view)
+        elif created:
+            kit.reservation_changed(view)
+            log.info("order %s reserved: code %s total %d cents arrival %d trace %s",
+                     view["order_id"], view["reservation"]["code"], view["total_cents"],
+                     arrival, trace_id)
         return JSONResponse(view, 201 if created else 200, headers={"X-Trace-Id": trace_id})
 
     async def get_order(request: Request) -> Response:
@@ -107,6 +145,28 @@ def build_app(kit: KitAPI) -> Starlette:
         view = await kit.sales.get(order_id)
         if view is None:
             raise Refusal("not_found", f"no order {order_id[:64]}")
+        return JSONResponse(view)
+
+    async def pickup_qr(request: Request) -> Response:
+        from agent.web.qr import qr_svg
+
+        order_id = order_id_of(request)
+        view = await kit.sales.get(order_id)
+        if view is None or "reservation" not in view:
+            raise Refusal("not_found", f"no reservation {order_id[:64]}")
+        return Response(qr_svg(view["reservation"]["qr_text"]), media_type="image/svg+xml",
+                        headers={"Cache-Control": "private, max-age=86400"})
+
+    async def reservations(request: Request) -> Response:
+        return JSONResponse({"reservations": await kit.sales.reservations()})
+
+    async def find_reservation(request: Request) -> Response:
+        text = request.path_params["code"]
+        code = pickup_code(text)
+        view = None if code is None else await kit.sales.find_reservation(code)
+        if view is None:
+            raise Refusal("not_found", f"no reservation with the code {text[:20]}: check the "
+                          "six letters and digits on the customer's screen")
         return JSONResponse(view)
 
     async def list_orders(request: Request) -> Response:
@@ -120,7 +180,10 @@ def build_app(kit: KitAPI) -> Starlette:
         data = await optional_json_object(request, limit)
         view = await kit.sales.void(order_id_of(request),
                                     field(data, "reason", str, "payment failed"))
-        kit.order_changed(view, relay=True)
+        if view["receipt"] is None:  # a reservation let go: nothing for HQ
+            kit.reservation_changed(view)
+        else:
+            kit.order_changed(view, relay=True)
         return JSONResponse(view)
 
     async def refund(request: Request) -> Response:
@@ -132,12 +195,21 @@ def build_app(kit: KitAPI) -> Starlette:
         return JSONResponse(view)
 
     async def payment(request: Request) -> Response:
-        data = await read_json(request, limit)
-        result = data.get("result") if isinstance(data, dict) else None
-        if result not in ("paid", "failed"):
-            raise Refusal("invalid", "send {\"result\": \"paid\"} or {\"result\": \"failed\"}")
-        view = await kit.sales.settle_payment(order_id_of(request), result == "paid")
-        kit.order_changed(view, relay=False)
+        data = await json_object(request, limit)
+        result, method = data.get("result"), data.get("method")
+        if result not in ("paid", "failed") or set(data) - {"result", "method"}:
+            raise Refusal("invalid", "send {\"result\": \"paid\"} or {\"result\": \"failed\"}, "
+                          "and for a reservation the \"method\": \"cash\" or \"card\"")
+        if method is not None and method not in PAYMENT_METHODS:
+            raise Refusal("invalid", "method must be \"cash\" or \"card\"")
+        view, became_sale = await kit.sales.settle_payment(order_id_of(request),
+                                                           result == "paid", method)
+        if became_sale:
+            kit.sale_made(view)
+            log.info("reservation %s paid by %s: receipt #%d", view["order_id"], method,
+                     view["receipt"]["seq"])
+        else:
+            kit.order_changed(view, relay=False)
         return JSONResponse(view)
 
     async def reprint(request: Request) -> Response:
@@ -209,17 +281,21 @@ def build_app(kit: KitAPI) -> Starlette:
                      "unless a later lookup shows it")
 
     routes = [
-        Route("/", index),
+        Route("/", page("shop.html")),
+        Route("/till", page("till.html")),
         Route("/static/{name}", static),
         Route("/api/health", health),
         Route("/api/manifest", manifest),
         Route("/api/orders", place_order, methods=["POST"]),
         Route("/api/orders", staff(list_orders), methods=["GET"]),
         Route("/api/orders/{order_id}", get_order),
+        Route("/api/orders/{order_id}/pickup.svg", pickup_qr),
         Route("/api/events", events),
         receipt_route(kit),
         Route("/api/staff/check", staff(staff_check)),
         Route("/api/staff/stream-ticket", staff(stream_ticket), methods=["POST"]),
+        Route("/api/staff/reservations", staff(reservations)),
+        Route("/api/staff/reservations/{code}", staff(find_reservation)),
         Route("/api/staff/orders/{order_id}/void", staff(void), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/refund", staff(refund), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/payment", staff(payment), methods=["POST"]),

@@ -38,6 +38,10 @@ STATUS: dict[str, int] = {
     "payment_settled": 409,
     "not_unsure": 409,
     "manifest_conflict": 409,
+    "not_open": 409,
+    "limit_reached": 409,
+    "hold_expired": 409,
+    "reservation_unpaid": 409,
     # the kit
     "shutting_down": 503,
     "store_lost": 503,

@@ -1,8 +1,8 @@
-"""The kit's captive portal: every HTTP request on port 80 is redirected to the staff page.
+"""The kit's captive portal: every HTTP request on port 80 is redirected to the customers' shop.
 
 A phone that joins a Wi-Fi network fetches a well-known URL to see whether it is online. On the
 kit's Wi-Fi every name resolves to the kit (dnsmasq), so that probe lands here, gets a redirect
-instead of the answer it expects, and the phone opens the staff page in its sign-in window.
+instead of the answer it expects, and the phone opens the shop in its sign-in window.
 
 Run by dropkit-portal.service with the listening socket that dropkit-portal.socket passes as
 file descriptor 3; the target URL is the one argument.

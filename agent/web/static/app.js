@@ -1,4 +1,5 @@
-// The staff page: it speaks only the kit's own HTTP API (see docs/api.md).
+// The staff till (/till): it speaks only the kit's own HTTP API (see docs/api.md). It sells
+// with the staff token, and takes customers' reservations (from the shop, /) to payment.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -14,15 +15,6 @@ let streamRetry = null; // the timer that opens the next one
 let streamGeneration = 0; // a newer listen() wins over one still waiting for its ticket
 
 const money = (cents) => (cents / 100).toFixed(2);
-
-function uuid4() {
-  // crypto.randomUUID needs a secure context; the kit's Wi-Fi page is plain http.
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
 
 async function api(method, path, body, staff) {
   const headers = {};
@@ -70,7 +62,8 @@ function renderCart() {
     return el("li", {}, `${qty} × ${item ? item.name : sku}`, less);
   }));
   $("cart-total").textContent = money(total);
-  $("place").disabled = cart.size === 0;
+  $("place").disabled = cart.size === 0 || !token;
+  $("place").textContent = token ? "Place order" : "Staff only";
 }
 
 function renderAll() { renderItems(); renderCart(); }
@@ -88,7 +81,7 @@ const PART_NAMES = {
   scanner: "Barcode scanner", panel: "Button panel", uplink: "Connection to HQ",
   uplink_drain: "Sending orders to HQ", telemetry: "Power reports to HQ",
   uplink_health: "HQ connection check", uplink_keepalive: "HQ connection keep-alive",
-  reconcile: "Checking HQ's answers", events: "Event log",
+  reconcile: "Checking HQ's answers", events: "Event log", holds: "Reservation expiry",
 };
 const ALERT_WORDS = {
   printer_paper_out: "Printer is out of paper", printer_cover_open: "Printer cover is open",
@@ -270,7 +263,7 @@ async function placeOrder() {
   $("place").disabled = true;
   let r;
   try {
-    r = await api("POST", "/api/orders", body);
+    r = await api("POST", "/api/orders", body, true);
   } catch (e) {
     say("The kit did not answer; press Place order again (it will not sell twice).", true);
     $("place").disabled = false;
@@ -301,6 +294,8 @@ function showStaff() {
   $("token-clear").hidden = !token;
   $("token").hidden = !!token;
   $("token-save").hidden = !!token;
+  $("pickup-section").hidden = !token;
+  renderCart();
 }
 
 async function unlock() {
@@ -321,7 +316,7 @@ async function toggleLatch() {
   loadHealth();
 }
 
-function refresh() { loadManifest(); loadHealth(); loadOrders(); }
+function refresh() { loadManifest(); loadHealth(); loadOrders(); loadReservations(); }
 
 function alert(event) {
   const data = JSON.parse(event.data);
@@ -344,6 +339,9 @@ function scanned(event) {
     } else {
       say(`Scanned ${scan.sku}: none left`, true);
     }
+  } else if (scan.kind === "pickup") {
+    if (scan.order_id) findPickup(scan.code);
+    else say(`No reservation has the pickup code ${scan.code}`, true);
   } else if (scan.kind === "receipt") {
     say(scan.order_id ? `Receipt scanned: order ${scan.order_id}` : "Receipt not from this kit",
       !scan.order_id);
@@ -417,6 +415,7 @@ async function listen() {
 }
 
 $("place").addEventListener("click", placeOrder);
+wirePickup();
 $("token-save").addEventListener("click", unlock);
 $("token-clear").addEventListener("click", () => { lockStaff(); refresh(); });
 $("latch").addEventListener("click", toggleLatch);
