@@ -35,7 +35,9 @@ def test_anyone_sees_stock_and_mode_and_only_staff_see_orders_scans_and_alerts(k
         for secret in (order_id, '"lines"', '"payment"', "card", '"receipt"', '"paper"',
                        '"kind"', '"sku"', '"type"'):
             assert secret not in seen, secret
-        assert {kind for kind, _ in public.events} == {"mode", "availability"}
+        assert {kind for kind, _ in public.events} <= {"mode", "availability", "status"}
+        assert all(data == {"status": data["status"]} for kind, data in public.events
+                   if kind == "status")  # the word only: no parts, no alerts
         assert 8 in vinyl_left(staff)
     finally:
         public.close()

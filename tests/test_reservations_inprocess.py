@@ -19,9 +19,10 @@ from tests.inprocess import Running, eventually, running_kit
 NO_PRINTER = {"printer": {"enabled": False}}
 PUBLIC = {("GET", "/"), ("GET", "/till"), ("GET", "/static/{name}"), ("GET", "/api/health"),
           ("GET", "/api/manifest"), ("POST", "/api/orders"), ("GET", "/api/orders/{order_id}"),
-          ("GET", "/api/orders/{order_id}/pickup.svg"), ("GET", "/api/events")}
-"""Every call a customer's page can make without the staff credential: reads, and a
-reservation. Nothing here settles a payment, voids, refunds or reprints."""
+          ("GET", "/api/orders/{order_id}/pickup.svg"), ("GET", "/api/events"),
+          ("GET", "/r/{kit}/{seq}/{hash}")}
+"""Every call a customer's page can make without the staff credential: reads (a receipt's
+page among them), and a reservation. Nothing here settles a payment, voids, refunds or reprints."""
 
 
 class Hands:

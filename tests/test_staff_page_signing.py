@@ -99,7 +99,7 @@ def test_the_till_acts_with_signed_calls_that_carry_no_secret_and_replay_nothing
     page.on("request", lambda request: sent.append(request))
     page.on("response", lambda r: answers.append((r.url, r.status))
             if "/api/staff/" in r.url else None)
-    page.goto(kit.url + "/")
+    page.goto(kit.url + "/till")
     page.locator("#token").fill(kit.token)
     page.get_by_role("button", name="Unlock").click()
     page.get_by_role("button", name="Force offline").click()

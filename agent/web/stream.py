@@ -1,7 +1,8 @@
 """The staff page's live events: server-sent events from the kit's event hub, bounded.
 
 Each viewer sees only what they may: anyone on the kit's Wi-Fi the kinds in :data:`PUBLIC`
-(the stock left, the mode, a new manifest), nothing about anyone's orders, scans or alerts;
+(the stock left, the mode, a new manifest, and the kit's status word: ``ready``, ``degraded``
+or ``stopping``), nothing about anyone's orders, scans or alerts;
 staff (with a stream ticket, see :mod:`agent.web.tickets`) every event.
 
 The streams are capped: :data:`MAX_STREAMS` at once, :data:`MAX_STREAMS_PER_CLIENT` from one
@@ -33,8 +34,9 @@ LIFETIME_S = 300.0
 """A stream ends after this long (a phone that left without closing it frees its place)."""
 RETRY_MS = 1000
 """How soon the browser opens the next stream after one ends."""
-PUBLIC = frozenset({"availability", "mode", "manifest"})
-"""The kinds of event an anonymous viewer gets."""
+PUBLIC = frozenset({"availability", "mode", "manifest", "status"})
+"""The kinds of event an anonymous viewer gets; of ``status`` only the word (a locked till says
+"Shutting down" before the kit goes, which a health poll may miss)."""
 
 
 def _event(kind: str, data: object) -> str:
@@ -59,8 +61,10 @@ async def event_stream(kit: KitAPI, staff: bool,
             if event is None:
                 return  # the daemon is stopping; the page reconnects to the next one
             kind, data = event
-            if staff or kind in PUBLIC:
+            if staff:
                 yield _event(kind, data)
+            elif kind in PUBLIC:
+                yield _event(kind, {"status": data["status"]} if kind == "status" else data)
 
 
 class Streams:
