@@ -180,10 +180,15 @@ def cmd_hq_report(args: argparse.Namespace) -> int:
     if missing := _missing_extra("hq report", "hq"):
         return _fail(missing)
     from agent.hq.ledger import Ledger
+    from agent.hq.sql import is_postgresql
 
-    if not Path(args.db).exists():
+    if not is_postgresql(args.db) and not Path(args.db).exists():
         return _fail(f"{args.db}: no HQ ledger here")
-    lines = Ledger(args.db).report()
+    ledger = Ledger(args.db)
+    try:
+        lines = ledger.report()
+    finally:
+        ledger.close()
     for line in lines:
         print(line)
     print(f"{len(lines)} mismatch(es)" if lines else "no mismatches")
@@ -263,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
 
     hq = sub.add_parser("hq", help="the reference reconciler: central ledger and acks")
     hq.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    hq.add_argument("--db", default="hq.db", help="the central ledger (SQLite)")
+    hq.add_argument("--db", default="hq.db", help="the central ledger: a SQLite file, or "
+                                                  "postgresql://user@host/dbname")
     hq.add_argument("--stock", help="central stock: a manifest whose qty is for all kits")
     hq.add_argument("--client-id", default="dropkit-hq",
                     help="MQTT client id; the broker keeps its session by this id")
@@ -279,7 +285,7 @@ def parser() -> argparse.ArgumentParser:
     hq.set_defaults(func=cmd_hq)
     hq_sub = hq.add_subparsers(dest="hq_command")
     report = hq_sub.add_parser("report", help="list rejected sales and receipt chain gaps")
-    report.add_argument("--db", default="hq.db")
+    report.add_argument("--db", default="hq.db", help="as for dropkit hq")
     report.set_defaults(func=cmd_hq_report)
 
     watch = sub.add_parser("watch", help="remote ops: a live table of every kit on the broker")

@@ -378,7 +378,7 @@ class Broker(Child):
 class Hq(Child):
     """``dropkit hq`` in a subprocess, its output kept for the caller to read."""
 
-    def __init__(self, broker: Broker, db: Path, stock: Path | None = None) -> None:
+    def __init__(self, broker: Broker, db: Path | str, stock: Path | None = None) -> None:
         super().__init__()
         self.broker, self.db, self.stock = broker, db, stock
         self.extra_args: list[str] = []
@@ -391,8 +391,21 @@ class Hq(Child):
         return self
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.db, timeout=30)
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
+        """Rows of the ledger (SQLite or PostgreSQL; ``?`` placeholders) as tuples."""
+        return query_ledger(self.db, sql, *args)
+
+
+def query_ledger(target: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of HQ's ledger at ``target`` (a SQLite file or a ``postgresql://`` URL), as tuples."""
+    from agent.hq.sql import is_postgresql
+
+    if is_postgresql(target):
+        import psycopg
+
+        with psycopg.connect(str(target), autocommit=True) as conn:
+            return conn.execute(sql.replace("?", "%s"), args).fetchall()
+    db = sqlite3.connect(target, timeout=30)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
