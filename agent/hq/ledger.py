@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.core.clock import now_iso
 from agent.core.manifest import Manifest
+from agent.hq.batch import Batch
 from agent.hq.links import Link, link_fault, parse
 from agent.hq.sql import Row, Tx, open_database
 
@@ -26,6 +27,9 @@ log = logging.getLogger("dropkit.hq")
 
 HOLD_S = 5.0
 Ack = dict[str, Any]
+Effect = tuple[str, Link, str]
+"""What a link does once its sales are decided: ``("sale" | "answer" | "refuse" | "undo", link,
+why refused)``."""
 
 
 def sold_at(sale: Row) -> str:
@@ -72,8 +76,14 @@ class Ledger:
         """Take a batch of messages in one transaction; ``(kit, ack)`` to send after it."""
         now = time.time() if now is None else now
         with self.db.transaction() as tx:
-            tx.lock_chains([link.kit_id for link in links])
-            return [(link.kit_id, ack) for link in links for ack in self._record(tx, link, now)]
+            batch = Batch(tx, self.db.for_update, [link.kit_id for link in links],
+                          [(link.kit_id, link.seq) for link in links])
+            effects: list[Effect] = []
+            for link in links:
+                self._record(batch, link, now, effects)
+            acks = self._decide(batch, effects)
+            batch.flush()
+        return acks
 
     def release_overdue(self, now: float | None = None) -> list[tuple[str, Ack]]:
         """Skip the gap before messages held longer than ``hold_s``; ``(kit, ack)`` to send."""
@@ -84,140 +94,126 @@ class Ledger:
         released: list[tuple[str, Ack]] = []
         for kit_id in kits:
             with self.db.transaction() as tx:
-                tx.lock_chains([kit_id])
-                first = tx.one("SELECT min(seq) AS seq, min(held_at) AS at FROM held "
-                               "WHERE kit_id = ?", (kit_id,))
-                if first["seq"] is None or first["at"] > cutoff:
+                batch = Batch(tx, self.db.for_update, [kit_id], [])
+                first = batch.first_held(kit_id)
+                if first is None or first[1] > cutoff:
                     continue  # another instance applied or released them meanwhile
                 log.warning("kit %s: receipt links #%d to #%d never came; going on without them",
-                            kit_id, self._chain(tx, kit_id)[0], first["seq"] - 1)
-                released += [(kit_id, ack) for ack in self._apply_held(tx, kit_id, first["seq"],
-                                                                       None)]
+                            kit_id, batch.chain(kit_id)[0], first[0] - 1)
+                effects: list[Effect] = []
+                self._apply_held(batch, kit_id, first[0], None, effects)
+                released += self._decide(batch, effects)
+                batch.flush()
         return released
 
-    def _record(self, tx: Tx, link: Link, now: float) -> list[Ack]:
-        held = tx.one("SELECT hash FROM links WHERE kit_id = ? AND seq = ?",
-                      (link.kit_id, link.seq))
+    def _record(self, batch: Batch, link: Link, now: float, effects: list[Effect]) -> None:
+        held = batch.link_hash(link.kit_id, link.seq)
         if held is not None:
-            if held["hash"] != link.hash:
-                return self._fault(tx, link, f"receipt #{link.seq} forks the chain: HQ holds "
-                                             f"another link #{link.seq} from this kit")
-            self._count(tx, "duplicates")
-            return [self._sale(tx, link, "")] if link.kind == "sale" else []
-        next_seq, head = self._chain(tx, link.kit_id)
+            if held != link.hash:
+                self._fault(batch, link, f"receipt #{link.seq} forks the chain: HQ holds "
+                                         f"another link #{link.seq} from this kit", effects)
+                return
+            batch.counts["duplicates"] += 1
+            if link.kind == "sale":
+                effects.append(("answer", link, ""))
+            return
+        next_seq, head = batch.chain(link.kit_id)
         if link.seq > next_seq:
-            tx.execute("INSERT INTO held VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                       (link.kit_id, link.seq, json.dumps(link.message), now))
-            return []
-        if link.seq < next_seq:  # late, after HQ went on without it: checked on its own
-            return self._apply(tx, link, None, advance=False)
-        acks = self._apply(tx, link, head or None)
-        return acks + self._apply_held(tx, link.kit_id, link.seq + 1, link.hash)
+            batch.hold(link.kit_id, link.seq, link.message, now)
+        elif link.seq < next_seq:  # late, after HQ went on without it: checked on its own
+            self._apply(batch, link, None, effects, advance=False)
+        else:
+            self._apply(batch, link, head or None, effects)
+            self._apply_held(batch, link.kit_id, link.seq + 1, link.hash, effects)
 
-    def _chain(self, tx: Tx, kit_id: str) -> tuple[int, str]:
-        """The kit's next expected seq and the hash of the link before it ('' if unknown)."""
-        row = tx.one("SELECT next_seq, head_hash FROM chains WHERE kit_id = ?", (kit_id,))
-        return (row["next_seq"], row["head_hash"]) if row else (1, "")
-
-    def _apply_held(self, tx: Tx, kit_id: str, seq: int, prev_hash: str | None) -> list[Ack]:
+    def _apply_held(self, batch: Batch, kit_id: str, seq: int, prev_hash: str | None,
+                    effects: list[Effect]) -> None:
         """Apply held messages from ``seq`` on while the chain has no gap."""
-        acks = []
-        while row := tx.one("SELECT message FROM held WHERE kit_id = ? AND seq = ?",
-                            (kit_id, seq)):
-            tx.execute("DELETE FROM held WHERE kit_id = ? AND seq = ?", (kit_id, seq))
-            link = parse(kit_id, json.loads(row["message"]))
-            acks += self._apply(tx, link, prev_hash)
+        while (message := batch.take_held(kit_id, seq)) is not None:
+            link = parse(kit_id, message)
+            self._apply(batch, link, prev_hash, effects)
             seq, prev_hash = seq + 1, link.hash
-        return acks
 
-    def _apply(self, tx: Tx, link: Link, prev_hash: str | None, advance: bool = True
-               ) -> list[Ack]:
+    def _apply(self, batch: Batch, link: Link, prev_hash: str | None, effects: list[Effect],
+               advance: bool = True) -> None:
         """Take the link into the kit's chain (``prev_hash``: the link before it, if HQ holds
         it; ``advance``: it is the chain's next) and apply what it says, unless it is broken."""
         fault = link_fault(link, prev_hash)
-        tx.execute("INSERT INTO links (kit_id, seq, type, order_id, hash, received_at, fault, "
-                   "verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (link.kit_id, link.seq, link.kind, link.order_id, link.hash, now_iso(),
-                    fault, int(link.body is not None)))
-        if advance:
-            # The kit's later links chain to this one, even a broken one: HQ goes on from it.
-            tx.execute("INSERT INTO chains (kit_id, next_seq, head_hash) VALUES (?, ?, ?) "
-                       "ON CONFLICT (kit_id) DO UPDATE SET next_seq = excluded.next_seq, "
-                       "head_hash = excluded.head_hash", (link.kit_id, link.seq + 1, link.hash))
+        batch.add_link(link.kit_id, link.seq, link.kind, link.order_id, link.hash, fault,
+                       link.body is not None)
+        if advance:  # the kit's later links chain to this one, even a broken one
+            batch.advance(link.kit_id, link.seq, link.hash)
         if fault:
-            return self._fault(tx, link, f"receipt #{link.seq} {fault}")
-        if link.kind == "sale":
-            return [self._sale(tx, link, "")]
-        self._undo(tx, link)
-        return []
+            self._fault(batch, link, f"receipt #{link.seq} {fault}", effects)
+        else:
+            effects.append(("sale" if link.kind == "sale" else "undo", link, ""))
 
-    def _fault(self, tx: Tx, link: Link, reason: str) -> list[Ack]:
+    def _fault(self, batch: Batch, link: Link, reason: str, effects: list[Effect]) -> None:
         """A broken or forked link: kept for the report, its sale refused, nothing applied."""
-        if tx.execute("INSERT INTO faults (kit_id, seq, hash, type, order_id, reason, "
-                      "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                      (link.kit_id, link.seq, link.hash, link.kind, link.order_id, reason,
-                       now_iso())).rowcount:
-            log.warning("kit %s %s %s: %s", link.kit_id, link.kind, link.order_id, reason)
-        if link.kind != "sale":
-            return []
-        ack = self._sale(tx, link, reason)
-        return [{**ack, "result": "rejected", "reason": reason}]
+        batch.add_fault(link.kit_id, link.seq, link.hash, link.kind, link.order_id, reason)
+        log.warning("kit %s %s %s: %s", link.kit_id, link.kind, link.order_id, reason)
+        if link.kind == "sale":
+            effects.append(("refuse", link, reason))
 
-    def _count(self, tx: Tx, name: str) -> None:
-        tx.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT (name) "
-                   "DO UPDATE SET value = counters.value + 1", (name,))
+    def _decide(self, batch: Batch, effects: list[Effect]) -> list[tuple[str, Ack]]:
+        """Decide the batch's sales in chain order (against central stock, locked only now),
+        undo the voided and refunded ones; the acks."""
+        batch.load_sales((link.kit_id, link.order_id) for _, link, _ in effects)
+        acks = []
+        for what, link, refused in effects:
+            if what == "undo":
+                self._undo(batch, link)
+                continue
+            row = batch.sale(link.kit_id, link.order_id)
+            if row is None:
+                row = self._new_sale(batch, link, refused)
+            ack = {"order_id": link.order_id, "result": row["result"], "reason": row["reason"],
+                   "trace_id": row["trace_id"]}
+            acks.append((link.kit_id, {**ack, "result": "rejected", "reason": refused}
+                         if refused else ack))
+        return acks
 
-    def _sale(self, tx: Tx, link: Link, refused: str) -> Ack:
-        """The sale's answer: recorded the first time (checked against central stock, or
-        ``refused`` for that reason), the same answer every time after."""
+    def _new_sale(self, batch: Batch, link: Link, refused: str) -> Row:
         message = link.message
-        row = tx.one("SELECT result, reason, trace_id FROM sales WHERE kit_id = ? "
-                     "AND order_id = ?", (link.kit_id, link.order_id))
-        if row is None:
-            lines = message.get("lines") or []
-            result, reason = ("rejected", refused) if refused else self._check_stock(tx, lines)
-            row = {"result": result, "reason": reason, "trace_id": str(message.get("trace_id",
-                                                                                   ""))}
-            tx.execute(
-                "INSERT INTO sales (kit_id, order_id, seq, total_cents, lines, result, reason, "
-                "trace_id, received_at, sold_at, clock_synced) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (link.kit_id, link.order_id, link.seq, int(message.get("total_cents", 0)),
-                 json.dumps(lines), result, reason, row["trace_id"], now_iso(),
-                 str(message.get("created_at", "")), int(message.get("clock_synced") is not False)))
-            log.info("kit %s order %s %s%s trace %s", link.kit_id, link.order_id, result,
-                     f" ({reason})" if reason else "", row["trace_id"] or "-")
-        return {"order_id": link.order_id, "result": row["result"], "reason": row["reason"],
-                "trace_id": row["trace_id"]}
+        lines = message.get("lines") or []
+        result, reason = ("rejected", refused) if refused else self._check_stock(batch, lines)
+        row = {"kit_id": link.kit_id, "order_id": link.order_id, "seq": link.seq,
+               "total_cents": int(message.get("total_cents", 0)), "lines": json.dumps(lines),
+               "result": result, "reason": reason, "trace_id": str(message.get("trace_id", "")),
+               "received_at": now_iso(), "sold_at": str(message.get("created_at", "")),
+               "clock_synced": int(message.get("clock_synced") is not False)}
+        batch.add_sale(row)
+        log.info("kit %s order %s %s%s trace %s", link.kit_id, link.order_id, result,
+                 f" ({reason})" if reason else "", row["trace_id"] or "-")
+        return row
 
-    def _check_stock(self, tx: Tx, lines: list[Any]) -> tuple[str, str]:
-        # Every stock row, in SKU order, locked until the commit: two instances deciding
-        # sales never both sell the last unit, and never wait for each other in a circle.
-        left = {r["sku"]: r["left"] for r in tx.all(
-            f"SELECT sku, qty - sold AS left FROM stock ORDER BY sku{self.db.for_update}")}
+    @staticmethod
+    def _check_stock(batch: Batch, lines: list[Any]) -> tuple[str, str]:
+        left = batch.stock_left()
         if not left:
             return "accepted", ""  # no central stock loaded: HQ only keeps the books
+        wanted: dict[str, int] = {}
         for line in lines:
-            sku, qty = line["sku"], line["qty"]
+            sku = line["sku"]
             if sku not in left:
                 return "rejected", f"{sku} is not in central stock"
-            if left[sku] < qty:
-                return "rejected", f"{sku}: central stock has {left[sku]} left, {qty} sold"
-            left[sku] -= qty
-        for line in lines:
-            tx.execute("UPDATE stock SET sold = sold + ? WHERE sku = ?",
-                       (line["qty"], line["sku"]))
+            wanted[sku] = wanted.get(sku, 0) + line["qty"]
+            if left[sku] < wanted[sku]:
+                return "rejected", f"{sku}: central stock has {left[sku]} left, {line['qty']} sold"
+        for sku, qty in wanted.items():
+            batch.sell(sku, qty)
         return "accepted", ""
 
-    def _undo(self, tx: Tx, link: Link) -> None:
-        sale = tx.one("SELECT lines, result FROM sales WHERE kit_id = ? AND order_id = ?",
-                      (link.kit_id, link.order_id))
+    @staticmethod
+    def _undo(batch: Batch, link: Link) -> None:
+        sale = batch.sale(link.kit_id, link.order_id)
         if sale is None or sale["result"] != "accepted" or (
                 link.kind == "refund" and not link.message.get("restock")):
             return
-        for line in sorted(json.loads(sale["lines"]), key=lambda line: line["sku"]):
-            tx.execute("UPDATE stock SET sold = sold - ? WHERE sku = ?",
-                       (line["qty"], line["sku"]))
+        left = batch.stock_left()
+        for line in json.loads(sale["lines"]):
+            if line["sku"] in left:
+                batch.sell(line["sku"], -line["qty"])
 
     def report(self) -> list[str]:
         """What needs a person, one line each."""
@@ -230,10 +226,11 @@ class Ledger:
         lines += [f"rejected: kit {r['kit_id']} order {r['order_id']} (receipt #{r['seq']}, "
                   f"sold {sold_at(r)}): {r['reason']}" for r in tx.all(
                       "SELECT * FROM sales WHERE result = 'rejected' ORDER BY received_at, seq")]
-        for r in tx.all("SELECT kit_id, min(seq) AS first, count(*) AS n FROM held "
-                        "GROUP BY kit_id ORDER BY kit_id"):
+        for r in tx.all("SELECT h.kit_id, min(h.seq) AS first, count(*) AS n, "
+                        "min(c.next_seq) AS next_seq FROM held h LEFT JOIN chains c "
+                        "ON c.kit_id = h.kit_id GROUP BY h.kit_id ORDER BY h.kit_id"):
             lines.append(f"held: kit {r['kit_id']} has {r['n']} message(s) from receipt "
-                         f"#{r['first']} on waiting for #{self._chain(tx, r['kit_id'])[0]}")
+                         f"#{r['first']} on waiting for #{r['next_seq'] or 1}")
         for kit in tx.all("SELECT kit_id, max(seq) AS top, count(*) AS n, "
                           "sum(verified) AS verified FROM links GROUP BY kit_id ORDER BY kit_id"):
             if kit["n"] != kit["top"]:

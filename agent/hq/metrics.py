@@ -52,6 +52,10 @@ class Metrics:
         with self._lock:
             self._counts[name] += n
 
+    def value(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
     def recorded(self, links: Sequence[Link], acks: Sequence[tuple[str, dict[str, Any]]]
                  ) -> None:
         """A batch committed: its messages, the acks it sends, and each kit's lag (how long

@@ -146,4 +146,5 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         if web is not None:
             web.close()
         ledger.close()
-        log.info("HQ stopped")
+        log.info("HQ stopped (%d messages in %d batches)", metrics.value("messages"),
+                 metrics.value("batches"))

@@ -58,6 +58,63 @@ class Tx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(_pyformat(sql) if self.postgresql else sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.postgresql:  # psycopg sends them in one pipeline
+            self.conn.cursor().executemany(_pyformat(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
+    def select_keys(self, columns: str, table: str, keys: Sequence[tuple[Any, ...]],
+                    key_columns: Sequence[str], key_types: Sequence[str],
+                    then: str = "") -> list[Row]:
+        """``SELECT columns FROM table`` of the rows whose ``key_columns`` are one of ``keys``
+        (``key_types``: their PostgreSQL types), then ``then`` (``ORDER BY ...``)."""
+        if not keys:
+            return []
+        names = ", ".join(key_columns)
+        if self.postgresql:  # one array per key column: a short query, whatever the count
+            arrays = ", ".join(f"%s::{kind}[]" for kind in key_types)
+            return self.conn.execute(
+                f"SELECT {columns} FROM {table} JOIN unnest({arrays}) AS k({names}) "
+                f"USING ({names}) {then}", [list(column) for column in zip(*keys, strict=True)]
+            ).fetchall()
+        found: list[Row] = []
+        one = f"({', '.join('?' * len(key_columns))})"
+        for start in range(0, len(keys), 400):  # well inside SQLite's limit on parameters
+            part = keys[start:start + 400]
+            found += self.conn.execute(
+                f"SELECT {columns} FROM {table} WHERE ({names}) IN (VALUES "
+                f"{', '.join([one] * len(part))}) {then}",
+                [value for key in part for value in key]).fetchall()
+        return found
+
+    def insert_rows(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Plain inserts of many rows: PostgreSQL's ``COPY`` (one stream, no statement per
+        row), SQLite's ``executemany``."""
+        names = ", ".join(columns)
+        if not self.postgresql:
+            self.conn.executemany(f"INSERT INTO {table} ({names}) VALUES "
+                                  f"({', '.join('?' * len(columns))})", rows)
+            return
+        with self.conn.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def set_chains(self, rows: Sequence[tuple[str, int, str]]) -> None:
+        """Each ``(kit, next seq, head hash)``; on PostgreSQL the rows exist already
+        (:meth:`lock_chains` made them), and one ``UPDATE`` sets them all."""
+        if not self.postgresql:
+            self.conn.executemany("INSERT INTO chains (kit_id, next_seq, head_hash) VALUES "
+                                  "(?, ?, ?) ON CONFLICT (kit_id) DO UPDATE SET next_seq = "
+                                  "excluded.next_seq, head_hash = excluded.head_hash", rows)
+            return
+        kits, seqs, heads = zip(*rows, strict=True)
+        self.conn.execute("UPDATE chains SET next_seq = v.next_seq, head_hash = v.head_hash "
+                          "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v(kit_id, "
+                          "next_seq, head_hash) WHERE chains.kit_id = v.kit_id",
+                          (list(kits), list(seqs), list(heads)))
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return self.execute(sql, params).fetchone()
 

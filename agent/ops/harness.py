@@ -383,10 +383,15 @@ class Hq(Child):
         self.broker, self.db, self.stock = broker, db, stock
         self.extra_args: list[str] = []
 
-    def start(self) -> Self:
+    def start(self, wait: bool = True) -> Self:
+        """Start it; return once it is connected (or at once, without ``wait``: then
+        :meth:`wait_connected`)."""
         stock = ["--stock", str(self.stock)] if self.stock else []
         self._spawn_agent("hq", "--broker", self.broker.url, "--db", str(self.db),
                           *self.extra_args, *stock)
+        return self.wait_connected() if wait else self
+
+    def wait_connected(self) -> Self:
         wait_for(lambda: any("HQ connected" in line for line in self.log), 15, "HQ connected")
         return self
 
