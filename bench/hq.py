@@ -34,37 +34,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.core.receipts import GENESIS_HASH, canonical_json, chain_hash
 from agent.ops.harness import Broker, Hq, query_ledger, write_manifest
-from tests.hq_helpers import postgres_database
+from tests.hq_helpers import fleet, postgres_database
 
 SKUS = [("A-1", 250), ("B-2", 400), ("C-3", 1200), ("D-4", 90)]
 PUBLISHERS = 4
 
 
-def fleet(prefix: str, kits: int, sales: int) -> list[tuple[str, list[bytes]]]:
-    """``(kit id, its orders payloads in chain order)`` for each kit: what its uplink sends."""
-    out = []
-    for k in range(kits):
-        kit_id, prev, payloads = f"{prefix}-{k:05}", GENESIS_HASH, []
-        for seq in range(1, sales + 1):
-            sku, price = SKUS[(k + seq) % len(SKUS)]
-            order_id, created = f"{kit_id}-order-{seq:04}", "2025-06-01T10:00:00.000+00:00"
-            lines = [{"name": sku, "price_cents": price, "qty": 1, "sku": sku}]
-            body = canonical_json({"created_at": created, "kind": "sale", "kit_id": kit_id,
-                                   "lines": lines, "order_id": order_id,
-                                   "payment_method": "cash", "seq": seq, "total_cents": price})
-            link = chain_hash(prev, body)
-            payloads.append(canonical_json({
-                "clock_synced": True, "created_at": created, "kit_id": kit_id,
-                "lines": [{**line, "amount_cents": price} for line in lines],
-                "order_id": order_id, "payment": {"method": "cash", "status": "paid"},
-                "receipt": {"seq": seq, "hash": link, "prev": prev, "body": body},
-                "status": "queued", "total_cents": price, "trace_id": f"t-{order_id}",
-                "type": "sale", "updated_at": created, "msg_id": seq}).encode())
-            prev = link
-        out.append((kit_id, payloads))
-    return out
+def rotating(kit: int, seq: int) -> tuple[str, int]:
+    return SKUS[(kit + seq) % len(SKUS)]
 
 
 def respond(port: int) -> None:
@@ -273,10 +251,10 @@ def main() -> None:
         for instances in [int(n) for n in args.instances.split(",")]:
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
-                raw = raw_rate(work / "raw", fleet("raw", args.kits, args.sales), args.live,
-                               args.timeout)
+                raw = raw_rate(work / "raw", fleet("raw", args.kits, args.sales, rotating),
+                               args.live, args.timeout)
                 rate, batches = hq_rate(work / "hq", kind, instances,
-                                        fleet("kit", args.kits, args.sales), args.live,
+                                        fleet("kit", args.kits, args.sales, rotating), args.live,
                                         args.timeout)
                 print(f"{kind:10} x{instances}: HQ {rate:7.0f} acks/s  raw responder "
                       f"{raw:7.0f} acks/s  ratio {rate / raw:.2f}  ({batches})", flush=True)

@@ -113,20 +113,22 @@ def test_the_first_online_instance_adopts_the_offline_ones() -> None:
         return sessions[peer]
 
     group = Group("hq-b", open_session, retry_s=2.0)
-    group.seen("hq-b", "offline")  # its own will from an earlier run: not a peer
-    group.seen("hq-a", "online")
-    group.seen("hq-c", "offline")
-    group.step(0.0)
+    group.seen("hq-b", "offline", 0.0)  # its own will from an earlier run: not a peer
+    group.seen("hq-a", "online", 0.0)
+    group.seen("hq-c", "offline", 0.0)
+    group.step(2.0)
     assert opened == [], "hq-a is online and comes first: hq-c is its to adopt"
-    group.seen("hq-a", "offline")
-    group.step(1.0)
-    assert opened == ["hq-a", "hq-c"]
+    group.seen("hq-a", "offline", 2.5)
+    group.step(3.0)
+    assert opened == ["hq-c"], "hq-a may be coming back: not adopted before retry_s"
+    group.step(4.5)
+    assert opened == ["hq-c", "hq-a"]
     # hq-a comes back: it takes its session (the adopted connection ends), then says online.
     sessions["hq-a"].ended.set()
-    group.step(1.5)
+    group.step(5.0)
     assert closed == ["hq-a"]
-    group.step(3.0)
-    assert opened == ["hq-a", "hq-c"], "not taken again before retry_s"
-    group.seen("hq-a", "online")
-    group.step(4.0)
-    assert opened == ["hq-a", "hq-c"] and closed == ["hq-a", "hq-c"], "hq-c is hq-a's now"
+    group.step(6.5)
+    assert opened == ["hq-c", "hq-a"], "not taken again before retry_s"
+    group.seen("hq-a", "online", 6.8)
+    group.step(8.0)
+    assert opened == ["hq-c", "hq-a"] and closed == ["hq-a", "hq-c"], "hq-c is hq-a's now"
