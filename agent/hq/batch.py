@@ -4,7 +4,7 @@ touch; central stock, locked), changed in memory by the rules in :mod:`agent.hq.
 written back in a few ``executemany`` at the end. So a batch of hundreds of messages costs a
 dozen round trips to PostgreSQL, not a dozen per message.
 
-Correct because the batch holds its kits' chain rows (and the stock rows) until it commits:
+Correct because the batch holds its kits' chains (and the stock rows) until it commits:
 nothing it read of those kits can change under it.
 """
 
@@ -30,8 +30,7 @@ class Batch:
         kit_keys = [(kit,) for kit in self.kits]
         self.chains: dict[str, tuple[int, str]] = {
             r["kit_id"]: (r["next_seq"], r["head_hash"]) for r in tx.select_keys(
-                "kit_id, next_seq, head_hash", "chains", kit_keys, ("kit_id",), ("text",),
-                f"ORDER BY kit_id{for_update}")}
+                "kit_id, next_seq, head_hash", "chains", kit_keys, ("kit_id",), ("text",))}
         self.held: dict[tuple[str, int], tuple[str, float]] = {
             (r["kit_id"], r["seq"]): (r["message"], r["held_at"]) for r in tx.select_keys(
                 "kit_id, seq, message, held_at", "held", kit_keys, ("kit_id",), ("text",))}

@@ -51,8 +51,9 @@ class Group:
         self.retry_at: dict[str, float] = {}
 
     def seen(self, peer: str, status: str, now: float | None = None) -> None:
-        """A status message (from the broker's thread); ``now`` on the monotonic clock."""
-        if peer != self.me:
+        """A status message (from the broker's thread); ``now`` on the monotonic clock. The
+        same status again (a retained one, sent to each new subscription) changes nothing."""
+        if peer != self.me and self.status.get(peer, ("",))[0] != status:
             self.status[peer] = (status, time.monotonic() if now is None else now)
 
     def wanted(self, now: float) -> set[str]:

@@ -6,8 +6,9 @@ The rules write SQL with ``?`` placeholders in the subset both speak (``ON CONFL
 
 - a write transaction: SQLite's ``BEGIN IMMEDIATE`` takes the whole file (one writer at a time,
   waiting up to 30 s, across processes on one host); PostgreSQL's is an ordinary transaction
-  that locks what it touches: each kit's chain row (:meth:`Tx.lock_chains`, ``SELECT ... FOR
-  UPDATE`` in kit order) and the central stock rows (:attr:`Database.for_update`);
+  that locks what it touches: each kit's chain (:meth:`Tx.lock_chains`, an advisory lock per
+  kit, in kit order) and the central stock rows (``SELECT ... FOR UPDATE``,
+  :attr:`Database.for_update`);
 - the schema's version: a table of its own, and for a SQLite ledger from before it, the
   columns it has (:func:`legacy_version`);
 - a dropped connection (PostgreSQL restarted): :attr:`Database.transient` names the errors that
@@ -37,6 +38,9 @@ from typing import Any
 from agent.hq import schema
 
 Row = dict[str, Any]
+
+
+CHAIN_LOCKS = 0x6B6974  # the advisory lock class of a kit's chain (the other key: its name's hash)
 
 
 def is_postgresql(target: str | Path) -> bool:
@@ -102,17 +106,16 @@ class Tx:
                 copy.write_row(row)
 
     def set_chains(self, rows: Sequence[tuple[str, int, str]]) -> None:
-        """Each ``(kit, next seq, head hash)``; on PostgreSQL the rows exist already
-        (:meth:`lock_chains` made them), and one ``UPDATE`` sets them all."""
+        """Each ``(kit, next seq, head hash)``, in one statement on PostgreSQL."""
+        upsert = ("ON CONFLICT (kit_id) DO UPDATE SET next_seq = excluded.next_seq, "
+                  "head_hash = excluded.head_hash")
         if not self.postgresql:
             self.conn.executemany("INSERT INTO chains (kit_id, next_seq, head_hash) VALUES "
-                                  "(?, ?, ?) ON CONFLICT (kit_id) DO UPDATE SET next_seq = "
-                                  "excluded.next_seq, head_hash = excluded.head_hash", rows)
+                                  f"(?, ?, ?) {upsert}", rows)
             return
         kits, seqs, heads = zip(*rows, strict=True)
-        self.conn.execute("UPDATE chains SET next_seq = v.next_seq, head_hash = v.head_hash "
-                          "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v(kit_id, "
-                          "next_seq, head_hash) WHERE chains.kit_id = v.kit_id",
+        self.conn.execute("INSERT INTO chains (kit_id, next_seq, head_hash) SELECT * FROM "
+                          f"unnest(%s::text[], %s::bigint[], %s::text[]) {upsert}",
                           (list(kits), list(seqs), list(heads)))
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -122,17 +125,13 @@ class Tx:
         return self.execute(sql, params).fetchall()
 
     def lock_chains(self, kits: Sequence[str]) -> None:
-        """Lock these kits' chain rows until the transaction ends (PostgreSQL; SQLite's
-        transaction holds the whole file already). Always in kit order, so two instances never
-        wait for each other in a circle."""
-        if not self.postgresql or not kits:
-            return
-        ordered = sorted(set(kits))
-        self.conn.execute("INSERT INTO chains (kit_id, next_seq) SELECT k, 1 FROM "
-                          "unnest(%s::text[]) AS k ORDER BY k ON CONFLICT (kit_id) DO NOTHING",
-                          (ordered,))
-        self.conn.execute("SELECT kit_id FROM chains WHERE kit_id = ANY(%s) ORDER BY kit_id "
-                          "FOR UPDATE", (ordered,))
+        """Hold these kits' chains until the transaction ends: on PostgreSQL an advisory lock
+        per kit (no row is written to take it), always in kit order, so two instances never
+        wait for each other in a circle; SQLite's transaction holds the whole file already."""
+        if self.postgresql and kits:
+            self.conn.execute(f"SELECT count(pg_advisory_xact_lock({CHAIN_LOCKS}, hashtext(k))) "
+                              "FROM (SELECT DISTINCT unnest(%s::text[]) AS k ORDER BY k) AS kits",
+                              (list(kits),))
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
