@@ -172,7 +172,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
            hold_s=HOLD_S if args.hold_s is None else args.hold_s,
            client_id=args.client_id, shared_group=args.shared_group,
            topic_prefix=args.topic_prefix, username=args.username or "", password=password,
-           ca_file=args.ca_file or "")
+           ca_file=args.ca_file or "", http_port=args.http_port, http_host=args.http_host)
     return 0
 
 
@@ -279,6 +279,10 @@ def parser() -> argparse.ArgumentParser:
     hq.add_argument("--hold-s", type=float, metavar="SECONDS",
                     help="how long a message ahead of a missing receipt link waits for it "
                          "(default 5)")
+    hq.add_argument("--http-port", type=int, metavar="PORT",
+                    help="serve receipts (/r/KIT/SEQ/HASH) and /metrics on this port")
+    hq.add_argument("--http-host", default="127.0.0.1",
+                    help="address to serve them on (default 127.0.0.1)")
     hq.add_argument("--username")
     hq.add_argument("--password-file")
     hq.add_argument("--ca-file")

@@ -215,6 +215,21 @@ class Ledger:
             if line["sku"] in left:
                 batch.sell(line["sku"], -line["qty"])
 
+    def gauges(self) -> dict[str, Any]:
+        """The ledger's side of ``/metrics`` (all instances'): per kit the messages held, the
+        links missing and the chain faults; the duplicates answered again."""
+        with self.db.reading() as tx:
+            per_kit = {
+                "held": tx.all("SELECT kit_id, count(*) AS n FROM held GROUP BY kit_id "
+                               "ORDER BY kit_id"),
+                "missing": tx.all("SELECT kit_id, max(seq) - count(*) AS n FROM links GROUP BY "
+                                  "kit_id HAVING max(seq) > count(*) ORDER BY kit_id"),
+                "faults": tx.all("SELECT kit_id, count(*) AS n FROM faults GROUP BY kit_id "
+                                 "ORDER BY kit_id")}
+            duplicates = tx.one("SELECT value FROM counters WHERE name = 'duplicates'")
+        return {**{name: [(r["kit_id"], r["n"]) for r in rows] for name, rows in per_kit.items()},
+                "duplicates": duplicates["value"] if duplicates else 0}
+
     def report(self) -> list[str]:
         """What needs a person, one line each."""
         with self.db.reading() as tx:

@@ -3,8 +3,14 @@
 
     >>> metrics = Metrics()
     >>> metrics.count("garbage")
-    >>> "dropkit_hq_garbage_total 1" in metrics.render([])
-    True
+    >>> text = metrics.render({"held": [("kit-a", 2)], "duplicates": 3})
+    >>> for line in text.splitlines():
+    ...     if not line.startswith("#") and "_total 0" not in line:
+    ...         print(line)
+    dropkit_hq_garbage_total 1
+    dropkit_hq_ledger_up 1
+    dropkit_hq_duplicates_total 3
+    dropkit_hq_held{kit="kit-a"} 2
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ from typing import Any
 from agent.hq.links import Link
 
 COUNTERS = {
-    "messages": "sales, voids and refunds recorded (repeats included)",
-    "acks": "acks sent to kits",
-    "rejections": "sales answered rejected (central stock, a broken or forked chain)",
-    "duplicates": "messages recorded before, answered again",
-    "gaps": "times HQ went on without a missing receipt link after --hold-s",
+    "messages": "sales, voids and refunds this instance recorded (repeats included)",
+    "acks": "acks this instance sent to kits",
+    "rejections": "sales this instance answered rejected (central stock, a broken chain)",
     "garbage": "messages that were not a sale, void or refund (dropped)",
     "batches": "ledger transactions that recorded messages",
+}
+PER_KIT = {
+    "held": "messages held for a missing receipt link (the ledger's, all instances)",
+    "missing": "receipt links HQ went on without after --hold-s (the gaps in the chain)",
+    "faults": "broken or forked receipt links refused",
 }
 
 
@@ -72,22 +81,31 @@ class Metrics:
                 if lag is not None and link.message.get("clock_synced") is not False:
                     self._lag[link.kit_id] = max(lag, 0.0)
 
-    def render(self, held: Iterable[tuple[str, int]], duplicates: int | None = None) -> str:
-        """The text format; ``held`` is ``(kit, messages held)`` from the ledger."""
+    def render(self, gauges: dict[str, Any] | None) -> str:
+        """The text format; ``gauges`` is :meth:`agent.hq.ledger.Ledger.gauges` (None when
+        the ledger cannot be read: then ``dropkit_hq_ledger_up`` is 0)."""
         with self._lock:
             counts, lag = dict(self._counts), dict(self._lag)
-        if duplicates is not None:
-            counts["duplicates"] = duplicates
         out = []
+
+        def metric(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, Any]]
+                   ) -> None:
+            out.extend([f"# HELP dropkit_hq_{name} {help_text}",
+                        f"# TYPE dropkit_hq_{name} {kind}"])
+            out.extend(f"dropkit_hq_{name}{labels} {value}" for labels, value in samples)
+
         for name, help_text in COUNTERS.items():
-            out += [f"# HELP dropkit_hq_{name}_total {help_text}",
-                    f"# TYPE dropkit_hq_{name}_total counter",
-                    f"dropkit_hq_{name}_total {counts.get(name, 0)}"]
-        out += ["# HELP dropkit_hq_held_messages messages held for a missing receipt link, "
-                "per kit (the ledger's, all instances)", "# TYPE dropkit_hq_held_messages gauge"]
-        out += [f'dropkit_hq_held_messages{{kit="{_label(kit)}"}} {n}' for kit, n in held]
-        out += ["# HELP dropkit_hq_kit_lag_seconds age of the kit's latest message when this "
-                "instance recorded it (the kit's clock)", "# TYPE dropkit_hq_kit_lag_seconds gauge"]
-        out += [f'dropkit_hq_kit_lag_seconds{{kit="{_label(kit)}"}} {seconds:.3f}'
-                for kit, seconds in sorted(lag.items())]
+            metric(f"{name}_total", "counter", help_text, [("", counts.get(name, 0))])
+        metric("ledger_up", "gauge", "whether this instance can read the ledger",
+               [("", int(gauges is not None))])
+        ledger = gauges or {}
+        metric("duplicates_total", "counter", "messages recorded before and answered again "
+               "(the ledger's, all instances)", [("", ledger.get("duplicates", 0))])
+        for name, help_text in PER_KIT.items():
+            metric(name, "gauge", help_text,
+                   [(f'{{kit="{_label(kit)}"}}', n) for kit, n in ledger.get(name, [])])
+        metric("kit_lag_seconds", "gauge", "age of the kit's latest message when this "
+               "instance recorded it (by the kit's clock, when set)",
+               [(f'{{kit="{_label(kit)}"}}', f"{seconds:.3f}")
+                for kit, seconds in sorted(lag.items())])
         return "\n".join(out) + "\n"
