@@ -399,32 +399,6 @@ def test_scanner_discovery_throws_once(tmp_path: Path,
     run(scenario)
 
 
-def test_storage_watch_cannot_look_at_the_store_until_its_directory_is_back(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    state, away = tmp_path / "kit", tmp_path / "kit.away"
-
-    async def scenario() -> None:
-        async with running_kit(state, NO_PRINTER) as k:
-            def inject() -> None:
-                # A file where the state directory was: the store's path leads nowhere it can
-                # be looked at (for a daemon not run as root, a directory it may not read).
-                state.rename(away)
-                state.write_text("")
-
-            def repair() -> None:
-                state.unlink()
-                away.rename(state)
-            await fault_is_shown_then_cleared(k, caplog, "storage_watch",
-                                              "NotADirectoryError: [Errno 20] Not a directory",
-                                              inject, repair)
-            # The sales made meanwhile went to the store's open files: they are all there.
-            assert store_rows(state, "SELECT count(*) FROM orders") == [(1,)]
-            assert (await k.health())["storage"]["state"] == "ok"
-    caplog.set_level(logging.INFO)
-    state.mkdir()
-    run(scenario)
-
-
 def test_uplink_reconcile_sweep_fails_in_the_store_until_repaired(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     if mosquitto_binary() is None:
