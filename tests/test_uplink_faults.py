@@ -59,6 +59,7 @@ async def uplinked_kit(tmp_path: Path, broker: Broker, **mqtt: Any) -> AsyncIter
     """A kit connected to ``broker`` (``mqtt``: keys of ``[mqtt]``), every uplink part up."""
     if broker.proc is None:
         broker.start()
+    (tmp_path / "kit").mkdir(exist_ok=True)
     async with running_kit(tmp_path / "kit", {**NO_PRINTER,
                                               "mqtt": broker.kit_mqtt(**mqtt)}) as k:
         await eventually(k.health_when(lambda h: h["uplink"]["state"] == "connected"))
@@ -97,7 +98,6 @@ def test_the_connection_part_fails_in_a_callback_then_connects_again(
             await fault_is_shown_then_cleared(k, caplog, "uplink", FOLLOWER_FAULT, inject)
             await eventually(k.health_when(lambda h: h["uplink"]["state"] == "connected"))
             assert "Exception in callback" not in caplog.text  # the supervisor's, not asyncio's
-    tmp_path.joinpath("kit").mkdir()
     run(scenario, caplog)
 
 
@@ -112,7 +112,6 @@ def test_the_health_tick_fails_then_runs_again(
             await fault_is_shown_then_cleared(k, caplog, "uplink_health", FOLLOWER_FAULT,
                                               inject)
             assert (await k.health())["mode_reasons"] == ["uplink_unhealthy"]
-    tmp_path.joinpath("kit").mkdir()
     run(scenario, caplog)
 
 
@@ -131,7 +130,6 @@ def test_the_keepalive_fails_giving_up_a_frozen_broker_then_runs_again(
             await fault_is_shown_then_cleared(k, caplog, "uplink_keepalive", FOLLOWER_FAULT,
                                               inject, repair, timeout=20)
             await eventually(k.health_when(lambda h: h["uplink"]["state"] == "connected"))
-    tmp_path.joinpath("kit").mkdir()
     run(scenario, caplog)
 
 
@@ -159,7 +157,6 @@ def test_the_drain_fails_on_a_damaged_outbox_row_until_it_is_removed(
             await eventually(lambda: store_rows(
                 state, "SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == [(0,)])
             assert store_rows(state, "SELECT status FROM orders") == [("relayed",)] * 2
-    state.mkdir()
     run(scenario, caplog)
 
 
@@ -185,7 +182,6 @@ def test_the_telemetry_loop_fails_once_then_publishes_again(
                                               "ValueError: Payload too large.", inject)
             count = len(published)
             await eventually(lambda: len(published) > count + 2)  # it publishes again
-    tmp_path.joinpath("kit").mkdir()
     run(scenario, caplog)
 
 
@@ -231,5 +227,4 @@ def test_a_sale_the_brokers_acl_refuses_is_not_relayed_and_goes_again_once_allow
             await eventually(k.health_when(lambda h: h["queue_depth"] == 0))
             assert (await k.health())["uplink"]["refused_by_broker"] == refused
             assert len(refusals()) == 1
-    state.mkdir()
     run(scenario, caplog)
