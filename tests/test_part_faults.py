@@ -10,15 +10,13 @@ buttons through the staff page's simulator controls.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.inprocess import Running, eventually, running_kit
+from tests.inprocess import Running, eventually, run_logged, running_kit
 from tests.test_printing import next_event
 from tests.test_web_inprocess import (
     NO_PRINTER,
@@ -27,12 +25,6 @@ from tests.test_web_inprocess import (
     store_rows,
     tracebacks,
 )
-
-
-def run(scenario: Callable[[], Any], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    caplog.set_level(logging.WARNING, logger="httpx")  # a line per request otherwise
-    asyncio.run(scenario())
 
 
 async def job_fault_is_shown_then_cleared(k: Running, caplog: pytest.LogCaptureFixture,
@@ -79,7 +71,7 @@ def test_storage_watch_cannot_look_at_the_store_until_its_directory_is_back(
             assert store_rows(state, "SELECT count(*) FROM orders") == [(1,)]
             assert (await k.health())["storage"]["state"] == "ok"
     state.mkdir()
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 def test_a_panel_action_that_fails_shows_against_the_panel_until_one_works(
@@ -106,7 +98,7 @@ def test_a_panel_action_that_fails_shows_against_the_panel_until_one_works(
             await press_reprint()
             await eventually(lambda: store_rows(
                 tmp_path, "SELECT count(*) FROM print_jobs WHERE kind = 'reprint'") == [(1,)])
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 def test_a_durable_event_the_store_refuses_shows_against_events_until_one_is_written(
@@ -130,7 +122,7 @@ def test_a_durable_event_the_store_refuses_shows_against_events_until_one_is_wri
             # The sale's own outbox row was never refused: only events were.
             assert store_rows(tmp_path, "SELECT count(*) FROM outbox WHERE kind = 'sale'") \
                 == [(1,)]
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 @pytest.fixture
@@ -169,5 +161,5 @@ def test_a_fail_line_held_by_another_is_degraded_then_runs_once_it_is_free(
                 mock_pins.pin(6).drive_high()
                 while "OB" not in (await next_event(events, "power"))["state"].split():
                     pass
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
     assert len(tracebacks(caplog, "power_fail_line")) == 1

@@ -18,12 +18,11 @@ And the broker's ACL refuses the orders topic: MQTT 5's PUBACK says "Not authori
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import pytest
 
 from agent.core.mode import Mode
 from agent.ops.harness import Broker, mosquitto_binary
-from tests.inprocess import Running, eventually, running_kit
+from tests.inprocess import Running, eventually, run_logged, running_kit
 from tests.test_web_inprocess import (
     NO_PRINTER,
     fault_is_shown_then_cleared,
@@ -80,12 +79,6 @@ def fails_once_when(mode: Mode, state: str) -> None:
     mode.on_change(follow)
 
 
-def run(scenario: Callable[[], Any], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    caplog.set_level(logging.WARNING, logger="httpx")  # a line per request otherwise
-    asyncio.run(scenario())
-
-
 def test_the_connection_part_fails_in_a_callback_then_connects_again(
         tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
@@ -98,7 +91,7 @@ def test_the_connection_part_fails_in_a_callback_then_connects_again(
             await fault_is_shown_then_cleared(k, caplog, "uplink", FOLLOWER_FAULT, inject)
             await eventually(k.health_when(lambda h: h["uplink"]["state"] == "connected"))
             assert "Exception in callback" not in caplog.text  # the supervisor's, not asyncio's
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 def test_the_health_tick_fails_then_runs_again(
@@ -112,7 +105,7 @@ def test_the_health_tick_fails_then_runs_again(
             await fault_is_shown_then_cleared(k, caplog, "uplink_health", FOLLOWER_FAULT,
                                               inject)
             assert (await k.health())["mode_reasons"] == ["uplink_unhealthy"]
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 def test_the_keepalive_fails_giving_up_a_frozen_broker_then_runs_again(
@@ -130,7 +123,7 @@ def test_the_keepalive_fails_giving_up_a_frozen_broker_then_runs_again(
             await fault_is_shown_then_cleared(k, caplog, "uplink_keepalive", FOLLOWER_FAULT,
                                               inject, repair, timeout=20)
             await eventually(k.health_when(lambda h: h["uplink"]["state"] == "connected"))
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 DAMAGED_PAYLOAD = "CAST(x'7b22ff227d' AS TEXT)"
@@ -157,7 +150,7 @@ def test_the_drain_fails_on_a_damaged_outbox_row_until_it_is_removed(
             await eventually(lambda: store_rows(
                 state, "SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == [(0,)])
             assert store_rows(state, "SELECT status FROM orders") == [("relayed",)] * 2
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 def test_the_telemetry_loop_fails_once_then_publishes_again(
@@ -182,7 +175,7 @@ def test_the_telemetry_loop_fails_once_then_publishes_again(
                                               "ValueError: Payload too large.", inject)
             count = len(published)
             await eventually(lambda: len(published) > count + 2)  # it publishes again
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
 
 
 ACL_WITHOUT_ORDERS = ("topic readwrite dropkit/+/status\ntopic readwrite dropkit/+/events\n"
@@ -227,4 +220,4 @@ def test_a_sale_the_brokers_acl_refuses_is_not_relayed_and_goes_again_once_allow
             await eventually(k.health_when(lambda h: h["queue_depth"] == 0))
             assert (await k.health())["uplink"]["refused_by_broker"] == refused
             assert len(refusals()) == 1
-    run(scenario, caplog)
+    run_logged(scenario, caplog)
