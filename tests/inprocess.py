@@ -94,6 +94,7 @@ async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]]
 def run_logged(scenario: Callable[[], Coroutine[Any, Any, None]],
                caplog: pytest.LogCaptureFixture) -> None:
     """Run ``scenario`` on a new loop with the kit's log at INFO in ``caplog``."""
-    caplog.set_level(logging.INFO)
+    # httpx's logger first: each call sets the capturing handler's level too.
     caplog.set_level(logging.WARNING, logger="httpx")  # a line per request otherwise
+    caplog.set_level(logging.INFO)
     asyncio.run(scenario())

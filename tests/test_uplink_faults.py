@@ -221,3 +221,30 @@ def test_a_sale_the_brokers_acl_refuses_is_not_relayed_and_goes_again_once_allow
             assert (await k.health())["uplink"]["refused_by_broker"] == refused
             assert len(refusals()) == 1
     run_logged(scenario, caplog)
+
+
+def test_a_message_over_the_brokers_size_limit_does_not_make_the_uplink_flap(
+        tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    # mosquitto answers a message over message_size_limit with PUBACK reason 0x95, which paho
+    # takes for a malformed packet: the connection ends, and paho sends the message again on
+    # the next one. The kit must back off, not reconnect at once, and say it once.
+    broker.conf.write_text(broker.conf.read_text() + "message_size_limit 700\n")
+
+    def lines(text: str) -> list[logging.LogRecord]:
+        return [record for record in caplog.records if text in record.getMessage()]
+
+    async def scenario() -> None:
+        async with uplinked_kit(tmp_path, broker) as k:
+            sale = await k.order(("ZINE-07", 1), ("VINYL-LTD", 1), ("TEE-BLK-M", 1),
+                                 ("PIN-LOGO", 1))
+            assert sale.status_code == 201
+            assert store_rows(tmp_path / "kit", "SELECT length(payload) > 700 FROM outbox "
+                                                "WHERE kind = 'sale'") == [(1,)]
+            await eventually(lambda: len(lines("uplink connected")) >= 6, timeout=15)
+            connects = [record.created for record in lines("uplink connected")]
+            # Waits of 0.1, 0.2, 0.4 and 0.8 s (less up to half, the jitter) between tries.
+            assert connects[5] - connects[1] >= 0.75, connects
+            lost = lines("lost the broker")
+            assert len(lost) == 1, [record.getMessage() for record in lost]
+            assert (await k.health())["status"] == "ready"  # the broker's doing, not the kit's
+    run_logged(scenario, caplog)

@@ -43,6 +43,11 @@ broker drops bigger ones), and the kit's own check of what paho starts to read
 (:meth:`PahoOnLoop._readable`), for 3.1.1 or a broker that ignores it."""
 
 
+STABLE_S = 10.0
+"""A connection that lasted this long got through: after it the reconnect backoff starts afresh
+and a fault is said again. A broker that drops the kit at once (a message it will not take,
+sent again on each connection) is tried ever more slowly, and said once."""
+
 CONNECTION_PART = "uplink"
 """The part that holds the connection: stopped after :meth:`Uplink.goodbye`."""
 
@@ -108,6 +113,7 @@ class Uplink(PahoOnLoop):
         self._serving = False  # a connected socket is watched by the loop
         self._failure: Exception | None = None  # what ended the connection, if a callback
         self._last_complaint = ""
+        self._connected_at = 0.0  # monotonic
         self._ack_times = AckTimes(config.ack_window_s, ACK_SAMPLES)
         self.drain = OutboxDrain(
             store, moment, self.prefix, config.inflight_window, config.resend_after_s,
@@ -229,11 +235,14 @@ class Uplink(PahoOnLoop):
                     self._serving = False
                 if self._failure is not None:
                     raise self._failure  # the supervisor logs it and connects again
-                if self.connects > sessions:  # it got through: the next try starts afresh
+                if self.connects > sessions and self._lasted():  # the next try starts afresh
                     backoff.reset()
             if self._stopping:
                 break
             await asyncio.sleep(backoff.next())
+
+    def _lasted(self) -> bool:
+        return time.monotonic() - self._connected_at >= STABLE_S
 
     def _packet_too_big(self, size: int) -> None:
         self.garbage += 1
@@ -264,7 +273,7 @@ class Uplink(PahoOnLoop):
                 f"broker {self.host}:{self.port} refused the connection: {reason_code}")
             return
         self.connected, self.state = True, "connected"
-        self._last_complaint = ""
+        self._connected_at = time.monotonic()
         self.connects += 1
         log.info("uplink connected to %s:%d", self.host, self.port)
         self.client.subscribe(f"{self.prefix}/acks", qos=1)
@@ -280,7 +289,9 @@ class Uplink(PahoOnLoop):
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self._stopping:
-            log.warning("uplink lost the broker: %s", reason_code)
+            if self._lasted():
+                self._last_complaint = ""  # a new fault, not the last one again
+            self._say_once(f"uplink lost the broker {self.host}:{self.port}: {reason_code}")
         self.connected, self.state = False, "disconnected"
         self._update_health()
 
