@@ -98,12 +98,12 @@ class OutboxDrain:
                 if row["kind"] == "sale":
                     self._sale_sent(row["key"])
 
-    def published(self, mid: int, refused: str = "") -> bool:
-        """paho's PUBACK for ``mid``, ``refused`` the broker's reason when it refused the
-        message; False when ``mid`` was not an outbox message (telemetry, status)."""
+    def published(self, mid: int, refused: str = "") -> None:
+        """paho's PUBACK for ``mid`` (telemetry, status and discovery are none of the drain's),
+        ``refused`` the broker's reason when it refused the message."""
         outbox_id = self.inflight.pop(mid, None)
         if outbox_id is None:
-            return False
+            return
         if refused:
             self._refused(outbox_id, refused)
         else:
@@ -112,7 +112,6 @@ class OutboxDrain:
             self._acked.append(outbox_id)
             self.retry_relayed()
         self.wake()
-        return True
 
     def _refused(self, outbox_id: int, reason: str) -> None:
         """Not relayed: it stays in the outbox and goes again after the backoff."""

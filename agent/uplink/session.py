@@ -1,11 +1,10 @@
 """The uplink: the kit's MQTT session with the co-op's broker (paho-mqtt 2.x).
 
-It publishes the durable outbox (:mod:`agent.uplink.drain`); power telemetry at an interval and
-at once on every change; ``status``
-(retained ``online``, and ``offline`` as the last will and on an orderly stop). It takes HQ's
-acks and settles orders with them, and it decides whether the uplink is healthy enough for the
-kit to be online (:mod:`agent.uplink.acktimes`). paho runs on the kit's asyncio loop
-(:mod:`agent.uplink.paholoop`).
+It publishes the durable outbox (:mod:`agent.uplink.drain`); power telemetry at an interval
+and at once on every change; ``status`` (retained ``online``, and ``offline`` as the last will
+and on an orderly stop). It takes HQ's acks and settles orders with them, and it decides whether
+the uplink is healthy enough for the kit to be online (:mod:`agent.uplink.acktimes`). paho runs
+on the kit's asyncio loop (:mod:`agent.uplink.paholoop`).
 """
 
 from __future__ import annotations
@@ -40,7 +39,8 @@ MAX_ACK_BYTES = 4096
 MAX_PACKET_BYTES = 16384
 """The largest MQTT packet the kit takes: MQTT 5's Maximum Packet Size in its CONNECT (the
 broker drops bigger ones), and the kit's own check of what paho starts to read
-(:meth:`PahoOnLoop._readable`), for 3.1.1 or a broker that ignores it."""
+(:func:`agent.uplink.mqtt.new_client`'s bounded reads), for 3.1.1 or a broker that ignores
+it."""
 
 
 STABLE_S = 10.0
