@@ -145,7 +145,7 @@ def test_the_drain_fails_on_a_damaged_outbox_row_until_it_is_removed(
                 store_exec(state, f"DELETE FROM outbox WHERE payload = {DAMAGED_PAYLOAD}")
             await fault_is_shown_then_cleared(
                 k, caplog, "uplink_drain",
-                "OperationalError: Could not decode to UTF-8 column 'payload'", inject, repair)
+                "OperationalError: malformed JSON", inject, repair)
             # What waited behind the damaged row is relayed: both sales, nothing left.
             await eventually(lambda: store_rows(
                 state, "SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == [(0,)])

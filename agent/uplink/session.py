@@ -124,6 +124,7 @@ class Uplink(PahoOnLoop):
             spawn=lambda job: outputs.spawn("uplink_drain", job))
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._telemetry_seq = 0
+        self._telemetry_wanted = asyncio.Event()  # a power change: send before the interval
         self.garbage = 0
         self.connects = 0
 
@@ -201,9 +202,9 @@ class Uplink(PahoOnLoop):
             await self._published_within(await self._send_telemetry(qos=1), timeout)
 
     def publish_telemetry_now(self) -> None:
-        """A power change: tell remote ops at once, not at the next interval."""
-        if self.connected:
-            self.out.spawn("telemetry", self._send_telemetry())
+        """A power change: tell remote ops at once, not at the next interval (the telemetry
+        part sends it, so a failure is that part's, and its next good send clears it)."""
+        self._telemetry_wanted.set()
 
     # -- paho on the loop ---------------------------------------------------------------
 
@@ -333,7 +334,10 @@ class Uplink(PahoOnLoop):
 
     async def _publish_telemetry(self) -> None:
         while True:
-            await asyncio.sleep(self.config.telemetry_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._telemetry_wanted.wait(),
+                                       self.config.telemetry_interval_s)
+            self._telemetry_wanted.clear()
             if self.connected:
                 await self._send_telemetry()
 
