@@ -14,7 +14,7 @@ import pytest
 
 from agent.ops.harness import wait_for, write_config
 from tests.conftest import Kit
-from tests.test_staff_page import PHONE, TABLET, browser, shot  # noqa: F401  (the fixture)
+from tests.pages import PHONE, TABLET, browser, shot  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -95,7 +95,7 @@ def test_a_reservation_survives_a_wifi_drop_and_a_reload_and_is_paid_by_a_scan(
     phone.locator("#net").filter(has_text="No answer from the kit").wait_for()
     phone.locator("#tickets li[data-state=sending]").filter(has_text="Reserving").wait_for()
     assert reached_kit == [201]
-    shot(phone, tmp_path, "shop-wifi-lost-phone")
+    shot(phone, "shop-wifi-lost-phone")
     sent_id = phone.locator("#tickets li[data-state=sending]").get_attribute("data-order-id")
     phone.reload()
     phone.locator(f"#tickets li[data-state=sending][data-order-id='{sent_id}']").wait_for()
@@ -106,7 +106,7 @@ def test_a_reservation_survives_a_wifi_drop_and_a_reload_and_is_paid_by_a_scan(
     code = ticket.locator(".code").inner_text()
     item_left(phone, "VINYL-LTD", 8)
     ticket.locator("img").wait_for()
-    shot(phone, tmp_path, "shop-reserved-phone")
+    shot(phone, "shop-reserved-phone")
     ticket.locator("img").screenshot(path=str(tmp_path / "pickup-qr.png"))
     scanned = decode_qr(zbarimg, tmp_path / "pickup-qr.png")
     assert scanned == f"PICKUP-{code}"
@@ -118,7 +118,7 @@ def test_a_reservation_survives_a_wifi_drop_and_a_reload_and_is_paid_by_a_scan(
     panel = tablet.locator(f"#pickup[data-order-id='{sent_id}'][data-state=held]")
     panel.wait_for(timeout=10000)
     assert code in panel.inner_text()
-    shot(tablet, tmp_path, "till-pickup-scanned-tablet")
+    shot(tablet, "till-pickup-scanned-tablet")
     db = kit.open_store()
     try:
         assert db.execute("SELECT count(*) FROM print_jobs").fetchone()[0] == 0
@@ -127,10 +127,10 @@ def test_a_reservation_survives_a_wifi_drop_and_a_reload_and_is_paid_by_a_scan(
     tablet.get_by_role("button", name="Paid card").click()
     tablet.locator(f"#pickup[data-order-id='{sent_id}'][data-state=paid]").wait_for()
     tablet.locator("#message").filter(has_text="paid (card): order #1").wait_for()
-    shot(tablet, tmp_path, "till-pickup-paid-tablet")
+    shot(tablet, "till-pickup-paid-tablet")
     phone.locator(f"#tickets li[data-state=paid][data-order-id='{sent_id}']").filter(
         has_text="Paid: thank you! Receipt #1").wait_for(timeout=20000)
-    shot(phone, tmp_path, "shop-paid-phone")
+    shot(phone, "shop-paid-phone")
 
     def printed_once() -> bool:
         db = kit.open_store()
@@ -144,7 +144,7 @@ def test_a_reservation_survives_a_wifi_drop_and_a_reload_and_is_paid_by_a_scan(
 
 
 @pytest.mark.parametrize("viewport", [PHONE, TABLET], ids=["phone", "tablet"])
-def test_a_customer_cannot_mark_anything_paid(kit: Kit, browser, tmp_path: Path,  # noqa: F811
+def test_a_customer_cannot_mark_anything_paid(kit: Kit, browser,  # noqa: F811
                                               viewport: dict[str, int]) -> None:
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
@@ -155,7 +155,7 @@ def test_a_customer_cannot_mark_anything_paid(kit: Kit, browser, tmp_path: Path,
     ticket.wait_for()
     order_id = ticket.get_attribute("data-order-id")
     name = "phone" if viewport == PHONE else "tablet"
-    shot(page, tmp_path, f"shop-held-{name}")
+    shot(page, f"shop-held-{name}")
     # Nothing on the page pays, and its script never calls a staff endpoint.
     buttons = [b.inner_text() for b in page.get_by_role("button").all()]
     assert not any(word in b.lower() for b in buttons
@@ -193,12 +193,11 @@ def test_a_hold_runs_out_and_its_stock_is_back(kit_factory, phone, tmp_path: Pat
     phone.locator("#tickets li[data-state=expired]").filter(
         has_text="Your hold ran out: the items went back on sale.").wait_for(timeout=30000)
     item_left(phone, "VINYL-LTD", 10)
-    shot(phone, tmp_path, "shop-hold-ran-out-phone")
+    shot(phone, "shop-hold-ran-out-phone")
     assert [state for _, state in holds_in_store(kit)] == ["expired"]
 
 
-def test_limit_per_customer_refuses_the_second_phone_load(kit: Kit, phone,
-                                                          tmp_path: Path) -> None:
+def test_limit_per_customer_refuses_the_second_phone_load(kit: Kit, phone) -> None:
     loaded = kit.request("PUT", "/api/staff/manifest", {"version": "limits", "items": [
         {"sku": "VINYL-LTD", "name": "Limited vinyl", "price_cents": 3200, "qty": 10,
          "limit_per_customer": 1},
@@ -219,12 +218,12 @@ def test_limit_per_customer_refuses_the_second_phone_load(kit: Kit, phone,
             has_text="Sorry: Limited vinyl: at most 1 per customer; this phone has 1 reserved "
                      "already.").wait_for()
         phone.locator("#cart li").filter(has_text="1 × Limited vinyl").wait_for()  # rolled back
-    shot(phone, tmp_path, "shop-limit-phone")
+    shot(phone, "shop-limit-phone")
     assert len(holds_in_store(kit)) == 1
 
 
 def test_the_drop_counts_down_then_tells_each_customer_whether_they_got_one(
-        kit: Kit, browser, tmp_path: Path) -> None:  # noqa: F811
+        kit: Kit, browser) -> None:  # noqa: F811
     opens = datetime.now(UTC) + timedelta(seconds=6)
     assert kit.request("PUT", "/api/staff/manifest", {"version": "drop", "items": [
         {"sku": "DROP", "name": "Drop vinyl", "price_cents": 4000, "qty": 1,
@@ -236,7 +235,7 @@ def test_the_drop_counts_down_then_tells_each_customer_whether_they_got_one(
         add(page, "Drop vinyl")
         reserve = page.locator("#reserve")
         assert reserve.is_disabled() and "opens in" in reserve.inner_text()
-    shot(phones[0], tmp_path, "shop-drop-countdown-phone")
+    shot(phones[0], "shop-drop-countdown-phone")
     for page in phones:
         page.wait_for_function("!document.getElementById('reserve').disabled", timeout=20000)
     phones[0].locator("#reserve").click()
@@ -246,12 +245,11 @@ def test_the_drop_counts_down_then_tells_each_customer_whether_they_got_one(
         has_text="Sorry, you did not get Drop vinyl: it sold out before your request reached "
                  "the kit.").wait_for()
     phones[1].locator("#items li[data-sku=DROP]").filter(has_text="Sold out").wait_for()
-    shot(phones[0], tmp_path, "shop-drop-won-phone")
-    shot(phones[1], tmp_path, "shop-drop-lost-phone")
+    shot(phones[0], "shop-drop-won-phone")
+    shot(phones[1], "shop-drop-lost-phone")
 
 
-def test_staff_find_a_reservation_by_its_typed_code_and_take_cash(kit: Kit, tablet,
-                                                                  tmp_path: Path) -> None:
+def test_staff_find_a_reservation_by_its_typed_code_and_take_cash(kit: Kit, tablet) -> None:
     order = kit.request("POST", "/api/orders", {"order_id": "typed-code-0001", "lines": [
         {"sku": "ZINE-07", "qty": 2}], "device": "phone-0001"}).data
     code = order["reservation"]["code"]
@@ -263,7 +261,7 @@ def test_staff_find_a_reservation_by_its_typed_code_and_take_cash(kit: Kit, tabl
     tablet.locator("#pickup-code").fill(f"{code[:3].lower()} {code[3:].lower()}")
     tablet.get_by_role("button", name="Find").click()
     tablet.locator("#pickup[data-order-id='typed-code-0001'][data-state=held]").wait_for()
-    shot(tablet, tmp_path, "till-pickup-typed-tablet")
+    shot(tablet, "till-pickup-typed-tablet")
     tablet.get_by_role("button", name="Paid cash").click()
     tablet.locator("#message").filter(has_text="paid (cash): order #1").wait_for()
     tablet.wait_for_function("document.querySelectorAll('#reservations li').length === 0")

@@ -1,74 +1,48 @@
-"""The staff till (/till) in a real headless Chromium: order by clicking, see it listed."""
+"""The staff till (/till) in a real headless Chromium: order by clicking, see it listed; the
+status strip with a degraded part, an alert, the shutdown's countdown and the kit gone."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.ops.harness import wait_for, write_config
 from tests.conftest import Kit
+from tests.pages import PHONE, VIEWPORTS, open_till, shot, viewport_name
+from tests.pages import browser as browser  # the fixture
 
 pytestmark = pytest.mark.browser
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-PHONE = {"width": 390, "height": 844}
-TABLET = {"width": 820, "height": 1180}
-SHOTS = Path("/tmp/dropkit-shots")
 
 
 @pytest.fixture
-def browser() -> Iterator:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: ./run-tests installs it when run as root")
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
+def page(browser) -> object:
+    return browser.new_context(viewport=PHONE).new_page()
 
 
-@pytest.fixture
-def page(browser) -> Iterator:
-    yield browser.new_context(viewport=PHONE).new_page()
-
-
-def unlock(page, kit: Kit) -> None:
-    page.locator("#token").fill(kit.token)
-    page.get_by_role("button", name="Unlock").click()
-    page.locator("#token-clear").wait_for()
-
-
-def test_place_an_order_by_clicking_and_see_it_listed(kit: Kit, page, tmp_path: Path) -> None:
+def test_place_an_order_by_clicking_and_see_it_listed(kit: Kit, page) -> None:
     page.goto(kit.url + "/till")
     assert page.get_by_role("button", name="Staff only").is_disabled()
-    unlock(page, kit)
-    page.get_by_role("button", name="Zine no. 7").click()
-    page.get_by_role("button", name="Zine no. 7").click()
-    page.get_by_role("button", name="Limited vinyl").click()
+    open_till(page, kit)
+    page.get_by_role("button", name="Add Zine no. 7").click()
+    page.get_by_role("button", name="Add Zine no. 7").click()
+    page.get_by_role("button", name="Add Limited vinyl").click()
     assert page.locator("#cart-total").inner_text() == "48.00"
     page.get_by_role("button", name="Place order").click()
     message = page.locator("#message")
-    message.filter(has_text="Order #1 queued: 48.00").wait_for()
+    message.filter(has_text="Order #1: 48.00 paid in cash.").wait_for()
     listed = page.locator("#orders li").first
     listed.filter(has_text="2× Zine no. 7, 1× Limited vinyl").wait_for()
-    assert "queued" in listed.inner_text()
+    assert "Paid cash — sent to HQ later" in listed.inner_text()
+    assert "status queued" in listed.locator(".state").get_attribute("title")
     page.locator("[data-sku=VINYL-LTD]").filter(has_text="9 left").wait_for()
-    page.screenshot(path=str(tmp_path / "staff-page.png"), full_page=True)
+    shot(page, "till-sold-phone", full_page=True)
     with kit.client() as client:
         order_id = listed.get_attribute("data-order-id")
         stored = client.get(f"/api/orders/{order_id}").json()
-        assert stored["total_cents"] == 4800 and stored["receipt"]["seq"] == 1
+        assert stored["total_cents"] == 4800 and stored["number"] == 1
 
 
 def test_staff_void_a_failed_card_payment_from_the_page(kit: Kit, page) -> None:
@@ -77,52 +51,47 @@ def test_staff_void_a_failed_card_payment_from_the_page(kit: Kit, page) -> None:
     page.locator("#token").fill("not-the-token-at-all")
     page.get_by_role("button", name="Unlock").click()
     page.locator("#message").filter(has_text="wrong").wait_for()
-    unlock(page, kit)
-    page.get_by_role("button", name="Tee, black, M").click()
-    page.locator("#payment").select_option("card")
+    open_till(page, kit)
+    page.get_by_role("button", name="Add Tee, black, M").click()
+    page.get_by_text("Card (terminal)").click()
     page.get_by_role("button", name="Place order").click()
-    page.locator("#orders li").filter(has_text="pending").wait_for()
-    page.get_by_role("button", name="Card failed").click()
+    order = page.locator("#orders li").filter(has_text="Card: waiting for the terminal")
+    order.wait_for()
+    order.get_by_role("button", name="Card declined").click()
+    page.locator("#orders li").filter(has_text="Card declined: not paid").wait_for()
     page.get_by_role("button", name="Void").click()
-    page.locator("#orders li").filter(has_text="voided").wait_for()
+    dialog = page.locator("#confirm")
+    dialog.get_by_text("Card declined").click()
+    dialog.get_by_role("button", name="Void order #1").click()
+    page.locator("#orders li").filter(has_text="Voided").wait_for()
+    page.locator("#message").filter(has_text="Voided: order #1").wait_for()
     page.locator("[data-sku=TEE-BLK-M]").filter(has_text="40 left").wait_for()
     page.get_by_role("button", name="Force offline").click()
-    page.locator("#mode").filter(has_text="offline (latched)").wait_for()
+    page.locator("#uplink").filter(has_text="Offline (by staff)").wait_for()
 
 
 def test_simulator_controls_pull_the_mains_and_scan_into_the_cart(kit: Kit, page) -> None:
-    page.goto(kit.url + "/till")
-    page.locator("#token").fill(kit.token)
-    page.get_by_role("button", name="Unlock").click()
+    open_till(page, kit)
     page.locator("#sim").wait_for()
-    page.locator("#power").filter(has_text="OL").wait_for()
+    power = page.locator("#power")
+    power.filter(has_text="On mains").wait_for()
     page.get_by_role("button", name="Pull mains").click()
-    page.locator("#power").filter(has_text="OB").wait_for(timeout=5000)
-    page.locator("#power").filter(has_text="(battery)").wait_for()
+    power.filter(has_text="On battery").wait_for(timeout=5000)
+    assert "OB" in power.get_attribute("title")  # the code, in the tooltip only
     page.get_by_role("button", name="Restore mains").click()
-    page.locator("#power").filter(has_text="OL").wait_for(timeout=5000)
+    power.filter(has_text="On mains").wait_for(timeout=5000)
     # A scanned SKU lands in the cart; a scanned receipt hash finds its order.
     page.locator("#scan-text").fill("ZINE-07")
     page.get_by_role("button", name="Scan", exact=True).click()
-    page.locator("#cart li").filter(has_text="1 × Zine no. 7").wait_for()
+    page.locator("#cart li[data-sku=ZINE-07] input").wait_for()
+    assert page.locator("#cart li[data-sku=ZINE-07] input").input_value() == "1"
     page.get_by_role("button", name="Place order").click()
-    page.locator("#message").filter(has_text="queued").wait_for()
+    page.locator("#message").filter(has_text="Order #1").wait_for()
     with kit.client() as client:
         order = client.get("/api/orders", headers=kit.staff).json()["orders"][0]
     page.locator("#scan-text").fill(order["receipt"]["hash"])
     page.get_by_role("button", name="Scan", exact=True).click()
-    page.locator("#message").filter(has_text=f"order {order['order_id']}").wait_for()
-    # Paper out is an alert staff see.
-    page.get_by_role("button", name="Paper out").click()
-    page.locator("#alerts").filter(has_text="paper out").wait_for(timeout=15000)
-
-
-def shot(page, tmp_path: Path, name: str) -> None:
-    """A screenshot in the test's directory, copied to /tmp/dropkit-shots to be looked at."""
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path))
-    SHOTS.mkdir(exist_ok=True)
-    shutil.copy(path, SHOTS / path.name)
+    page.locator("#message").filter(has_text="Receipt scanned: order #1").wait_for()
 
 
 def strip_fits(page) -> None:
@@ -136,23 +105,28 @@ def strip_fits(page) -> None:
         assert box["y"] >= 0 and box["y"] + box["height"] <= height, (scroll, box)
         assert page.evaluate("(() => { const s = document.getElementById('kit-status');"
                              " return s.scrollWidth <= s.clientWidth; })()")
-        for item in page.locator("#kit-status li").all():
+        for item in page.locator("#kit-status li, #kit-status .badge:visible").all():
             item_box = item.bounding_box()
             assert item_box is not None and item_box["x"] + item_box["width"] <= width
+            assert item_box["y"] >= 0 and item_box["y"] + item_box["height"] <= height
     page.evaluate("window.scrollTo(0, 0)")
 
 
-@pytest.mark.parametrize("viewport", [PHONE, TABLET], ids=["phone", "tablet"])
-def test_the_status_strip_shows_a_degraded_part_alerts_and_the_shutdown(
+def countdown_seconds(page) -> int:
+    return int(page.locator("#countdown").get_attribute("data-seconds"))
+
+
+@VIEWPORTS
+def test_the_status_strip_shows_a_degraded_part_alerts_the_countdown_and_the_kit_gone(
         kit_factory, browser, tmp_path: Path, viewport: dict[str, int]) -> None:
     # Two panel buttons on one pin: the panel cannot start, a degraded part with its reason.
     kit = kit_factory(config=write_config(tmp_path / "agent.toml", {
         "kit": {"id": "kit-page"}, "panel": {"reprint_button": 17},
-        "power": {"shutdown_delay_s": 1.0}}))
+        "power": {"shutdown_delay_s": 12.0}}))
     health = kit.health()
     assert health["status"] == "degraded" and "GPIO17" in health["degraded"]["panel"]
     page = browser.new_context(viewport=viewport).new_page()
-    name = "phone" if viewport == PHONE else "tablet"
+    name = viewport_name(viewport)
     page.goto(kit.url + "/till")
     strip = page.locator("#kit-status")
     strip.filter(has_text="Taking orders, but something needs attention").wait_for()
@@ -163,37 +137,65 @@ def test_the_status_strip_shows_a_degraded_part_alerts_and_the_shutdown(
     assert "GPIOPinInUse" not in words and "<" not in words, words  # plain words
     assert strip.get_attribute("class") == "kit-status degraded"
     strip_fits(page)
-    shot(page, tmp_path, f"status-degraded-{name}")
+    shot(page, f"status-degraded-{name}")
 
-    # An unplugged power sensor is an alert (not a degraded part), shown as it happens.
+    # An unplugged power sensor is an alert (not a degraded part), shown as it happens, with
+    # what it means and what to do; it goes when the sensor is back.
     assert kit.request("POST", "/api/staff/sim/power", {"action": "unplug", "sensor": "gauge"},
                        staff=True).status == 200
-    alerts = page.locator("#kit-status-alerts")
-    alerts.filter(has_text='Power sensor "gauge" is not answering').wait_for(timeout=15000)
+    alert = page.locator("#kit-status-alerts li[data-alert=power_sensor_gauge]")
+    alert.filter(has_text='Power sensor "gauge" is not answering: the battery level is not '
+                          "known; check the power board's cable").wait_for(timeout=15000)
     strip_fits(page)
-    shot(page, tmp_path, f"status-alert-{name}")
+    shot(page, f"status-alert-{name}")
     assert kit.request("POST", "/api/staff/sim/power", {"action": "plug", "sensor": "gauge"},
                        staff=True).status == 200
     page.wait_for_function("document.getElementById('kit-status-alerts').children.length == 0",
                            timeout=15000)
 
-    # The battery drains to critical: the kit says it is shutting down before it goes.
+    # The battery drains to critical: the countdown, counting down, before the kit goes.
     answer = kit.request("POST", "/api/staff/sim/power",
-                         {"action": "scenario", "name": "drain_to_critical", "speed": 50},
+                         {"action": "scenario", "name": "drain_to_critical", "speed": 10},
                          staff=True)
     assert answer.status == 200
-    stopping = strip.filter(has_text="Shutting down: no new orders")
+    countdown = page.locator("#countdown")
     try:
-        stopping.wait_for(timeout=60000)
+        countdown.filter(has_text=re.compile(
+            r"Battery critical: the kit shuts down in 0:\d\d\. Plug in mains power now to "
+            r"stop it\.")).wait_for(timeout=60000)
+        first = countdown_seconds(page)
+        assert 0 < first <= 12
+        strip_fits(page)
+        shot(page, f"status-countdown-{name}")
+        page.wait_for_function(f"Number(document.getElementById('countdown').dataset.seconds)"
+                               f" < {first}", timeout=5000)
+        strip.filter(has_text="Shutting down: no new orders").wait_for(timeout=30000)
+        shot(page, f"status-stopping-{name}")
     finally:
-        shot(page, tmp_path, f"status-stopping-{name}")
         (tmp_path / "kit.log").write_text("".join(kit.log))
-    assert strip.get_attribute("data-status") == "stopping"
     started = time.monotonic()
     wait_for(lambda: kit.proc.poll() is not None, 30, "the kit exits after its shutdown")
-    # Gone, the page still says why rather than a stale "Ready".
-    page.locator("#kit-status[data-status=stopping]").wait_for()
-    assert time.monotonic() - started < 30
+    # Gone: the page says so, and why, rather than a stale "Ready" or its last countdown.
+    banner = page.locator("#unreachable")
+    banner.filter(has_text="The kit shut down for its battery and has not answered since").wait_for(
+        timeout=15000)
+    assert time.monotonic() - started < 15
+    assert strip.get_attribute("data-status") == "unreachable" and countdown.is_hidden()
+    assert page.evaluate("document.body.classList.contains('stale')")
+    strip_fits(page)
+    shot(page, f"status-gone-{name}")
+
+
+def test_the_banner_says_the_kit_is_unreachable_when_it_stops_answering(kit: Kit, page) -> None:
+    open_till(page, kit)
+    page.locator("#kit-status[data-status=ready]").wait_for()
+    assert page.locator("#unreachable").is_hidden()
+    kit.kill()  # the power cut, the kit's Wi-Fi gone: no goodbye
+    banner = page.locator("#unreachable")
+    banner.filter(has_text="The kit has not answered since").wait_for(timeout=15000)
+    assert "check its power" in banner.inner_text()
+    assert page.locator("#kit-status-word").inner_text() == "No answer from the kit"
+    shot(page, "status-unreachable-phone")
 
 
 def test_a_locked_till_follows_the_stock_and_staff_get_a_ticketed_stream(kit: Kit,

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from agent.web.signing import device_key, sign
-from tests import test_staff_page
+from tests import pages
 from tests.conftest import Kit
 
 pytestmark = pytest.mark.browser
-browser = test_staff_page.browser  # the same headless Chromium
+browser = pages.browser  # the same headless Chromium
 STAFFSIGN = Path(__file__).resolve().parents[1] / "agent" / "web" / "static" / "staffsign.js"
 
 # RFC 4231 section 4: (key, data, HMAC-SHA-256); test case 5's is truncated to 128 bits.
@@ -90,8 +90,8 @@ def test_the_page_signs_as_the_kit_checks(blank) -> None:
 
 
 def test_the_till_acts_with_signed_calls_that_carry_no_secret_and_replay_nothing(
-        kit: Kit, browser, tmp_path: Path) -> None:
-    page = browser.new_context(viewport=test_staff_page.TABLET).new_page()
+        kit: Kit, browser) -> None:
+    page = browser.new_context(viewport=pages.TABLET).new_page()
     # This tablet's clock is an hour behind the kit's: the first staff call learns the kit's.
     page.add_init_script(f"{{ const now = Date.now; Date.now = () => now() - {HOUR_MS}; }}")
     sent: list[Any] = []
@@ -103,8 +103,8 @@ def test_the_till_acts_with_signed_calls_that_carry_no_secret_and_replay_nothing
     page.locator("#token").fill(kit.token)
     page.get_by_role("button", name="Unlock").click()
     page.get_by_role("button", name="Force offline").click()
-    page.locator("#mode").filter(has_text="offline (latched)").wait_for()
-    test_staff_page.shot(page, tmp_path, "till-signed-offline")
+    page.locator("#uplink").filter(has_text="Offline (by staff)").wait_for()
+    pages.shot(page, "till-signed-offline-tablet")
     assert kit.health()["staff_latch"] is True
 
     staff_calls = [r for r in sent if "/api/staff/" in r.url]

@@ -5,14 +5,15 @@ answer, the uplink its connection, the supervisor each part's health) with
 :meth:`Coordinator.update`; listeners get the new :class:`KitState` once per change, on the
 loop. Nobody asks five objects for their state: ``/api/health`` is :meth:`KitState.health`.
 
-The outbox depth is the one value kept in the store: the coordinator reads it again only when
-the outbox changed since it last did, and only when someone asks (:meth:`Coordinator.current`).
+What waits in the outbox is the one value kept in the store: the coordinator reads it again only
+when the outbox changed since it last did, and only when someone asks
+(:meth:`Coordinator.current`).
 
     >>> import asyncio
     >>> async def demo():
-    ...     async def depth() -> int:
-    ...         return 3
-    ...     coordinator = Coordinator("kit-demo", depth)
+    ...     async def waiting() -> dict[str, int]:
+    ...         return {"sale": 2, "event": 1}
+    ...     coordinator = Coordinator("kit-demo", waiting)
     ...     seen = []
     ...     coordinator.listen(lambda new, old: seen.append((new.printer["state"],
     ...                                                      new.queue_depth)))
@@ -34,6 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -73,7 +75,12 @@ class KitState:
     """The names of the scanners being read."""
     panel: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "disabled"}))
     uplink: Mapping[str, Any] = field(default_factory=lambda: _frozen({"state": "off"}))
-    queue_depth: int = 0
+    waiting: Mapping[str, int] = field(default_factory=_frozen)
+    """The outbox messages not yet relayed, by kind (``sale``, ``void``, ``refund``,
+    ``event``)."""
+    shutdown_deadline: float | None = None
+    """When the power monitor's shutdown countdown ends (``time.monotonic()``); None without
+    one. Health counts ``shutdown_in_s`` down from it, whenever it is asked."""
     manifest: Mapping[str, Any] = field(
         default_factory=lambda: _frozen({"version": None, "hash": None, "conflict": None}))
     """What the kit sells (from the store), and the configured file's ``conflict`` while it is
@@ -84,6 +91,11 @@ class KitState:
     ``full``, ``damaged`` or ``lost``, ``free_mb``, ``warn_mb``, ``detail``."""
     refusal: str = ""
     """Why new orders are refused (the shutdown has begun); empty while they are taken."""
+
+    @property
+    def queue_depth(self) -> int:
+        """The outbox messages not yet relayed (events included)."""
+        return sum(self.waiting.values())
 
     @property
     def power_state(self) -> str:
@@ -103,8 +115,8 @@ class KitState:
     @property
     def alerts(self) -> tuple[str, ...]:
         """What waits for staff: a printer that cannot print, a faulted power sensor, storage
-        low or full or a store lost, a manifest file refused for a conflict, a part that is
-        degraded."""
+        low or full or a store lost, a manifest file refused for a conflict, the shutdown's
+        countdown running, a part that is degraded."""
         alerts = []
         if (printer := PRINTER_ALERTS.get(str(self.printer.get("state")))) is not None:
             alerts.append(printer)
@@ -113,6 +125,8 @@ class KitState:
             alerts.append(storage)
         if self.manifest.get("conflict"):
             alerts.append("manifest_conflict")
+        if self.shutdown_deadline is not None and not self.refusal:
+            alerts.append("shutdown_pending")
         alerts += [f"degraded_{name}" for name in self.degraded if name != "storage"]
         return tuple(alerts)
 
@@ -140,7 +154,8 @@ class KitState:
             "staff_latch": self.latched,
             "uplink": dict(self.uplink),
             "queue_depth": self.queue_depth,
-            "power": dict(self.power),
+            "waiting": {kind: self.waiting.get(kind, 0) for kind in ("sale", "void", "refund")},
+            "power": self.power_now(),
             "devices": {"printer": dict(self.printer),
                         "scanners": list(self.scanners),
                         "panel": dict(self.panel)},
@@ -150,6 +165,21 @@ class KitState:
         }
 
 
+    def power_now(self) -> dict[str, Any]:
+        """The power status with the shutdown's countdown as it stands now: ``shutdown_in_s``
+        (the status's own is as old as its sample) and ``shutdown_at`` (UTC), both None
+        without a countdown."""
+        power = dict(self.power)
+        if self.shutdown_deadline is None:
+            power["shutdown_at"] = None
+            return power
+        left_s = max(0.0, self.shutdown_deadline - time.monotonic())
+        power["shutdown_in_s"] = round(left_s, 1)
+        power["shutdown_at"] = (datetime.now(UTC) + timedelta(seconds=left_s)).isoformat(
+            timespec="milliseconds")
+        return power
+
+
 Listener = Callable[[KitState, KitState], object]
 """Called with the new state and the one before it."""
 
@@ -157,10 +187,11 @@ Listener = Callable[[KitState, KitState], object]
 class Coordinator:
     """Holds the :class:`KitState` and tells listeners when it changes."""
 
-    def __init__(self, kit_id: str, read_queue_depth: Callable[[], Awaitable[int]]) -> None:
+    def __init__(self, kit_id: str,
+                 read_waiting: Callable[[], Awaitable[Mapping[str, int]]]) -> None:
         self.state = KitState(kit_id)
         self.started = time.monotonic()
-        self._read_queue_depth = read_queue_depth
+        self._read_waiting = read_waiting
         self._depth_stale = True
         self._depth_lock = asyncio.Lock()
         self._listeners: list[Listener] = []
@@ -170,13 +201,18 @@ class Coordinator:
 
     def update(self, **changes: Any) -> KitState:
         """Replace the named fields; listeners hear of it when anything changed."""
-        for name in ("power", "printer", "panel", "uplink", "manifest", "parts", "storage"):
+        before = self.state
+        if "power" in changes and changes["power"] != before.power:
+            # The monitor's shutdown_in_s is counted from this moment (it reports at once).
+            in_s = changes["power"].get("shutdown_in_s")
+            changes["shutdown_deadline"] = None if in_s is None else time.monotonic() + in_s
+        for name in ("power", "printer", "panel", "uplink", "manifest", "parts", "storage",
+                     "waiting"):
             if name in changes:
                 changes[name] = _frozen(changes[name])
         for name in ("scanners", "mode_reasons"):
             if name in changes:
                 changes[name] = tuple(changes[name])
-        before = self.state
         after = dataclasses.replace(before, **changes)
         if after == before:
             return before
@@ -193,19 +229,19 @@ class Coordinator:
         self.update(parts={**self.state.parts, name: health})
 
     def outbox_changed(self) -> None:
-        """Something was added to or relayed from the outbox: its depth is read again when
+        """Something was added to or relayed from the outbox: what waits is read again when
         next asked."""
         self._depth_stale = True
 
     async def current(self) -> KitState:
-        """The state with the outbox depth as the store has it now."""
+        """The state with what waits in the outbox as the store has it now."""
         async with self._depth_lock:
             if self._depth_stale:
                 self._depth_stale = False
                 try:
-                    depth = await self._read_queue_depth()
+                    waiting = await self._read_waiting()
                 except Exception:
                     self._depth_stale = True
                     raise
-                self.update(queue_depth=depth)
+                self.update(waiting=waiting)
         return self.state

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,7 +102,7 @@ class Kit(WebCalls):
                             currency=config.receipt.currency)
         self.hold_sweep = HoldSweep(self.sales, self._holds_expired)
         self.events = EventHub()
-        self.coordinator = Coordinator(self.kit_id, self._queue_depth)
+        self.coordinator = Coordinator(self.kit_id, self._outbox_waiting)
         self.coordinator.listen(self._state_changed)
         self.supervisor = Supervisor(self.coordinator.set_part)
         self.mode = Mode()
@@ -293,10 +293,10 @@ class Kit(WebCalls):
         self.devices.show(mode=state.mode, uplink=str(state.uplink.get("state", "off")),
                           power=state.power_state, alerts=list(state.led_alerts))
 
-    async def _queue_depth(self) -> int:
+    async def _outbox_waiting(self) -> Mapping[str, int]:
         if not self.store.is_open:  # the shutdown closed it: what it last was
-            return self.coordinator.state.queue_depth
-        return await self.store.read(outbox.depth)
+            return self.coordinator.state.waiting
+        return await self.store.read(outbox.waiting)
 
     async def health(self) -> dict[str, Any]:
         state = await self.coordinator.current()

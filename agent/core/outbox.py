@@ -58,6 +58,13 @@ def depth(db: sqlite3.Connection) -> int:
     return db.execute("SELECT count(*) FROM outbox WHERE relayed_at IS NULL").fetchone()[0]
 
 
+def waiting(db: sqlite3.Connection) -> dict[str, int]:
+    """The messages not yet relayed, by kind (``sale``, ``void``, ``refund``, ``event``): the
+    till says "2 sales waiting to reach HQ", not the depth, which counts events too."""
+    return dict(db.execute("SELECT kind, count(*) FROM outbox WHERE relayed_at IS NULL "
+                           "GROUP BY kind").fetchall())
+
+
 def mark_relayed(db: sqlite3.Connection, ids: Sequence[int], at: Moment) -> None:
     """The broker has these messages: mark them, and their sales as relayed."""
     marks = ",".join("?" * len(ids))
