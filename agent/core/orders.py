@@ -161,8 +161,12 @@ def place_order(db: sqlite3.Connection, request: OrderRequest, kit_id: str, trac
         [(request.order_id, n, li["sku"], li["name"], li["qty"], li["price_cents"])
          for n, li in enumerate(lines)])
     view = order_view(db, request.order_id)
-    outbox.enqueue(db, "sale", request.order_id,
-                   {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
+    message = outbox.enqueue(db, "sale", request.order_id,
+                             {"kit_id": kit_id, "trace_id": trace_id, **view},  # type: ignore[dict-item]
+                             now)
+    # The order's page is in this commit already: the pointer costs no page of its own.
+    db.execute("UPDATE orders SET sale_msg_id = ? WHERE order_id = ?",
+               (message, request.order_id))
     if print_receipt:
         printjobs.enqueue_receipt(db, request.order_id, now)
     return view, True  # type: ignore[return-value]
