@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -54,8 +55,8 @@ from bench.orders import load  # noqa: E402
 SKU = "BENCH-1"  # the item bench/orders.py's clients buy
 WHERE_ORDERS = 100
 SALE_JSON = json.dumps({
-    "order_id": str(uuid.uuid4()), "status": "queued", "created_at": "2026-06-01T12:00:00.000+00:00",
-    "clock_synced": True, "updated_at": "2026-06-01T12:00:00.000+00:00",
+    "order_id": str(uuid.uuid4()), "status": "queued", "clock_synced": True,
+    "created_at": "2026-06-01T12:00:00.000+00:00", "updated_at": "2026-06-01T12:00:00.000+00:00",
     "lines": [{"sku": SKU, "name": "Bench", "qty": 1, "price_cents": 100, "amount_cents": 100}],
     "total_cents": 100, "payment": {"method": "cash", "status": "paid"},
     "receipt": {"seq": 1, "hash": "0" * 64}, "kit_id": "kit-bench", "trace_id": "0" * 32,
@@ -224,14 +225,14 @@ def measure_kit(state: Path, orders: int, clients: int, printer: bool, source: P
         settled(kit.proc.pid)
         pages_before = store_bytes(state)
         before = io_counters(kit.proc.pid)
-        asyncio.run(load("%s:%d" % kit.address, clients, orders))
+        asyncio.run(load(address(kit), clients, orders))
         if printer and poll(lambda: printed(kit, orders), 60 + orders / 5, 0.2) is None:
             raise SystemExit("the simulated printer did not print every receipt")
         growth = store_bytes(state) - pages_before
         pages = []
         if where:  # the log emptied, then a few sales more: what they put in it, page by page
             checkpoint(state)
-            asyncio.run(load("%s:%d" % kit.address, clients, WHERE_ORDERS))
+            asyncio.run(load(address(kit), clients, WHERE_ORDERS))
             if printer and poll(lambda: printed(kit, orders + WHERE_ORDERS), 300, 0.2) is None:
                 raise SystemExit("the simulated printer did not print every receipt")
             pages = pages_touched(state, WHERE_ORDERS)
@@ -296,50 +297,53 @@ def pages_touched(state: Path, sales: int) -> list[str]:
 
 # -- a season -----------------------------------------------------------------------------------
 
-def season(root: Path, orders: int, retention_days: float, source: Path | None) -> str:
-    """``orders`` orders with HQ answering and retention on; the store's size at the end."""
+def season(root: Path, orders: int, retention_s: float, source: Path | None) -> str:
+    """``orders`` orders from 8 clients, settled by HQ, with retention ``retention_s`` (0: off);
+    the store's size once the retention had its turn after the last answer."""
     broker = Broker(root / "broker").start()
     hq = Hq(broker, root / "hq.db")
     try:
         with kit_from(source):
             hq.start()
-        extra = {"mqtt": broker.kit_mqtt(), "store": {"retention_days": retention_days}}
-        state = root / "season"
+        extra = {"mqtt": broker.kit_mqtt(), "kit": {"id": "kit-bench",
+                                                      "retention_days": retention_s / 86400}}
+        state = root / "kit"
         kit = start_kit(state, False, source, root, extra)
         try:
             assert kit.proc is not None
             settled(kit.proc.pid)
             before = io_counters(kit.proc.pid)
             started = time.monotonic()
-            done, lines = 0, []
-            while done < orders:
-                step = min(1000, orders - done)
-                asyncio.run(load("%s:%d" % kit.address, 8, step))
-                done += step
-            db = kit.open_store()
-            try:
-                answered = poll(lambda: db.execute(
-                    "SELECT count(*) FROM orders WHERE status = 'reconciled'").fetchone()[0]
-                    >= orders, 300, 0.5)
-                # What the retention left once it had a turn after the last answer.
-                time.sleep(retention_days * 86400 + 2)
-                outbox = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            finally:
-                db.close()
+            for done in range(0, orders, 1000):  # in steps: the load's bookkeeping stays small
+                asyncio.run(load(address(kit), 8, min(1000, orders - done)))
+            took = time.monotonic() - started
+            with contextlib.closing(kit.open_store()) as db:
+                def count(sql: str) -> int:
+                    return db.execute(sql).fetchone()[0]
+                answered = poll(lambda: count("SELECT count(*) FROM orders WHERE status = "
+                                              "'reconciled'") >= orders, 300, 0.5)
+                if retention_s:  # the retention's next rounds, until only the newest is left
+                    poll(lambda: count("SELECT count(*) FROM outbox") <= 1,
+                         retention_s * 2 + 60, 0.5)
+                messages = count("SELECT count(*) FROM outbox")
             after = stopped_counters(kit)
         finally:
             kit.stop()
         size = (state / "dropkit.db").stat().st_size
-        lines.append(f"{orders} orders in {time.monotonic() - started:.0f} s, "
-                     f"{'all' if answered else 'not all'} settled by HQ; retention "
-                     f"{retention_days * 86400:g} s: {outbox} outbox rows left, the store "
-                     f"{size / 1e6:.2f} MB ({size / orders:,.0f} bytes per order), "
-                     f"{(after['write_bytes'] - before['write_bytes']) / orders:,.0f} bytes "
-                     f"written per order")
-        return "\n".join(lines)
+        return (f"retention {f'{retention_s:g} s' if retention_s else 'off':>6}: {orders} orders "
+                f"in {took:.0f} s, {'all' if answered else 'NOT all'} settled by HQ; "
+                f"{messages} outbox rows left; the store {size / 1e6:.2f} MB "
+                f"({size / orders:,.0f} bytes per order); "
+                f"{(after['write_bytes'] - before['write_bytes']) / orders:,.0f} bytes written "
+                f"per order")
     finally:
         hq.stop()
         broker.stop()
+
+
+def address(kit: SimKit) -> str:
+    host, port = kit.address
+    return f"{host}:{port}"
 
 
 def main() -> None:
@@ -352,7 +356,8 @@ def main() -> None:
     parser.add_argument("--where", action="store_true",
                         help="also show the pages each sale touches, by b-tree")
     parser.add_argument("--season", action="store_true",
-                        help="instead: 10,000 orders (--orders) settled by HQ, retention on")
+                        help="instead: --orders orders (10000 is the figure) settled by HQ, "
+                             "with retention on and off: the store's size")
     parser.add_argument("--retention-s", type=float, default=20.0,
                         help="the season's retention, in seconds")
     parser.add_argument("--baseline-child", metavar="DIR", help=argparse.SUPPRESS)
@@ -366,7 +371,8 @@ def main() -> None:
     tmpfs = Path(tempfile.mkdtemp(prefix="dropkit-receipts-", dir="/dev/shm"))
     try:
         if args.season:
-            print(season(root / "run", args.orders, args.retention_s / 86400, source))
+            for keep_s in (args.retention_s, 0.0):
+                print(season(root / f"season-{keep_s:g}", args.orders, keep_s, source))
             return
         print(f"kit {source or ROOT}, {args.orders} orders per case, store in {root}")
         print(f"{'printer':>7} {'clients':>7} {'kit B/order':>12} {'calls':>6} "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.app.coordinator import STORAGE_ALERTS, Coordinator, KitState
 from agent.app.events import EventHub
+from agent.app.retention import Retention
 from agent.app.sales import Orders
 from agent.app.storage import StorageWatch
 from agent.app.supervisor import Supervisor
@@ -181,6 +182,9 @@ class Kit(WebCalls):
                                      relayed=self.coordinator.outbox_changed),
                                  password=self.config.mqtt.password(self.config.source))
         self.supervisor.start("storage_watch", self.storage.run)
+        if self.config.kit.retention_days > 0:
+            self.supervisor.start("retention", Retention(
+                self.store, self.config.kit.retention_days, self.clock.wall).run)
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
