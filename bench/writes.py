@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.ops.harness import Broker, Hq, SimKit, poll, write_config  # noqa: E402
-from bench.orders import load  # noqa: E402
+from bench.orders import bench_manifest, load  # noqa: E402
 
-SKU = "BENCH-1"  # the item bench/orders.py's clients buy
+SKU = "BENCH-1"  # the item of bench/orders.py's manifest, which its clients buy
 WHERE_ORDERS = 100
 SALE_JSON = json.dumps({
     "order_id": str(uuid.uuid4()), "status": "queued", "clock_synced": True,
@@ -196,9 +196,7 @@ def stopped_counters(kit: SimKit) -> dict[str, int]:
 def start_kit(state: Path, printer: bool, source: Path | None, clock_dir: Path,
               extra: dict[str, dict[str, Any]] | None = None) -> SimKit:
     state.mkdir(parents=True)
-    manifest = state.parent / f"{state.name}-manifest.toml"
-    manifest.write_text(f'version = "bench"\n[[items]]\nsku = "{SKU}"\nname = "Bench"\n'
-                        f'price_cents = 100\nqty = 1000000\n')
+    manifest = bench_manifest(state.parent / f"{state.name}-manifest.toml")
     if printer:  # the simulator's receipt files are the printer's writes, not the kit's
         (state / "printer").symlink_to(Path(tempfile.mkdtemp(prefix="receipts-", dir=clock_dir)))
     config = write_config(state.parent / f"{state.name}.toml", {

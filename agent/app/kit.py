@@ -24,7 +24,7 @@ from agent.app.coordinator import STORAGE_ALERTS, Coordinator, KitState
 from agent.app.events import EventHub
 from agent.app.retention import Retention
 from agent.app.sales import Orders
-from agent.app.storage import StorageWatch
+from agent.app.storage import StorageWatch, WriteMeter
 from agent.app.supervisor import Supervisor
 from agent.app.webcalls import WebCalls
 from agent.config import Config
@@ -87,6 +87,7 @@ class Kit(WebCalls):
         self.store = Store(wiring.state_dir / "dropkit.db", kit_id=self.kit_id,
                            on_condition=self.storage.store_changed)
         self.storage.store = self.store
+        self.writes = WriteMeter()
         self._unwritten: deque[tuple[dict[str, Any], str]] = deque(maxlen=UNWRITTEN_EVENTS)
         self.clock = wiring.clock or Clock()
         self.timeline: Timeline | None = None  # kit seconds, once the store is open
@@ -194,6 +195,7 @@ class Kit(WebCalls):
                       self.power.parts()):
             for name, run in parts.items():
                 self.supervisor.start(name, run)
+        self.writes.start()
 
     async def stop(self) -> None:
         """Stop the parts, say goodbye to the broker, finish the writes, close the store.
@@ -269,7 +271,8 @@ class Kit(WebCalls):
     async def health(self) -> dict[str, Any]:
         state = await self.coordinator.current()
         return state.health(version=__version__, simulated=self.wiring.simulated,
-                            uptime_s=round(time.monotonic() - self.started, 1))
+                            uptime_s=round(time.monotonic() - self.started, 1),
+                            writes=self.writes.view())
 
     async def telemetry(self) -> dict[str, Any]:
         """The ``telemetry/power`` payload, less ``ts`` and ``seq`` (the uplink adds them)."""

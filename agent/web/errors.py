@@ -35,6 +35,7 @@ STATUS: dict[str, int] = {
     "payment_settled": 409,
     "not_unsure": 409,
     "manifest_conflict": 409,
+    "printer_disabled": 409,
     # the kit
     "shutting_down": 503,
     "store_lost": 503,
