@@ -36,7 +36,11 @@ FULL_PERCENT, LOW_PERCENT = 90.0, 50.0
 """A battery below the first should be charged before the drop; below the second it fails."""
 WRITES_WARN_BYTES = 64 * 1024
 """A sale that writes more than this to the card is worth a look (docs/store.md: about 30 KB)."""
+WRITES_JUDGED_AFTER = 20
+"""Sales since the start before the bytes per sale are judged (the first carry the start's)."""
 BUTTON_WAIT_S = 30.0
+SETTLE_S = 15.0
+"""How long a kit that has just started is given for its power monitor's first report."""
 
 
 @dataclass(frozen=True)
@@ -331,7 +335,8 @@ def storage_check(health: Facts) -> Check:
                                                                            "free space, restart")
     if state == "low":
         return Check("storage", WARN, found, "free space on the kit's card")
-    if per_sale is not None and per_sale > WRITES_WARN_BYTES:
+    if per_sale is not None and writes.get("sales", 0) >= WRITES_JUDGED_AFTER and \
+            per_sale > WRITES_WARN_BYTES:
         return Check("storage", WARN, found, "each sale writes more than expected: check the "
                                              "store's page size (docs/store.md)")
     return Check("storage", PASS, found)
@@ -372,6 +377,10 @@ def checklist(kit: KitClient, options: Options, *, synced: bool, source: str,
     """Every check, against the kit at ``kit``; a kit that does not answer is one failure."""
     try:
         health = kit.health()
+        deadline = time.monotonic() + SETTLE_S
+        while settling(health) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            health = kit.health()
     except OSError as exc:
         return [Check("kit", FAIL, f"no answer at {kit.url}: {exc}",
                       "start the kit (systemctl start dropkit) or give its --url")]
@@ -385,6 +394,15 @@ def checklist(kit: KitClient, options: Options, *, synced: bool, source: str,
     checks += [broker_check(health), hq_check(health), hq_round_trip_check(),
                manifest_check(health), storage_check(health), clock_check(synced, source)]
     return checks
+
+
+def settling(health: Facts) -> bool:
+    """The kit has just started and its power monitor has not given the state or the charge
+    yet (the gauge's first reading is confirmed over a few seconds)."""
+    power = health.get("power") or {}
+    return (health.get("uptime_s") or 0) < SETTLE_S and (
+        power.get("state", "unknown") == "unknown" or (power.get("ups") or {}).get("percent")
+        is None)
 
 
 def report(checks: list[Check], out: TextIO) -> int:
