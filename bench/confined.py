@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.orders import bench_manifest, load, percentile, raw_baseline, start_kit  # noqa: E402
+from bench.orders import bench_manifest, load, percentile, start_kit  # noqa: E402
 
 PERIOD_US = 10_000
 

@@ -50,7 +50,7 @@ def open_and_sell(path: Path, orders: int, kit_id: str | None = "kit-pages") -> 
             db, Manifest("p-1", (Item("T-1", "Tee", 100, 1000),)), "test", now_iso()))
         for n in range(orders):
             request = OrderRequest(f"order-{n:04d}", (("T-1", 1),), "cash")
-            await store.write(lambda db, request=request: place_order(
+            await store.write(lambda db, request=request, n=n: place_order(
                 db, request, "kit-pages", "trace", Moment(now_iso(), float(n))))
     asyncio.run(sell())
     return store
