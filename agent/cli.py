@@ -228,6 +228,35 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from agent.core.clock import wall_synced
+    from agent.ops import preflight
+    from agent.ops.harness import KitClient
+
+    config = load_config(args.config, required=args.config is not None)
+    state_dir = _state_dir(args, config)
+    token = ""
+    if args.test_slip or args.buttons:  # the staff calls: the kit's token, from its config
+        token = config.staff_token()
+        if not token:
+            try:
+                token = (state_dir / "staff-token").read_text().strip()
+            except OSError as exc:
+                return _fail(f"the staff token: {state_dir / 'staff-token'}: {exc.strerror} "
+                             f"(give --state-dir or --config)")
+    kit = KitClient(args.url or f"http://127.0.0.1:{config.http.port}", token)
+    fitted = tuple(button for button, pin in (
+        ("offline", config.panel.offline_button), ("reprint", config.panel.reprint_button),
+        ("shutdown", config.panel.shutdown_button)) if pin >= 0)
+    print(f"dropkit preflight: the kit at {kit.url}")
+    checks = preflight.checklist(
+        kit, preflight.Options(test_slip=args.test_slip,
+                               buttons=fitted if args.buttons else ()),
+        synced=wall_synced()(), source=preflight.clock_source(),
+        identify=preflight.chip_identity(config.power), say=print)
+    return preflight.report(checks, sys.stdout)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="dropkit", description=__doc__)
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -260,6 +289,21 @@ def parser() -> argparse.ArgumentParser:
                        help="this kit's config under the drill's own settings ([mqtt] is left "
                             "out)")
     drill.set_defaults(func=cmd_drill)
+
+    flight = sub.add_parser("preflight", help="the checklist before a drop, on the kit: "
+                                               "each check pass, warn, fail or skipped "
+                                               "(exit 1 on a fail)")
+    flight.add_argument("--config", help="the kit's config (default $DROPKIT_CONFIG or "
+                                         "/etc/dropkit/agent.toml, else the defaults)")
+    flight.add_argument("--state-dir", help="the kit's state directory, for its staff token "
+                                            "(default [kit] state_dir)")
+    flight.add_argument("--url", help="the kit's HTTP address (default "
+                                      "http://127.0.0.1:<[http] port>)")
+    flight.add_argument("--test-slip", action="store_true",
+                        help="print a test slip (it sells nothing)")
+    flight.add_argument("--buttons", action="store_true",
+                        help="ask for each panel button to be pressed, and watch for it")
+    flight.set_defaults(func=cmd_preflight)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,18 +57,28 @@ class Client:
         self.writer.close()
 
 
-def start_kit(state: Path, manifest: Path) -> tuple[subprocess.Popen[str], str, str, float]:
-    """``dropkit sim`` on ``manifest``: the process, its address, its staff token and the time
-    from its start to its first answer."""
+def bench_manifest(path: Path) -> Path:
+    """The manifest the clients buy from: one item, stock for any run."""
+    path.write_text('version = "bench"\n[[items]]\nsku = "BENCH-1"\nname = "Bench"\n'
+                    'price_cents = 100\nqty = 1000000\n')
+    return path
+
+
+def start_kit(state: Path, manifest: Path, prefix: Sequence[str] = (),
+              preexec_fn: Callable[[], None] | None = None,
+              ) -> tuple[subprocess.Popen[str], str, str, float]:
+    """``dropkit sim`` on ``manifest`` (its command after ``prefix``; ``preexec_fn`` runs in
+    the child before it starts): the process, its address, its staff token and the time from
+    its start to its first answer."""
     config = state.parent / "agent.toml"
     # The simulated printer would run inside the daemon's process and render every receipt;
     # a kit's printer is a device of its own, so the benchmark measures order capture alone.
     config.write_text(f'[orders]\nmanifest = "{manifest}"\n[printer]\nenabled = false\n')
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "sim", "--state-dir", str(state),
-                             "--http-port", "0", "--config", str(config)],
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "agent", "sim", "--state-dir",
+                             str(state), "--http-port", "0", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=ROOT)
+                            cwd=ROOT, preexec_fn=preexec_fn)
     assert proc.stdout is not None
     url = ""
     for line in proc.stdout:
@@ -169,9 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dropkit-bench-", dir=os.environ.get("BENCH_DIR")) \
             as tmp:
         tmp_path = Path(tmp)
-        manifest = tmp_path / "manifest.toml"
-        manifest.write_text('version = "bench"\n[[items]]\nsku = "BENCH-1"\nname = "Bench"\n'
-                            'price_cents = 100\nqty = 1000000\n')
+        manifest = bench_manifest(tmp_path / "manifest.toml")
         proc, address, token, first_answer = start_kit(tmp_path / "state", manifest)
         try:
             print(f"{'clients':>7} {'agent/s':>9} {'raw/s':>9} {'ratio':>6} {'p50 ms':>7} "

@@ -24,8 +24,9 @@ from agent import __version__
 from agent.app.coordinator import STORAGE_ALERTS, Coordinator, KitState
 from agent.app.events import EventHub
 from agent.app.holdsweep import HoldSweep
+from agent.app.retention import Retention
 from agent.app.sales import Orders
-from agent.app.storage import StorageWatch
+from agent.app.storage import StorageWatch, WriteMeter
 from agent.app.supervisor import Supervisor
 from agent.app.webcalls import WebCalls
 from agent.config import Config
@@ -92,6 +93,7 @@ class Kit(WebCalls):
         self.store = Store(wiring.state_dir / "dropkit.db", kit_id=self.kit_id,
                            on_condition=self.storage.store_changed)
         self.storage.store = self.store
+        self.writes = WriteMeter()
         self._unwritten: deque[tuple[dict[str, Any], str]] = deque(maxlen=UNWRITTEN_EVENTS)
         self.clock = wiring.clock or Clock()
         self.timeline: Timeline | None = None  # kit seconds, once the store is open
@@ -211,6 +213,9 @@ class Kit(WebCalls):
                                  password=self.config.mqtt.password(self.config.source))
         self.supervisor.start("storage_watch", self.storage.run)
         self.supervisor.start("holds", self.hold_sweep.run)
+        if self.config.kit.retention_days > 0:
+            self.supervisor.start("retention", Retention(
+                self.store, self.config.kit.retention_days, self.clock.wall).run)
         for name, reason in self.devices.start().items():
             self.supervisor.fail(name, reason)
         self.power.start()
@@ -221,6 +226,7 @@ class Kit(WebCalls):
                       self.power.parts(), nut):
             for name, run in parts.items():
                 self.supervisor.start(name, run)
+        self.writes.start()
 
     async def stop(self) -> None:
         """Stop the parts, say goodbye to the broker, finish the writes, close the store.
@@ -301,7 +307,8 @@ class Kit(WebCalls):
     async def health(self) -> dict[str, Any]:
         state = await self.coordinator.current()
         return state.health(version=__version__, simulated=self.wiring.simulated,
-                            uptime_s=round(time.monotonic() - self.started, 1))
+                            uptime_s=round(time.monotonic() - self.started, 1),
+                            writes=self.writes.view())
 
     async def telemetry(self) -> dict[str, Any]:
         """The ``telemetry/power`` payload, less ``ts`` and ``seq`` (the uplink adds them)."""

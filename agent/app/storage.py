@@ -101,3 +101,39 @@ class StorageWatch:
         elif view["free_mb"] != self._shown.get("free_mb"):
             self._shown = view
             self.show(view)
+
+
+class WriteMeter:
+    """What the kit's process has written to its disk since its start, and per sale since then
+    (the SD card's wear): ``write_bytes`` of ``/proc/self/io``, what the process caused to be
+    sent to the block device; None where there is no such file."""
+
+    def __init__(self) -> None:
+        self.sales = 0
+        self._since: int | None = None
+
+    def start(self) -> None:
+        """Count from now (the kit is started: what its start wrote is not a sale's)."""
+        self._since, self.sales = _written(), 0
+
+    def sale(self) -> None:
+        self.sales += 1
+
+    def view(self) -> dict[str, Any]:
+        """``bytes`` written since the start, ``sales`` since then and ``bytes_per_sale``."""
+        now = _written()
+        if now is None or self._since is None:
+            return {"bytes": None, "sales": self.sales, "bytes_per_sale": None}
+        written = now - self._since
+        return {"bytes": written, "sales": self.sales,
+                "bytes_per_sale": round(written / self.sales) if self.sales else None}
+
+
+def _written() -> int | None:
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split(":")[1])
+    except OSError:
+        return None
+    return None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agent.app.events import EventHub
     from agent.app.holdsweep import HoldSweep
     from agent.app.sales import Orders
+    from agent.app.storage import WriteMeter
     from agent.config import Config
     from agent.core.mode import Mode
     from agent.fieldio.service import FieldDevices
@@ -41,6 +42,7 @@ class WebCalls:
     kit_id: str
     store: Store
     sales: Orders
+    writes: WriteMeter
     events: EventHub
     coordinator: Coordinator
     mode: Mode
@@ -63,6 +65,7 @@ class WebCalls:
             raise Refusal("shutting_down", refusal, retry_after=300)
 
     def sale_made(self, view: dict[str, Any]) -> None:
+        self.writes.sale()
         self.events.publish("order", view)
         self._stock_changed()
         self.outbox_changed()
@@ -127,6 +130,9 @@ class WebCalls:
 
     async def reprint(self, order_id: str) -> int:
         return await self.devices.reprint(order_id)
+
+    async def print_test_slip(self) -> dict[str, Any]:
+        return await self.devices.print_test_slip()
 
     async def print_jobs_to_check(self) -> list[dict[str, Any]]:
         return await self.store.read(printjobs.jobs_to_check)

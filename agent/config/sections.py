@@ -32,6 +32,8 @@ class KitConfig:
     state_dir: str = "/var/lib/dropkit"
     storage_warn_mb: float = field(default=64.0,
                                    metadata=ranged("a number of megabytes", 0, 1_000_000))
+    retention_days: float = field(default=14.0, metadata=check(
+        "a number of days from 0 (keep everything) to 3650", between(0, 3650)))
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _iso(seconds: float) -> str:
+def iso_of(seconds: float) -> str:
+    """The label of ``seconds`` since the epoch, as every stamp of the kit writes it."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
@@ -109,7 +110,7 @@ class Clock:
         self.synced = synced or wall_synced()
 
     def iso(self) -> str:
-        return _iso(self.wall())
+        return iso_of(self.wall())
 
 
 class Timeline:

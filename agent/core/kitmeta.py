@@ -27,8 +27,9 @@ LATCH_KEY = "staff_latch"
 SHUTDOWN_KEY = "shutdown_intent"
 PROBE_KEY = "storage_probe"
 PROBE_BYTES = 48 * 1024
-"""About what one sale adds to the write-ahead log (its rows and index pages), so a probe that
-fits means a sale fits: a smaller probe could end the alert while every order is still refused."""
+"""At least what one sale adds to the write-ahead log (its rows and index pages: about 20 KB
+with the store's 1 KB pages, more for a sale of many lines), so a probe that fits means a sale
+fits: a smaller probe could end the alert while every order is still refused."""
 
 
 def read_latch(db: sqlite3.Connection) -> bool:

@@ -178,8 +178,11 @@ def record_sale(db: sqlite3.Connection, order_id: str, fingerprint: str,
         [(order_id, n, li["sku"], li["name"], li["qty"], li["price_cents"])
          for n, li in enumerate(signed)])
     view = order_view(db, order_id)
-    outbox.enqueue(db, "sale", order_id,
-                   {"kit_id": kit_id, "trace_id": trace_id, **view}, now)  # type: ignore[dict-item]
+    message = outbox.enqueue(db, "sale", order_id,
+                             {"kit_id": kit_id, "trace_id": trace_id, **view},  # type: ignore[dict-item]
+                             now)
+    # The order's page is in this commit already: the pointer costs no page of its own.
+    db.execute("UPDATE orders SET sale_msg_id = ? WHERE order_id = ?", (message, order_id))
     return view  # type: ignore[return-value]
 
 

@@ -72,8 +72,7 @@ def mark_relayed(db: sqlite3.Connection, ids: Sequence[int], at: Moment) -> None
                (at.iso, *ids))
     db.execute(f"UPDATE orders SET status = 'relayed', relayed_at = ?, relayed_ks = ?, "
                f"updated_at = ? WHERE status = 'queued' AND order_id IN "
-               # NOT INDEXED: by (kind, key) SQLite would scan every sale ever queued.
-               f"(SELECT key FROM outbox NOT INDEXED WHERE kind = 'sale' AND id IN ({marks}))",
+               f"(SELECT key FROM outbox WHERE kind = 'sale' AND id IN ({marks}))",
                (at.iso, at.ks, at.iso, *ids))
 
 

@@ -28,6 +28,9 @@ from agent.core.views import order_view
 
 _WAITING = ("pending", "sending")
 _COPIES = ("receipt", "reprint")  # the jobs that print the order's receipt
+NOT_DONE = "state IN ('pending', 'sending', 'unsure')"
+"""The condition of the ``print_jobs_waiting`` index (the jobs not done): a query names it to
+use that index, which holds only these few (a printed job leaves it, and writes no page there)."""
 
 
 # -- in the caller's transaction ---------------------------------------------------------------
@@ -101,8 +104,7 @@ def mark_checked(db: sqlite3.Connection, job_id: int, now: str) -> bool:
 def job_counts(db: sqlite3.Connection) -> dict[str, int]:
     """``waiting`` (not printed yet) and ``unsure`` (may need a reprint) jobs, for health."""
     counts = {row[0]: row[1] for row in db.execute(
-        "SELECT state, count(*) FROM print_jobs WHERE state IN ('pending', 'sending', 'unsure') "
-        "GROUP BY state")}
+        f"SELECT state, count(*) FROM print_jobs WHERE {NOT_DONE} GROUP BY state")}
     return {"waiting": counts.get("pending", 0) + counts.get("sending", 0),
             "unsure": counts.get("unsure", 0)}
 
@@ -110,7 +112,7 @@ def job_counts(db: sqlite3.Connection) -> dict[str, int]:
 def jobs_to_check(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """The ``unsure`` jobs, oldest first: receipts that may not have printed."""
     return [_job_view(row) for row in db.execute(
-        "SELECT * FROM print_jobs WHERE state = 'unsure' ORDER BY id")]
+        f"SELECT * FROM print_jobs WHERE state = 'unsure' AND {NOT_DONE} ORDER BY id")]
 
 
 def _job_view(row: sqlite3.Row) -> dict[str, Any]:
@@ -128,8 +130,8 @@ def next_job(db: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]] | 
     """The oldest pending job and its order's view, read together; the view has ``closed``,
     the order's void or refund link (``kind``, ``seq``, ``hash``, ``created_at``, ``reason``,
     ``restock``) or None."""
-    row = db.execute("SELECT * FROM print_jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
-                     ).fetchone()
+    row = db.execute(f"SELECT * FROM print_jobs WHERE state = 'pending' AND {NOT_DONE} "
+                     f"ORDER BY id LIMIT 1").fetchone()
     if row is None:
         return None
     order = cast(dict[str, Any], order_view(db, row["order_id"]))
@@ -148,6 +150,6 @@ def move_job(db: sqlite3.Connection, job_id: int, before: str, after: str, now: 
 
 def flag_interrupted_sends(db: sqlite3.Connection, now: str) -> list[dict[str, Any]]:
     return [_job_view(row) for row in db.execute(
-        "UPDATE print_jobs SET state = 'unsure', updated_at = ?, note = ? "
-        "WHERE state = 'sending' RETURNING *",
+        f"UPDATE print_jobs SET state = 'unsure', updated_at = ?, note = ? "
+        f"WHERE state = 'sending' AND {NOT_DONE} RETURNING *",
         (now, "the kit stopped while sending this receipt; check whether it printed"))]

@@ -133,8 +133,8 @@ def sweep(db: sqlite3.Connection, kit_id: str, at: Moment, *, mismatch_after: fl
     for row in _lost_sales(db, ks, resend_after):
         # Back to queued: relayed again once the broker has the new copy.
         db.execute("INSERT INTO outbox (kind, key, payload, created_at) SELECT 'sale', key, "
-                   "payload, ? FROM outbox WHERE kind = 'sale' AND key = ? ORDER BY id LIMIT 1",
-                   (now, row["order_id"]))
+                   "payload, ? FROM outbox WHERE id = (SELECT sale_msg_id FROM orders "
+                   "WHERE order_id = ?)", (now, row["order_id"]))
         db.execute("UPDATE orders SET status = 'queued', resends = resends + 1 "
                    "WHERE order_id = ?", (row["order_id"],))
     note_seen(db, at, every_ks=SEEN_EVERY_KS)

@@ -89,7 +89,9 @@ class PanelController:
 
     - toggle_latch: ``set_latch(not latched())``, the staff latch toggled;
     - reprint_last: ``request_reprint_last()``;
-    - shutdown: ``request_shutdown()``.
+    - shutdown: ``request_shutdown()``;
+    - and every press, whatever it means: ``pressed(button)`` (``dropkit preflight`` watches
+      for one of each).
 
     :meth:`handle` is the :class:`hw.panel.Panel`'s ``on_event``; the actions run one at a
     time, in press order (two quick offline presses toggle twice), each a short job through
@@ -101,8 +103,10 @@ class PanelController:
                  latched: Callable[[], bool],
                  request_reprint_last: Callable[[], Awaitable[object]],
                  request_shutdown: Callable[[], Awaitable[object]],
-                 spawn: Callable[[Coroutine[Any, Any, object]], object]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, object]], object],
+                 pressed: Callable[[ButtonName], object] = lambda button: None) -> None:
         self.set_latch, self.latched, self.spawn = set_latch, latched, spawn
+        self.pressed = pressed
         self._actions: dict[Action, Callable[[], Awaitable[object]]] = {
             "toggle_latch": self._toggle_latch,
             "reprint_last": request_reprint_last,
@@ -116,6 +120,8 @@ class PanelController:
 
     def handle(self, event: PanelEvent) -> None:
         """Act on one fact (call it on the event loop, in the order the facts came)."""
+        if event.fact is PanelFact.PRESSED:
+            self.pressed(event.button)
         after_hold = event.button in self._held
         if event.fact is PanelFact.HELD:
             self._held.add(event.button)

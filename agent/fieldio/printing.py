@@ -41,6 +41,7 @@ from hw.printer.transport import (
     PrinterNotReady,
     PrinterStatus,
     print_receipt,
+    print_slip,
     printer_from_config,
     query_status,
 )
@@ -92,6 +93,12 @@ def status_word(status: PrinterStatus | None) -> str:
     if not status.online:
         return "offline"
     return "paper_near_end" if status.paper == "near_end" else "ready"
+
+
+def printer_off() -> Refusal:
+    """The refusal of a printer call on a kit whose printer is off or not running."""
+    return Refusal("printer_disabled", "the kit has no receipt printer running "
+                   "([printer] enabled)")
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,9 @@ class PrintQueue:
         if await self.store.write(lambda db: printjobs.move_job(
                 db, job["id"], "pending", "sending", now_iso())) is None:
             return  # no longer pending: never send a job twice
-        outcome = await self._in_worker(lambda: self._send(paper))
+        width = self.config.width_mm
+        outcome = await self._in_worker(lambda: self._send(
+            lambda printer: print_receipt(printer, paper, width_mm=width)))
         self._observe(outcome.status)
         if outcome.result == "unsure":
             log.warning("receipt job %d (order %s) may not have printed: %s",
@@ -252,13 +261,24 @@ class PrintQueue:
         if moved is not None and outcome.result != "refused":
             self.on_event("print_job", moved)
 
-    def _send(self, paper: Receipt) -> _Outcome:
+    async def print_test_slip(self, rows: list[str]) -> dict[str, Any]:
+        """Print a slip of ``rows`` now, between receipts (no job in the store: it sells
+        nothing); what became of it, ``printed``, ``refused`` or ``unsure``, and the printer."""
+        if not self.config.enabled or self._worker is None:
+            raise printer_off()
+        width = self.config.width_mm
+        outcome = await self._in_worker(lambda: self._send(
+            lambda printer: print_slip(printer, rows, width_mm=width)))
+        self._observe(outcome.status)
+        return {"result": outcome.result, "note": outcome.note, "printer": self.status}
+
+    def _send(self, send: Callable[[Escpos], object]) -> _Outcome:
         """On the worker: print, then ask the printer whether it took the whole receipt."""
         printer = self._connected_printer()
         if printer is None:
             return _Outcome("refused", NOT_RESPONDING)
         try:
-            print_receipt(printer, paper, width_mm=self.config.width_mm)
+            send(printer)
         except PrinterNotReady as refused:
             return _Outcome("refused", refused.status)
         except PrinterError as failure:

@@ -22,7 +22,7 @@ from agent.core import printjobs
 from agent.core.clock import now_iso
 from agent.fieldio.panel import PanelController
 from agent.fieldio.paper import PaperWords
-from agent.fieldio.printing import PrintQueue, on_network_printer
+from agent.fieldio.printing import PrintQueue, on_network_printer, printer_off
 from agent.fieldio.scans import ScanRouter
 from agent.store import Store
 
@@ -144,7 +144,8 @@ class FieldDevices:
         self.controller = PanelController(
             set_latch=self.out.set_latch, latched=self.out.latched,
             request_reprint_last=self.reprint_last, request_shutdown=self.out.request_shutdown,
-            spawn=lambda job: self.out.spawn("panel", job))
+            spawn=lambda job: self.out.spawn("panel", job),
+            pressed=lambda button: self.out.publish("button", {"button": button}))
         try:
             from gpiozero.exc import PinFactoryFallback
 
@@ -196,6 +197,14 @@ class FieldDevices:
     async def reprint_last(self) -> None:
         if await self.store.write(lambda db: printjobs.enqueue_reprint_last(db, now_iso())):
             self.wake_printer()
+
+    async def print_test_slip(self) -> dict[str, Any]:
+        """A test slip, printed now (``dropkit preflight --test-slip``): what became of it."""
+        if self.print_queue is None:
+            raise printer_off()
+        return await self.print_queue.print_test_slip([
+            self.config.kit.name, f"Kit {self.kit_id}", "printer test slip", now_iso(),
+            "not a receipt: nothing was sold"])
 
     def wake_printer(self) -> None:
         """A receipt job was committed: print it now."""

@@ -168,37 +168,12 @@ class Child:
         return self.proc.wait(timeout)
 
 
-class SimKit(Child):
-    """A ``dropkit sim`` process with its state directory, on a free loopback port."""
+class KitClient:
+    """A running kit's HTTP API at :attr:`url` (with the staff :attr:`token` for the staff
+    calls), as a tablet or the staff page uses it; stdlib only."""
 
-    def __init__(self, state_dir: Path, config: Path | None = None) -> None:
-        super().__init__()
-        self.state_dir, self.config = state_dir, config
-        self.url = ""
-        self.token = ""
-
-    def start(self, timeout: float = 20) -> Self:
-        """Start it and return once it serves (RuntimeError with its output if it does not)."""
-        config = ["--config", str(self.config)] if self.config is not None else []
-        since = len(self.log)  # started again: the earlier run's announcement is not this one's
-        self._spawn_agent("sim", "--state-dir", str(self.state_dir), "--http-port", "0",
-                          *config)
-
-        def announced() -> tuple[str, str] | None:
-            exited = self._exited()
-            output = "".join(self.log[since:])
-            url, token = URL_LINE.search(output), TOKEN_LINE.search(output)
-            if url and token:
-                return url.group(1).rstrip("/"), token.group(1)
-            if exited:
-                raise RuntimeError("dropkit sim exited early:\n" + output)
-            return None
-
-        found = poll(announced, timeout, 0.01)
-        if found is None:
-            raise RuntimeError("dropkit sim did not start in time:\n" + "".join(self.log[since:]))
-        self.url, self.token = found
-        return self
+    def __init__(self, url: str = "", token: str = "") -> None:
+        self.url, self.token = url, token
 
     @property
     def staff(self) -> dict[str, str]:
@@ -249,6 +224,38 @@ class SimKit(Child):
         parts = urlsplit(self.url)
         return parts.hostname or "127.0.0.1", parts.port or 80
 
+
+class SimKit(Child, KitClient):
+    """A ``dropkit sim`` process with its state directory, on a free loopback port."""
+
+    def __init__(self, state_dir: Path, config: Path | None = None) -> None:
+        Child.__init__(self)
+        KitClient.__init__(self)
+        self.state_dir, self.config = state_dir, config
+
+    def start(self, timeout: float = 20) -> Self:
+        """Start it and return once it serves (RuntimeError with its output if it does not)."""
+        config = ["--config", str(self.config)] if self.config is not None else []
+        since = len(self.log)  # started again: the earlier run's announcement is not this one's
+        self._spawn_agent("sim", "--state-dir", str(self.state_dir), "--http-port", "0",
+                          *config)
+
+        def announced() -> tuple[str, str] | None:
+            exited = self._exited()
+            output = "".join(self.log[since:])
+            url, token = URL_LINE.search(output), TOKEN_LINE.search(output)
+            if url and token:
+                return url.group(1).rstrip("/"), token.group(1)
+            if exited:
+                raise RuntimeError("dropkit sim exited early:\n" + output)
+            return None
+
+        found = poll(announced, timeout, 0.01)
+        if found is None:
+            raise RuntimeError("dropkit sim did not start in time:\n" + "".join(self.log[since:]))
+        self.url, self.token = found
+        return self
+
     def resident_mb(self) -> float:
         """The daemon's resident memory (VmRSS), in MB."""
         assert self.proc is not None
@@ -278,7 +285,7 @@ class EventStream:
     staff stream (opened with a stream ticket from the staff token), or with ``staff=False``
     what anyone on the kit's Wi-Fi sees."""
 
-    def __init__(self, kit: SimKit, staff: bool = True, source: str | None = None) -> None:
+    def __init__(self, kit: KitClient, staff: bool = True, source: str | None = None) -> None:
         path = "/api/events"
         if staff:
             ticket = kit.request("POST", "/api/staff/stream-ticket", staff=True)

@@ -121,6 +121,10 @@ class KitAPI(Protocol):
 
     async def reprint(self, order_id: str) -> int: ...
 
+    async def print_test_slip(self) -> dict[str, Any]:
+        """Print a slip that sells nothing, now: ``result`` (``printed``, ``refused``,
+        ``unsure``), ``note`` and the ``printer``'s status."""
+
     async def print_jobs_to_check(self) -> list[dict[str, Any]]: ...
 
     async def mark_print_job_checked(self, job_id: int) -> bool: ...

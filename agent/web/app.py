@@ -216,6 +216,9 @@ def build_app(kit: KitAPI) -> Starlette:
         job = await kit.reprint(order_id_of(request))
         return JSONResponse({"job_id": job, "order_id": order_id_of(request)})
 
+    async def test_slip(request: Request) -> Response:
+        return JSONResponse(await kit.print_test_slip())
+
     async def print_jobs(request: Request) -> Response:
         return JSONResponse({"unsure": await kit.print_jobs_to_check()})
 
@@ -300,6 +303,7 @@ def build_app(kit: KitAPI) -> Starlette:
         Route("/api/staff/orders/{order_id}/refund", staff(refund), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/payment", staff(payment), methods=["POST"]),
         Route("/api/staff/orders/{order_id}/reprint", staff(reprint), methods=["POST"]),
+        Route("/api/staff/printer/test-slip", staff(test_slip), methods=["POST"]),
         Route("/api/staff/print-jobs", staff(print_jobs)),
         Route("/api/staff/print-jobs/{job_id}/checked", staff(print_job_checked),
               methods=["POST"]),

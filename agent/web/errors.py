@@ -42,6 +42,7 @@ STATUS: dict[str, int] = {
     "limit_reached": 409,
     "hold_expired": 409,
     "reservation_unpaid": 409,
+    "printer_disabled": 409,
     # the kit
     "shutting_down": 503,
     "store_lost": 503,

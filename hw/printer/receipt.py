@@ -151,6 +151,16 @@ def render_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int) -> None:
     printer.cut()
 
 
+def render_slip(printer: Escpos, rows: list[str], *, width_mm: int) -> None:
+    """A slip that is not a receipt (a printer test): ``rows`` centred, each wrapped to the
+    paper, then a cut."""
+    columns = receipt_columns(width_mm)
+    printer.hw("INIT")
+    printer.set(align="center")
+    _print_rows(printer, [wrapped for row in rows for wrapped in textwrap.wrap(row, columns)])
+    printer.cut()
+
+
 def _print_rows(printer: Escpos, rows: list[str]) -> None:
     if rows:
         printer.text("".join(f"{row}\n" for row in rows))

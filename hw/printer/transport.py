@@ -1,13 +1,15 @@
-"""The printer's connection, its real-time status (DLE EOT) and printing a receipt."""
+"""The printer's connection, its real-time status (DLE EOT) and printing a receipt (or a
+slip that is not one)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from hw.printer.library import load_escpos
-from hw.printer.receipt import Receipt, receipt_columns, render_receipt
+from hw.printer.receipt import Receipt, receipt_columns, render_receipt, render_slip
 
 if TYPE_CHECKING:
     from escpos.escpos import Escpos
@@ -155,11 +157,21 @@ def print_receipt(printer: Escpos, receipt: Receipt, *, width_mm: int) -> int:
     :class:`PrinterError` when the connection fails while sending (part of the receipt may
     have printed).
     """
+    return _print(printer, lambda job: render_receipt(job, receipt, width_mm=width_mm))
+
+
+def print_slip(printer: Escpos, rows: list[str], *, width_mm: int) -> int:
+    """Print a slip of ``rows`` (:func:`hw.printer.receipt.render_slip`) as
+    :func:`print_receipt` prints a receipt: the same checks, the same errors."""
+    return _print(printer, lambda job: render_slip(job, rows, width_mm=width_mm))
+
+
+def _print(printer: Escpos, render: Callable[[Escpos], None]) -> int:
     status = query_status(printer)
     if not status.ready:
         raise PrinterNotReady(status)
     job = _job_buffer(printer)
-    render_receipt(job, receipt, width_mm=width_mm)
+    render(job)
     try:
         printer._raw(job.output)
     except (OSError, load_escpos().exceptions.Error) as failure:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent import store
+from agent.core import outbox
 from agent.core.clock import Moment
 from agent.core.manifest import Item, Manifest, apply_manifest
 from agent.core.orders import OrderRequest, place_order
@@ -45,3 +46,12 @@ def sell(db: sqlite3.Connection, order_id: str, when: float, qty: int = 1,
                                 f"trace-{order_id}", moment(when))
     assert created
     return view
+
+
+def relay(db: sqlite3.Connection, order_id: str, when: float) -> None:
+    """What the uplink does after the broker's PUBACK for the order's pending sale message."""
+    ids = [row["id"] for row in db.execute(
+        "SELECT id FROM outbox WHERE kind = 'sale' AND key = ? AND relayed_at IS NULL",
+        (order_id,))]
+    assert ids, f"no pending sale message for {order_id}"
+    outbox.mark_relayed(db, ids, moment(when))

@@ -13,21 +13,11 @@ import sqlite3
 
 import pytest
 
-from agent.core import outbox
 from agent.core.orders import void_order
 from agent.core.reconcile import Ack, _lost_sales, apply_ack, parse_ack, sweep
-from tests.core.sales_helpers import KIT, at, moment, sell
+from tests.core.sales_helpers import KIT, at, moment, relay, sell
 
 FAR = 10**9  # seconds: a threshold that is never reached in the test
-
-
-def relay(db: sqlite3.Connection, order_id: str, when: float) -> None:
-    """What the uplink does after the broker's PUBACK for the order's pending sale message."""
-    ids = [row["id"] for row in db.execute(
-        "SELECT id FROM outbox WHERE kind = 'sale' AND key = ? AND relayed_at IS NULL",
-        (order_id,))]
-    assert ids, f"no pending sale message for {order_id}"
-    outbox.mark_relayed(db, ids, moment(when))
 
 
 def order(db: sqlite3.Connection, order_id: str) -> sqlite3.Row:
