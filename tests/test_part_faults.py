@@ -66,7 +66,7 @@ def test_storage_watch_cannot_look_at_the_store_until_its_directory_is_back(
                 away.rename(state)
             await fault_is_shown_then_cleared(k, caplog, "storage_watch",
                                               "NotADirectoryError: [Errno 20] Not a directory",
-                                              inject, repair)
+                                              inject, repair, timeout=30)
             # The sale made meanwhile went to the store's open files: it is there.
             assert store_rows(state, "SELECT count(*) FROM orders") == [(1,)]
             assert (await k.health())["storage"]["state"] == "ok"
