@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from agent.ops.drill.runner import Session, Skipped
-from agent.ops.harness import Answer, SimKit
+from agent.ops.harness import Answer, SimKit, write_manifest
 
 SIZE_MB, GROWN_MB = 3, 64
 WARN_MB = 1
@@ -48,7 +48,10 @@ def disk_full(s: Session) -> None:
     # The simulated printer's paper (receipt images) is not on the kit's disk, as in the field.
     (s.workdir / "paper").mkdir()
     (disk / "printer").symlink_to(s.workdir / "paper")
-    kit = s.start_kit(kit={"storage_warn_mb": WARN_MB})
+    # Stock for more sales than the disk holds, whatever a sale writes (about 20 KB now).
+    manifest = write_manifest(s.workdir / "disk-full-manifest.toml",
+                              [("DRILL-TEE", "Drill tee", 2500, MAX_ORDERS)], version="drill-1")
+    kit = s.start_kit(kit={"storage_warn_mb": WARN_MB}, orders={"manifest": str(manifest)})
     s.note(f"the kit's state is on a {SIZE_MB} MB disk", f"{_free_mb(disk):.1f} MB free, warning "
            f"below {WARN_MB} MB")
 
