@@ -135,6 +135,37 @@ def test_quantities_typed_and_stepped_and_the_cart_survives_a_reload(kit: Kit, b
     assert page.locator("#cart li").count() == 0 and page.locator("#cart-empty").is_visible()
 
 
+def test_a_sale_whose_answer_was_lost_is_sold_once_whether_sent_again_or_reloaded(
+        kit: Kit, browser) -> None:
+    page = browser.new_context(viewport=PHONE).new_page()
+    open_till(page, kit)
+    reached_kit: list[int] = []
+
+    def lost(route) -> None:  # the kit gets the sale and decides; the tablet hears nothing
+        reached_kit.append(route.fetch().status)
+        route.abort("internetdisconnected")
+
+    for then in ("send again", "reload"):
+        page.get_by_role("button", name="Add Zine no. 7").click()
+        page.route("**/api/orders", lost)
+        page.get_by_role("button", name="Place order").click()
+        page.locator("#message").filter(
+            has_text="The kit did not answer; press Place order again (it will not sell "
+                     "twice).").wait_for()
+        page.unroute("**/api/orders")
+        if then == "send again":
+            page.get_by_role("button", name="Place order").click()
+            page.locator("#message").filter(has_text="Order #1: 8.00 paid in cash.").wait_for()
+        else:
+            page.reload()
+            page.locator("#message").filter(
+                has_text="Order #2 was sold before the page reloaded: the cart is cleared."
+            ).wait_for()
+        assert page.locator("#cart li").count() == 0
+    assert reached_kit == [201, 201]
+    assert store(kit, "SELECT number FROM orders ORDER BY number") == [(1,), (2,)]
+
+
 def test_the_payment_goes_back_to_cash_after_a_card_sale(kit: Kit, browser) -> None:
     page = browser.new_context(viewport=TABLET).new_page()
     open_till(page, kit)
