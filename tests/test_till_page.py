@@ -252,8 +252,13 @@ def test_the_till_speaks_plain_words_and_keeps_the_codes_in_tooltips(kit: Kit, b
     assert health["queue_depth"] > 0 and health["waiting"]["sale"] == 0  # events, no sale
     open_till(page, kit)
     page.locator("#power").filter(has_text="On mains").wait_for()
-    assert page.locator("#waiting").is_hidden()  # no "queue 2" before any sale
     assert jargon_in(page.inner_text("body")) == []
+    # Sold out is said, not a grey "0 left".
+    assert kit.place([{"sku": "VINYL-LTD", "qty": 10}], staff=False).status == 201
+    vinyl = page.locator("#items button[data-sku=VINYL-LTD][data-available='0']")
+    vinyl.wait_for(timeout=10000)
+    assert "Sold out" in vinyl.inner_text() and "0 left" not in vinyl.inner_text()
+    assert vinyl.is_disabled()
     for name in ("Zine no. 7", "Tee, black, M"):
         page.get_by_role("button", name=f"Add {name}").click()
         page.get_by_role("button", name="Place order").click()
