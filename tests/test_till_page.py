@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from typing import Any
 
 import pytest
@@ -43,9 +42,10 @@ def too_small_or_too_close(targets: list[dict[str, Any]]) -> list[str]:
 
 
 def store(kit: Kit, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(f"file:{kit.state_dir / 'dropkit.db'}?mode=ro", uri=True, timeout=30)
+    """What the kit's store holds, read beside it (the oracle)."""
+    db = kit.open_store()
     try:
-        return db.execute(sql, args).fetchall()
+        return [tuple(row) for row in db.execute(sql, args)]
     finally:
         db.close()
 
