@@ -173,7 +173,7 @@ def cmd_hq(args: argparse.Namespace) -> int:
            hold_s=HOLD_S if args.hold_s is None else args.hold_s,
            client_id=args.client_id, shared_group=args.shared_group,
            topic_prefix=args.topic_prefix, username=args.username or "", password=password,
-           ca_file=args.ca_file or "")
+           ca_file=args.ca_file or "", http_port=args.http_port, http_host=args.http_host)
     return 0
 
 
@@ -181,10 +181,15 @@ def cmd_hq_report(args: argparse.Namespace) -> int:
     if missing := _missing_extra("hq report", "hq"):
         return _fail(missing)
     from agent.hq.ledger import Ledger
+    from agent.hq.sql import is_postgresql
 
-    if not Path(args.db).exists():
+    if not is_postgresql(args.db) and not Path(args.db).exists():
         return _fail(f"{args.db}: no HQ ledger here")
-    lines = Ledger(args.db).report()
+    ledger = Ledger(args.db)
+    try:
+        lines = ledger.report()
+    finally:
+        ledger.close()
     for line in lines:
         print(line)
     print(f"{len(lines)} mismatch(es)" if lines else "no mismatches")
@@ -264,7 +269,8 @@ def parser() -> argparse.ArgumentParser:
 
     hq = sub.add_parser("hq", help="the reference reconciler: central ledger and acks")
     hq.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    hq.add_argument("--db", default="hq.db", help="the central ledger (SQLite)")
+    hq.add_argument("--db", default="hq.db", help="the central ledger: a SQLite file, or "
+                                                  "postgresql://user@host/dbname")
     hq.add_argument("--stock", help="central stock: a manifest whose qty is for all kits")
     hq.add_argument("--client-id", default="dropkit-hq",
                     help="MQTT client id; the broker keeps its session by this id")
@@ -274,13 +280,17 @@ def parser() -> argparse.ArgumentParser:
     hq.add_argument("--hold-s", type=float, metavar="SECONDS",
                     help="how long a message ahead of a missing receipt link waits for it "
                          "(default 5)")
+    hq.add_argument("--http-port", type=int, metavar="PORT",
+                    help="serve receipts (/r/KIT/SEQ/HASH) and /metrics on this port")
+    hq.add_argument("--http-host", default="127.0.0.1",
+                    help="address to serve them on (default 127.0.0.1)")
     hq.add_argument("--username")
     hq.add_argument("--password-file")
     hq.add_argument("--ca-file")
     hq.set_defaults(func=cmd_hq)
     hq_sub = hq.add_subparsers(dest="hq_command")
     report = hq_sub.add_parser("report", help="list rejected sales and receipt chain gaps")
-    report.add_argument("--db", default="hq.db")
+    report.add_argument("--db", default="hq.db", help="as for dropkit hq")
     report.set_defaults(func=cmd_hq_report)
 
     watch = sub.add_parser("watch", help="remote ops: a live table of every kit on the broker")

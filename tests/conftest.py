@@ -14,6 +14,7 @@ import pytest
 
 from agent.ops.harness import SimKit, new_order_id, running_children
 from agent.ops.harness import write_manifest as write_manifest
+from tests.hq_helpers import BACKENDS, ledger_target
 
 
 class Kit(SimKit):
@@ -60,3 +61,11 @@ def kit_factory(tmp_path: Path) -> Iterator[Any]:
 def kit(kit_factory: Any) -> Kit:
     """A running ``dropkit sim`` on the demo manifest."""
     return kit_factory()
+
+
+@pytest.fixture(params=BACKENDS)
+def hq_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """HQ's ledger for the test: a SQLite file, then a PostgreSQL database of its own (each HQ
+    test runs on both)."""
+    with ledger_target(request.param, tmp_path) as target:
+        yield target

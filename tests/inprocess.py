@@ -8,14 +8,17 @@ simulated hardware or the store, the way a real one would come.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from agent.app.daemon import demo_manifest
 from agent.app.kit import Kit, Wiring
@@ -92,3 +95,12 @@ async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]]
             yield Running(kit, client)
     finally:
         await kit.stop()
+
+
+def run_logged(scenario: Callable[[], Coroutine[Any, Any, None]],
+               caplog: pytest.LogCaptureFixture) -> None:
+    """Run ``scenario`` on a new loop with the kit's log at INFO in ``caplog``."""
+    # httpx's logger first: each call sets the capturing handler's level too.
+    caplog.set_level(logging.WARNING, logger="httpx")  # a line per request otherwise
+    caplog.set_level(logging.INFO)
+    asyncio.run(scenario())

@@ -6,14 +6,13 @@ from __future__ import annotations
 import concurrent.futures
 import subprocess
 import sys
-from pathlib import Path
 
 from agent.hq.group import AdoptedSession, Group
 from tests.conftest import write_manifest
 from tests.mqtt_helpers import Broker, Hq, kit_config, wait_for
 
 
-def shared_hq(broker: Broker, db: Path, client_id: str) -> Hq:
+def shared_hq(broker: Broker, db: str, client_id: str) -> Hq:
     """An HQ instance of group ``hq``; a message ahead of a missing link would be held longer
     than this test runs, so any link that does not come in time leaves orders unsettled."""
     hq = Hq(broker, db)
@@ -26,10 +25,11 @@ def applied(hq: Hq) -> int:
     return sum(" order " in line and " accepted" in line for line in hq.log)
 
 
-def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path) -> None:
+def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path,
+                                                          hq_ledger) -> None:
     broker = Broker(tmp_path / "broker")
     broker.start()
-    db = tmp_path / "hq.db"
+    db = hq_ledger
     hq_a = shared_hq(broker, db, "hq-a")
     hq_b = shared_hq(broker, db, "hq-b")
     manifest = write_manifest(tmp_path / "stock.toml", [("A-1", "Item A", 250, 100_000)])
@@ -91,7 +91,7 @@ def test_two_hq_instances_share_a_kit_and_survive_a_kill_9(kit_factory, tmp_path
     assert hq_a.query("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM links") \
         == [(600, 600, 1, 600)]
     assert hq_a.query("SELECT count(*) FROM held") == [(0,)]
-    report = subprocess.run([sys.executable, "-m", "agent", "hq", "report", "--db", str(db)],
+    report = subprocess.run([sys.executable, "-m", "agent", "hq", "report", "--db", db],
                             capture_output=True, text=True, timeout=30)
     assert (report.returncode, report.stdout) == (0, "no mismatches\n"), report.stdout
     logs = "".join(hq_a.log + hq_b.log)
@@ -113,20 +113,22 @@ def test_the_first_online_instance_adopts_the_offline_ones() -> None:
         return sessions[peer]
 
     group = Group("hq-b", open_session, retry_s=2.0)
-    group.seen("hq-b", "offline")  # its own will from an earlier run: not a peer
-    group.seen("hq-a", "online")
-    group.seen("hq-c", "offline")
-    group.step(0.0)
+    group.seen("hq-b", "offline", 0.0)  # its own will from an earlier run: not a peer
+    group.seen("hq-a", "online", 0.0)
+    group.seen("hq-c", "offline", 0.0)
+    group.step(2.0)
     assert opened == [], "hq-a is online and comes first: hq-c is its to adopt"
-    group.seen("hq-a", "offline")
-    group.step(1.0)
-    assert opened == ["hq-a", "hq-c"]
+    group.seen("hq-a", "offline", 2.5)
+    group.step(3.0)
+    assert opened == ["hq-c"], "hq-a may be coming back: not adopted before retry_s"
+    group.step(4.5)
+    assert opened == ["hq-c", "hq-a"]
     # hq-a comes back: it takes its session (the adopted connection ends), then says online.
     sessions["hq-a"].ended.set()
-    group.step(1.5)
+    group.step(5.0)
     assert closed == ["hq-a"]
-    group.step(3.0)
-    assert opened == ["hq-a", "hq-c"], "not taken again before retry_s"
-    group.seen("hq-a", "online")
-    group.step(4.0)
-    assert opened == ["hq-a", "hq-c"] and closed == ["hq-a", "hq-c"], "hq-c is hq-a's now"
+    group.step(6.5)
+    assert opened == ["hq-c", "hq-a"], "not taken again before retry_s"
+    group.seen("hq-a", "online", 6.8)
+    group.step(8.0)
+    assert opened == ["hq-c", "hq-a"] and closed == ["hq-a", "hq-c"], "hq-c is hq-a's now"

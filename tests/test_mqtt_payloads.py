@@ -15,6 +15,7 @@ from agent import schemas
 from agent.core import outbox
 from agent.core.mode import Mode
 from agent.core.orders import refund_order, settle_payment, void_order
+from agent.core.receipts import GENESIS_HASH, chain_hash
 from agent.core.reconcile import apply_ack, parse_ack, sweep
 from tests.conftest import write_manifest
 from tests.core.sales_helpers import KIT, at, moment, open_db, sell
@@ -136,6 +137,16 @@ def test_every_kind_of_outbox_message_matches_its_schema(tmp_path: Path, validat
         for name in ["msg_id", "receipt", "created_at", *must_carry[message["type"]]]:
             assert not validators["orders"].is_valid(
                 {k: v for k, v in message.items() if k != name}), (message["type"], name)
+        receipt = message["receipt"]
+        for name in ("prev", "body"):
+            assert not validators["orders"].is_valid({**message, "receipt": {
+                k: v for k, v in receipt.items() if k != name}}), name
+    # Each message carries its link whole: HQ recomputes every hash over the one before it.
+    prev = GENESIS_HASH
+    for message in found["orders"]:
+        receipt = message["receipt"]
+        assert receipt["prev"] == prev and chain_hash(prev, receipt["body"]) == receipt["hash"]
+        prev = receipt["hash"]
     for message in found["events"]:
         event = message["event"]
         must = {"order_rejected": ["order_id", "reason"], "mismatch": ["order_id", "sold_at"],
@@ -145,60 +156,3 @@ def test_every_kind_of_outbox_message_matches_its_schema(tmp_path: Path, validat
                 {**message, "event": {k: v for k, v in event.items() if k != name}}), name
         assert not validators["events"].is_valid({**message, "event": {**event,
                                                                         "type": "no-such"}})
-
-
-def test_hq_applies_each_kits_chain_in_order(tmp_path: Path) -> None:
-    from agent.core.manifest import parse_manifest
-    from agent.hq.ledger import Ledger
-
-    ledger = Ledger(tmp_path / "hq.db")
-    ledger.load_stock(parse_manifest({"version": "c", "items": [
-        {"sku": "A-1", "name": "A", "price_cents": 1, "qty": 2}]}))
-
-    def sale(seq: int) -> dict:
-        return {"type": "sale", "order_id": f"order-{seq:04}", "receipt": {"seq": seq,
-                "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": 1}], "total_cents": 1}
-
-    # The broker hands #2 and #3 over before #1: nothing is decided until #1 comes, then the
-    # three are applied as the kit sold them (and the third finds central stock gone).
-    assert ledger.record("kit-b", sale(3)) == []
-    assert ledger.record("kit-b", sale(2)) == []
-    acks = ledger.record("kit-b", sale(1))
-    assert [(a["order_id"], a["result"]) for a in acks] == [
-        ("order-0001", "accepted"), ("order-0002", "accepted"), ("order-0003", "rejected")]
-    assert ledger.db.execute("SELECT count(*) FROM held").fetchone()[0] == 0
-
-
-def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path) -> None:
-    from agent.core.manifest import parse_manifest
-    from agent.hq.ledger import Ledger
-
-    ledger = Ledger(tmp_path / "hq.db")
-    ledger.load_stock(parse_manifest({"version": "c", "items": [
-        {"sku": "A-1", "name": "A", "price_cents": 1, "qty": 1}]}))
-
-    def sale(seq: int, qty: int, synced: bool = True) -> dict:
-        return {"type": "sale", "order_id": f"order-{seq:04}", "receipt": {"seq": seq,
-                "hash": "0" * 64}, "lines": [{"sku": "A-1", "qty": qty}], "total_cents": qty,
-                "created_at": f"2025-06-01T10:00:0{seq}.000+00:00", "clock_synced": synced}
-
-    assert [a["result"] for a in ledger.record("kit-a", sale(1, 1))] == ["accepted"]
-    # #3 before #2: held for the missing link, then taken without it after hold_s.
-    assert ledger.record("kit-a", sale(3, 1, synced=False), now=100.0) == []
-    assert ledger.release_overdue(now=100.0 + ledger.hold_s - 1) == []
-    [(kit, rejected)] = ledger.release_overdue(now=100.0 + ledger.hold_s)
-    assert kit == "kit-a" and rejected["result"] == "rejected"
-    assert "central stock has 0 left" in rejected["reason"]
-    # A repeat is answered the same and counted, not sold twice.
-    assert [a["result"] for a in ledger.record("kit-a", sale(1, 1))] == ["accepted"]
-    with pytest.raises(ValueError):
-        ledger.record("kit-a", {"type": "sale", "order_id": 7})
-    ledger.db.close()
-    report = subprocess.run([sys.executable, "-m", "agent", "hq", "report", "--db",
-                             str(tmp_path / "hq.db")], capture_output=True, text=True)
-    assert report.returncode == 1
-    assert report.stdout.splitlines() == [
-        "rejected: kit kit-a order order-0003 (receipt #3, sold 2025-06-01T10:00:03.000+00:00 "
-        "by the kit's clock, which was not set): A-1: central stock has 0 left, 1 sold",
-        "gap: kit kit-a receipt chain misses 1 link(s): #2",
-        "2 mismatch(es)"]

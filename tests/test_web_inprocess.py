@@ -284,16 +284,17 @@ def tracebacks(caplog: pytest.LogCaptureFixture, part: str) -> list[logging.LogR
 
 async def fault_is_shown_then_cleared(k: Running, caplog: pytest.LogCaptureFixture, part: str,
                                       reason: str, inject: Callable[[], Any],
-                                      repair: Callable[[], object] = lambda: None) -> None:
+                                      repair: Callable[[], object] = lambda: None,
+                                      timeout: float = 10) -> None:
     """Make ``part`` fail with ``inject``; check what staff and the log see, ``repair``, and
-    see the part run again."""
+    see the part run again (each within ``timeout`` seconds)."""
     await eventually(lambda: k.kit.supervisor.parts.get(part))
     before = (await k.part(part))
     assert before["state"] == "running", before
     with k.kit.listen() as events:
         if inspect.isawaitable(injected := inject()):
             await injected
-        health = await eventually(k.health_when(lambda h: part in h["degraded"]), timeout=10)
+        health = await eventually(k.health_when(lambda h: part in h["degraded"]), timeout)
         assert health["status"] == "degraded", health
         assert reason in health["degraded"][part], health["degraded"]
         assert f"degraded_{part}" in health["alerts"]
@@ -305,10 +306,11 @@ async def fault_is_shown_then_cleared(k: Running, caplog: pytest.LogCaptureFixtu
         assert status["status"] == "degraded" and reason in status["degraded"][part]
         sale = await k.order(("ZINE-07", 1))
         assert sale.status_code == 201, sale.text  # sales go on
-        repair()
+        if inspect.isawaitable(repaired := repair()):
+            await repaired
         after = await eventually(
             k.health_when(lambda h: h["parts"][part]["state"] == "running"
-                          and h["parts"][part]["restarts"] > before["restarts"]), timeout=15)
+                          and h["parts"][part]["restarts"] > before["restarts"]), timeout + 5)
         assert after["status"] == "ready" and after["degraded"] == {}, after
     logged = tracebacks(caplog, part)
     assert len(logged) == 1, [record.getMessage() for record in logged]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +19,26 @@ def check(message: str, test: Any) -> dict[str, Any]:
     return {"check": (message, test)}
 
 
-def port(value: int) -> bool:
-    return 0 <= value <= 65535
+def between(low: float, high: float) -> Callable[[float], bool]:
+    """The test of a value from ``low`` to ``high``, both included (never NaN).
+
+    >>> between(1, 50)(50), between(1, 50)(0), between(0, 1)(float("nan"))
+    (True, False, False)
+    """
+    return lambda value: low <= value <= high
+
+
+def ranged(what: str, low: float, high: float) -> dict[str, Any]:
+    """``what`` from ``low`` to ``high``: the message names the bounds the test holds to.
+
+    >>> ranged("an integer", 1024, 1048576)["check"][0]
+    'an integer from 1024 to 1048576'
+    """
+    return check(f"{what} from {_number(low)} to {_number(high)}", between(low, high))
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def positive(value: float) -> bool:
@@ -27,7 +46,7 @@ def positive(value: float) -> bool:
 
 
 def seconds(low: float, high: float) -> dict[str, Any]:
-    return check(f"a number of seconds from {low:g} to {high:g}", lambda v: low <= v <= high)
+    return ranged("a number of seconds", low, high)
 
 
 def mqtt_url(value: str) -> bool:
@@ -40,8 +59,8 @@ def mqtt_url(value: str) -> bool:
         return False
 
 
-def pin(value: int) -> bool:
-    return -1 <= value <= 53
+BCM_PIN = check("a BCM pin 0-53 or -1", between(-1, 53))
+"""A GPIO pin by its BCM number, -1 for none fitted."""
 
 
 def items(value: str) -> tuple[str, ...]:

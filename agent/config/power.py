@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from agent.config.checks import ConfigError, check, pin, positive, seconds
+from agent.config.checks import BCM_PIN, ConfigError, check, positive, ranged, seconds
 
 
 def _i2c_address(value: int) -> bool:
@@ -38,8 +38,7 @@ class PowerConfig:
     """
 
     enabled: bool = True
-    bus: int = field(default=1, metadata=check("an I2C bus number from 0 to 255",
-                                                lambda v: 0 <= v <= 255))
+    bus: int = field(default=1, metadata=ranged("an I2C bus number", 0, 255))
     mains_chip: str = field(default="ina219", metadata=_CHIP)
     mains_address: int = field(default=0x40, metadata=_ADDRESS)
     mains_shunt_ohms: float = field(default=0.1, metadata=_POSITIVE)
@@ -51,8 +50,7 @@ class PowerConfig:
     gauge_address: int = field(default=0x36, metadata=_ADDRESS)
     poll_interval_s: float = field(default=0.1, metadata=seconds(0.01, 5))
     sample_interval_s: float = field(default=1.0, metadata=seconds(0.1, 60))
-    debounce_polls: int = field(default=2, metadata=check(
-        "an integer from 1 to 50", lambda v: 1 <= v <= 50))
+    debounce_polls: int = field(default=2, metadata=ranged("an integer", 1, 50))
     mains_present_volts: float = field(default=4.5, metadata=_POSITIVE)
     """Mains comes back (OB to OL) at or above this."""
     mains_lost_volts: float = field(default=4.4, metadata=_POSITIVE)
@@ -60,24 +58,20 @@ class PowerConfig:
     mains_stable_s: float = field(default=5.0, metadata=seconds(0, 600))
     """Once on battery at critical, how long mains must be back, unbroken, to cancel."""
     battery_present_volts: float = field(default=2.5, metadata=_POSITIVE)
-    low_percent: int = field(default=20, metadata=check(
-        "a whole percent from 1 to 100", lambda v: 1 <= v <= 100))
-    critical_percent: int = field(default=8, metadata=check(
-        "a whole percent from 0 to 99", lambda v: 0 <= v <= 99))
-    low_minutes: int = field(default=15, metadata=check(
-        "whole minutes from 1 to 1440", lambda v: 1 <= v <= 1440))
-    critical_minutes: int = field(default=5, metadata=check(
-        "whole minutes from 0 to 1439", lambda v: 0 <= v <= 1439))
-    level_hysteresis_percent: float = field(default=2.0, metadata=check(
-        "a number of percent from 0 to 20", lambda v: 0 <= v <= 20))
+    low_percent: int = field(default=20, metadata=ranged("a whole percent", 1, 100))
+    critical_percent: int = field(default=8, metadata=ranged("a whole percent", 0, 99))
+    low_minutes: int = field(default=15, metadata=ranged("whole minutes", 1, 1440))
+    critical_minutes: int = field(default=5, metadata=ranged("whole minutes", 0, 1439))
+    level_hysteresis_percent: float = field(default=2.0,
+                                            metadata=ranged("a number of percent", 0, 20))
     """A level (low, critical) is left only above its percent plus this."""
-    level_hysteresis_minutes: float = field(default=2.0, metadata=check(
-        "a number of minutes from 0 to 60", lambda v: 0 <= v <= 60))
+    level_hysteresis_minutes: float = field(default=2.0,
+                                            metadata=ranged("a number of minutes", 0, 60))
     """... and above its minutes plus this."""
     level_hold_s: float = field(default=5.0, metadata=seconds(0, 600))
     """A new battery level (ok, low, critical) is taken once judged for this long, unbroken."""
-    gauge_max_step_percent: float = field(default=5.0, metadata=check(
-        "a number of percent from 0.5 to 100", lambda v: 0.5 <= v <= 100))
+    gauge_max_step_percent: float = field(default=5.0,
+                                          metadata=ranged("a number of percent", 0.5, 100))
     """A gauge reading further than this (plus what the rate explains) from the last trusted
     one is not trusted until confirmed."""
     gauge_confirm_s: float = field(default=5.0, metadata=seconds(0, 600))
@@ -92,7 +86,7 @@ class PowerConfig:
         lambda v: v == "" or _command_line(v)))
     """Run as root by the shutdown hook (image/files/dropkit-killpower) at the end of a halt
     that was for power, so the kit comes back on when mains returns (docs/power.md)."""
-    fail_gpio: int = field(default=-1, metadata=check("a BCM pin 0-53 or -1", pin))
+    fail_gpio: int = field(default=-1, metadata=BCM_PIN)
     """The BCM pin of a power-fail line (the X728's is 6); -1 for none."""
     fail_gpio_active_high: bool = True
 

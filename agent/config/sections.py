@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config.checks import (
+    BCM_PIN,
     ConfigError,
+    between,
     check,
     items,
     mqtt_url,
-    pin,
-    port,
     positive,
+    ranged,
     seconds,
     usb_id,
 )
@@ -29,37 +30,31 @@ class KitConfig:
         lambda v: v == "" or (len(v) <= 64 and v.replace("-", "").replace("_", "").isalnum())))
     name: str = "Drop kit"
     state_dir: str = "/var/lib/dropkit"
-    storage_warn_mb: float = field(default=64.0, metadata=check(
-        "a number of megabytes from 0 to 1000000", lambda v: 0 <= v <= 1_000_000))
+    storage_warn_mb: float = field(default=64.0,
+                                   metadata=ranged("a number of megabytes", 0, 1_000_000))
 
 
 @dataclass(frozen=True)
 class HttpConfig:
     host: str = "0.0.0.0"
-    port: int = field(default=8080, metadata=check("an integer from 0 to 65535", port))
+    port: int = field(default=8080, metadata=ranged("an integer", 0, 65535))
     staff_token: str = field(default="", metadata=check(
         "a token of at least 16 characters", lambda v: v == "" or len(v) >= 16))
     staff_token_file: str = ""
-    max_body_bytes: int = field(default=16384, metadata=check(
-        "an integer from 1024 to 1048576", lambda v: 1024 <= v <= 1048576))
+    max_body_bytes: int = field(default=16384, metadata=ranged("an integer", 1024, 1048576))
     staff_failures_per_minute: int = field(default=10, metadata=check(
         "a positive integer", positive))
-    max_connections: int = field(default=512, metadata=check(
-        "an integer from 8 to 65536", lambda v: 8 <= v <= 65536))
-    max_connections_per_client: int = field(default=64, metadata=check(
-        "an integer from 1 to 65536", lambda v: 1 <= v <= 65536))
+    max_connections: int = field(default=512, metadata=ranged("an integer", 8, 65536))
+    max_connections_per_client: int = field(default=64, metadata=ranged("an integer", 1, 65536))
     request_timeout_s: float = field(default=10.0, metadata=seconds(0.5, 300))
 
 
 @dataclass(frozen=True)
 class OrdersConfig:
     manifest: str = ""
-    max_lines: int = field(default=20, metadata=check(
-        "an integer from 1 to 200", lambda v: 1 <= v <= 200))
-    max_qty: int = field(default=99, metadata=check(
-        "an integer from 1 to 10000", lambda v: 1 <= v <= 10000))
-    hold_minutes: float = field(default=10.0, metadata=check(
-        "a number of minutes from 0.05 to 1440", lambda v: 0.05 <= v <= 1440))
+    max_lines: int = field(default=20, metadata=ranged("an integer", 1, 200))
+    max_qty: int = field(default=99, metadata=ranged("an integer", 1, 10000))
+    hold_minutes: float = field(default=10.0, metadata=ranged("a number of minutes", 0.05, 1440))
     """How long a customer's reservation holds its stock for staff to take the payment."""
 
 
@@ -77,15 +72,12 @@ class MqttConfig:
                                                        lambda v: v in ("5", "3.1.1")))
     topic_prefix: str = field(default="dropkit", metadata=check(
         "a topic prefix without wildcards", lambda v: bool(v) and not set(v) & set("+#")))
-    session_expiry_s: int = field(default=86400, metadata=check(
-        "an integer from 0 to 4294967295", lambda v: 0 <= v <= 4294967295))
-    keepalive_s: int = field(default=30, metadata=check("an integer from 5 to 3600",
-                                                         lambda v: 5 <= v <= 3600))
+    session_expiry_s: int = field(default=86400, metadata=ranged("an integer", 0, 4294967295))
+    keepalive_s: int = field(default=30, metadata=ranged("an integer", 5, 3600))
     reconnect_min_s: float = field(default=0.5, metadata=seconds(0.05, 60))
     reconnect_max_s: float = field(default=30.0, metadata=seconds(0.1, 3600))
     telemetry_interval_s: float = field(default=10.0, metadata=seconds(0.1, 3600))
-    inflight_window: int = field(default=32, metadata=check("an integer from 1 to 1000",
-                                                             lambda v: 1 <= v <= 1000))
+    inflight_window: int = field(default=32, metadata=ranged("an integer", 1, 1000))
     ack_wait_s: float = field(default=0.3, metadata=seconds(0, 10))
     online_ack_p95_s: float = field(default=1.0, metadata=seconds(0.01, 600))
     ack_window_s: float = field(default=60.0, metadata=seconds(1, 3600))
@@ -117,19 +109,17 @@ class PrintingConfig:
     kind: str = field(default="network", metadata=check(
         "one of 'network', 'usb', 'serial'", lambda v: v in ("network", "usb", "serial")))
     host: str = "127.0.0.1"
-    port: int = field(default=9100, metadata=check("an integer from 0 to 65535", port))
-    vendor_id: int = field(default=0, metadata=check(
-        "a USB vendor id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
-    product_id: int = field(default=0, metadata=check(
-        "a USB product id from 0 to 0xffff", lambda v: 0 <= v <= 0xFFFF))
+    port: int = field(default=9100, metadata=ranged("an integer", 0, 65535))
+    vendor_id: int = field(default=0, metadata=check("a USB vendor id from 0 to 0xffff",
+                                                          between(0, 0xFFFF)))
+    product_id: int = field(default=0, metadata=check("a USB product id from 0 to 0xffff",
+                                                           between(0, 0xFFFF)))
     device: str = "/dev/ttyUSB0"
     baudrate: int = field(default=9600, metadata=check("a positive integer", positive))
     profile: str = "default"
     width_mm: int = field(default=80, metadata=check("58 or 80", lambda v: v in (58, 80)))
-    timeout_s: float = field(default=2.0, metadata=check(
-        "a number of seconds from 0.1 to 30", lambda v: 0.1 <= v <= 30))
-    status_interval_s: float = field(default=5.0, metadata=check(
-        "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600))
+    timeout_s: float = field(default=2.0, metadata=seconds(0.1, 30))
+    status_interval_s: float = field(default=5.0, metadata=seconds(0.1, 3600))
 
     def driver_config(self) -> PrinterConfig:
         """The driver's view of this section (:class:`hw.printer.transport.PrinterConfig`)."""
@@ -177,13 +167,13 @@ class PanelConfig:
 
     enabled: bool = True
     chip: int = field(default=-1, metadata=check(
-        "a gpiochip number from 0 to 255, or -1 for gpiozero's choice", lambda v: -1 <= v <= 255))
-    offline_button: int = field(default=17, metadata=check("a BCM pin 0-53 or -1", pin))
-    reprint_button: int = field(default=27, metadata=check("a BCM pin 0-53 or -1", pin))
-    shutdown_button: int = field(default=-1, metadata=check("a BCM pin 0-53 or -1", pin))
-    mode_led: int = field(default=22, metadata=check("a BCM pin 0-53 or -1", pin))
-    uplink_led: int = field(default=23, metadata=check("a BCM pin 0-53 or -1", pin))
-    power_led: int = field(default=24, metadata=check("a BCM pin 0-53 or -1", pin))
+        "a gpiochip number from 0 to 255, or -1 for gpiozero's choice", between(-1, 255)))
+    offline_button: int = field(default=17, metadata=BCM_PIN)
+    reprint_button: int = field(default=27, metadata=BCM_PIN)
+    shutdown_button: int = field(default=-1, metadata=BCM_PIN)
+    mode_led: int = field(default=22, metadata=BCM_PIN)
+    uplink_led: int = field(default=23, metadata=BCM_PIN)
+    power_led: int = field(default=24, metadata=BCM_PIN)
     long_press_s: float = field(default=3.0, metadata=seconds(0.5, 30))
 
     def pins(self) -> dict[str, int | None]:
@@ -200,10 +190,9 @@ class NutConfig:
 
     enabled: bool = False
     listen: str = "127.0.0.1"
-    port: int = field(default=3493, metadata=check("an integer from 0 to 65535", port))
+    port: int = field(default=3493, metadata=ranged("an integer", 0, 65535))
     ups_name: str = field(default="kit", metadata=check(
         "1 to 32 letters, digits, '-' or '_'",
         lambda v: 0 < len(v) <= 32 and v.replace("-", "").replace("_", "").isalnum()))
-    max_connections: int = field(default=8, metadata=check(
-        "an integer from 1 to 64", lambda v: 1 <= v <= 64))
+    max_connections: int = field(default=8, metadata=ranged("an integer", 1, 64))
     idle_timeout_s: float = field(default=60.0, metadata=seconds(1, 3600))

@@ -43,8 +43,15 @@ def record_event(db: sqlite3.Connection, event: dict[str, Any], kit_id: str, now
 
 
 def pending(db: sqlite3.Connection, after_id: int, limit: int) -> list[sqlite3.Row]:
-    return db.execute("SELECT id, kind, key, payload FROM outbox WHERE relayed_at IS NULL "
-                      "AND id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+    """The next rows to publish. A sale's, void's or refund's ``receipt`` gets what HQ needs
+    to check its link, read from the chain as it stands (never stored twice): ``prev`` (the
+    hash before it) and ``body`` (the canonical JSON hashed), and the link's ``hash``."""
+    return db.execute(
+        "SELECT o.id, o.kind, o.key, CASE WHEN r.seq IS NULL THEN o.payload ELSE json_set("
+        "o.payload, '$.receipt.hash', r.hash, '$.receipt.prev', r.prev_hash, '$.receipt.body', "
+        "r.body) END AS payload FROM outbox o LEFT JOIN receipts r ON o.kind != 'event' AND "
+        "r.seq = json_extract(o.payload, '$.receipt.seq') WHERE o.relayed_at IS NULL "
+        "AND o.id > ? ORDER BY o.id LIMIT ?", (after_id, limit)).fetchall()
 
 
 def depth(db: sqlite3.Connection) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,11 @@ class Group:
     its share, until that instance comes back (which takes its session back) or stops being
     offline. ``open_session(peer)`` connects such a session and returns its
     :class:`AdoptedSession`.
+
+    An instance is adopted only once it has been offline for ``retry_s``: instances started
+    together each see the others' ``offline`` of their last stop before their ``online``, and
+    taking a session over from a connected instance makes the broker publish its will
+    (``offline``) again.
     """
 
     def __init__(self, me: str, open_session: Callable[[str], AdoptedSession],
@@ -40,21 +46,24 @@ class Group:
         self.me = me
         self.open_session = open_session
         self.retry_s = retry_s
-        self.status: dict[str, str] = {}
+        self.status: dict[str, tuple[str, float]] = {}
         self.adopted: dict[str, AdoptedSession] = {}
         self.retry_at: dict[str, float] = {}
 
-    def seen(self, peer: str, status: str) -> None:
-        """A status message (from the broker's thread)."""
-        if peer != self.me:
-            self.status[peer] = status
+    def seen(self, peer: str, status: str, now: float | None = None) -> None:
+        """A status message (from the broker's thread); ``now`` on the monotonic clock. The
+        same status again (a retained one, sent to each new subscription) changes nothing."""
+        if peer != self.me and self.status.get(peer, ("",))[0] != status:
+            self.status[peer] = (status, time.monotonic() if now is None else now)
 
-    def wanted(self) -> set[str]:
+    def wanted(self, now: float) -> set[str]:
         """The sessions this instance should be draining now."""
         status = dict(self.status)
-        if min({self.me} | {peer for peer, s in status.items() if s == "online"}) != self.me:
+        online = {peer for peer, (s, _) in status.items() if s == "online"}
+        if min({self.me} | online) != self.me:
             return set()
-        return {peer for peer, s in status.items() if s == "offline"}
+        return {peer for peer, (s, since) in status.items()
+                if s == "offline" and now - since >= self.retry_s}
 
     def step(self, now: float) -> None:
         """Adopt and give back sessions as :meth:`wanted` says (from one thread only).
@@ -63,7 +72,7 @@ class Group:
         broker went away) is adopted again only ``retry_s`` later, so an instance that is
         coming back is not pushed out of its own session before its ``online`` arrives.
         """
-        wanted = self.wanted()
+        wanted = self.wanted(now)
         for peer in [p for p, adopted in self.adopted.items()
                      if adopted.ended.is_set() or p not in wanted]:
             adopted = self.adopted.pop(peer)

@@ -1,11 +1,12 @@
 """``dropkit hq`` on the broker: :func:`run_hq` subscribes to every kit's ``orders`` with a
-persistent session (the broker keeps orders for it while it is down), records each message in
-the :class:`~agent.hq.ledger.Ledger` and publishes the kit's ack:
-``{"order_id", "result": "accepted" | "rejected", "reason", "trace_id"}``.
+persistent session (the broker keeps orders for it while it is down), records the messages in
+the :class:`~agent.hq.ledger.Ledger` in batches (:class:`~agent.hq.intake.Intake`) and
+publishes each kit's ack: ``{"order_id", "result": "accepted" | "rejected", "reason",
+"trace_id"}``.
 
-The ack is published only after the ledger has committed, and paho acknowledges the message to
-the broker only after that, so a crash anywhere repeats work rather than losing it. Several
-instances may share the load (``--shared-group``): see :class:`~agent.hq.group.Group`.
+An ack is published only after the ledger has committed, and the message is acknowledged to the
+broker (paho's manual ack) only after that, so a crash anywhere repeats work rather than losing
+it. Several instances may share the load (``--shared-group``): see :class:`~agent.hq.group.Group`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.manifest import Manifest
 from agent.hq.group import AdoptedSession, Group
+from agent.hq.intake import Intake
 from agent.hq.ledger import HOLD_S, Ledger
+from agent.hq.metrics import Metrics
 from agent.uplink.mqtt import Will, new_client
 
 if TYPE_CHECKING:
@@ -29,17 +32,23 @@ log = logging.getLogger("dropkit.hq")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps an HQ session (and the orders for it) while nobody connects it."""
+RECEIVE_MAXIMUM = 1000
+"""Messages the broker may send a session before the first is acknowledged: what one batch can
+take (the broker's own limit may be lower: Mosquitto's ``max_inflight_messages``)."""
+TICK_S = 0.5
 
 
-def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: float = HOLD_S,
+def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float = HOLD_S,
            client_id: str = "dropkit-hq", shared_group: str = "", topic_prefix: str = "dropkit",
            username: str = "", password: str = "", ca_file: str = "",
+           http_port: int | None = None, http_host: str = "127.0.0.1",
            stop: threading.Event | None = None) -> None:
-    """Reconcile until SIGTERM/SIGINT (or ``stop`` is set)."""
+    """Reconcile until SIGTERM/SIGINT (or ``stop`` is set); ``db`` is a SQLite file's path or a
+    ``postgresql://`` URL."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
-    ledger = Ledger(db_path, hold_s)
+    ledger = Ledger(db, hold_s)
     if stock is not None:
         ledger.load_stock(stock)
         log.info("central stock %s loaded: %d SKUs", stock.version, len(stock.items))
@@ -48,45 +57,38 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
     if shared_group:
         subscription = f"$share/{shared_group}/{subscription}"
     statuses = f"{topic_prefix}/hq/{shared_group}/"
+    metrics = Metrics()
 
-    def message(client, userdata, msg) -> None:
-        parts = msg.topic.split("/")
-        kit_id = parts[-2] if len(parts) >= 3 else ""
-        try:
-            data = json.loads(msg.payload)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            acks = ledger.record(kit_id, data)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignored garbage on %s (%s): %r", msg.topic, exc, msg.payload[:100])
-            return
-        for ack in acks:
-            send_ack(client, kit_id, ack)
-
-    def send_ack(client: mqtt.Client, kit_id: str, ack: dict[str, Any]) -> None:
+    def send_ack(kit_id: str, ack: dict[str, Any]) -> None:
         client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+
+    intake = Intake(ledger, send_ack, metrics)
 
     def session(session_id: str, will: Will | None = None) -> mqtt.Client:
         """A client of the persistent session ``session_id`` (clean start off, so the broker
         keeps orders for it while it is away); connects once its loop starts."""
         built = new_client(broker, client_id=session_id, session_expiry_s=SESSION_EXPIRY_S,
-                           username=username, password=password, ca_file=ca_file, will=will)
-        client = built.paho
-        client.on_message = message
+                           username=username, password=password, ca_file=ca_file, will=will,
+                           manual_ack=True, receive_maximum=RECEIVE_MAXIMUM)
+        paho = built.paho
+        paho.on_message = lambda c, u, msg: intake.deliver(c, msg)
         if group is not None:
-            # Every session of the group (an adopted one too) carries the status subscription.
-            client.message_callback_add(statuses + "+", lambda c, u, msg: group.seen(
-                msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace")))
+            # Every session of the group (an adopted one too) carries the status subscription;
+            # a status is not an order: acknowledged at once.
+            def status(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+                group.seen(msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace"))
+                c.ack(msg.mid, msg.qos)
+            paho.message_callback_add(statuses + "+", status)
         built.connect_async()
-        return client
+        return paho
 
     def adopt(peer: str) -> AdoptedSession:
-        client = session(peer)
+        adopted_client = session(peer)
 
         def close() -> None:
-            client.on_disconnect = None
-            client.disconnect()
-            client.loop_stop()
+            adopted_client.on_disconnect = None
+            adopted_client.disconnect()
+            adopted_client.loop_stop()
 
         adopted = AdoptedSession(close)
 
@@ -94,8 +96,8 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
             client.loop_stop()  # from its own thread: no reconnect; Group.step decides
             adopted.ended.set()
 
-        client.on_disconnect = disconnected
-        client.loop_start()
+        adopted_client.on_disconnect = disconnected
+        adopted_client.loop_start()
         return adopted
 
     group = Group(client_id, adopt) if shared_group else None
@@ -118,18 +120,31 @@ def run_hq(broker: str, db_path: str, *, stock: Manifest | None = None, hold_s: 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    web = None
+    if http_port is not None:
+        from agent.hq.web import serve
+
+        web = serve(ledger, metrics, http_host, http_port)
     client.loop_start()
     try:
-        while not stop.wait(0.5):
-            for kit_id, ack in ledger.release_overdue():
-                send_ack(client, kit_id, ack)
-            if group is not None:
-                group.step(time.monotonic())
+        tick = time.monotonic() + TICK_S
+        while not stop.is_set():
+            batch = intake.take(max(tick - time.monotonic(), 0.0))
+            if batch:
+                intake.handle(batch, stop)
+            if time.monotonic() >= tick:
+                intake.release_overdue()
+                if group is not None:
+                    group.step(time.monotonic())
+                tick = time.monotonic() + TICK_S
     finally:
         if group is not None:
             group.close()
         # With a will (in a shared group) the broker publishes it: this instance is offline.
         client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
         client.loop_stop()
-        ledger.db.close()
-        log.info("HQ stopped")
+        if web is not None:
+            web.close()
+        ledger.close()
+        log.info("HQ stopped (%d messages in %d batches)", metrics.value("messages"),
+                 metrics.value("batches"))

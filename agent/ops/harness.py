@@ -380,21 +380,39 @@ class Broker(Child):
 class Hq(Child):
     """``dropkit hq`` in a subprocess, its output kept for the caller to read."""
 
-    def __init__(self, broker: Broker, db: Path, stock: Path | None = None) -> None:
+    def __init__(self, broker: Broker, db: Path | str, stock: Path | None = None) -> None:
         super().__init__()
         self.broker, self.db, self.stock = broker, db, stock
         self.extra_args: list[str] = []
 
-    def start(self) -> Self:
+    def start(self, wait: bool = True) -> Self:
+        """Start it; return once it is connected (or at once, without ``wait``: then
+        :meth:`wait_connected`)."""
         stock = ["--stock", str(self.stock)] if self.stock else []
         self._spawn_agent("hq", "--broker", self.broker.url, "--db", str(self.db),
                           *self.extra_args, *stock)
+        return self.wait_connected() if wait else self
+
+    def wait_connected(self) -> Self:
         wait_for(lambda: any("HQ connected" in line for line in self.log), 15, "HQ connected")
         return self
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.db, timeout=30)
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
+        """Rows of the ledger (SQLite or PostgreSQL; ``?`` placeholders) as tuples."""
+        return query_ledger(self.db, sql, *args)
+
+
+def query_ledger(target: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of HQ's ledger at ``target`` (a SQLite file or a ``postgresql://`` URL), as tuples."""
+    from agent.hq.sql import is_postgresql
+
+    if is_postgresql(target):
+        import psycopg
+
+        with psycopg.connect(str(target), autocommit=True) as conn:
+            return conn.execute(sql.replace("?", "%s"), args).fetchall()
+    db = sqlite3.connect(target, timeout=30)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()

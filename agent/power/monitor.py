@@ -5,7 +5,8 @@ nothing), applies the policy (debounced state, thresholds, fault handling) and t
 through two callbacks: ``on_status`` (a :class:`~agent.power.status.PowerStatus`, the telemetry)
 and ``on_event`` (a dict: power transitions, sensor faults, the shutdown). On a critical battery
 it counts down and then runs a :class:`~agent.power.shutdown.ShutdownSequence` whose steps the
-daemon supplies. On the simulated rig of ``dropkit sim``:
+daemon supplies. What it says (the NUT flags, the status, the events) is built by its side in
+:mod:`agent.power.output`. On the simulated rig of ``dropkit sim``:
 
     >>> import asyncio
     >>> from agent.config import PowerConfig
@@ -38,19 +39,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
-from agent.core.clock import now_iso
 from agent.power.debounce import Debounced
 from agent.power.judgement import BatteryJudge, mains_seen, time_left_s
+from agent.power.output import MonitorOutput, PowerEvent
 from agent.power.policy import Decision, ShutdownPolicy
 from agent.power.sensors import ReadJob, TrackedSensor, read_on_i2c_thread
 from agent.power.shutdown import ShutdownSequence
-from agent.power.status import (
-    RATE_DEADBAND_PERCENT_PER_HOUR,
-    UNKNOWN_STATE,
-    PowerStatus,
-    SourceStatus,
-    UpsStatus,
-)
+from agent.power.status import PowerStatus
 from hw.power.current import PowerReading
 from hw.power.max17048 import GaugeReading
 
@@ -64,14 +59,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PowerEvent = dict[str, Any]
-
 FAULT_AFTER_FAILURES = 3
 """Consecutive failed reads before a sensor is reported as faulted; fewer are retried quietly."""
 MAX_BACKOFF_S = 5.0
 """Longest wait between retries of a failing sensor."""
-CURRENT_DEADBAND_AMPS = 0.05
-"""Battery current within ± this is neither charging nor discharging."""
 BATTERY_REASONS = ("battery_critical", "battery_level_unknown")
 """Commit reasons that set ``LB``: the battery is what shuts the kit down."""
 
@@ -80,7 +71,7 @@ def _ignore(_: object) -> None:
     return None
 
 
-class PowerMonitor:
+class PowerMonitor(MonitorOutput):
     """Polls the power sensors and applies the policy of docs/power.md.
 
     ``on_status`` gets a :class:`PowerStatus` at every sample (``sample_interval_s``) and at
@@ -232,20 +223,6 @@ class PowerMonitor:
         sensor.configured, sensor.failures, sensor.retry_at = True, 0, 0.0
         sensor.faulted_since, sensor.reading = None, reading
 
-    def _discharging(self) -> bool | None:
-        """Whether the battery is discharging (False: charging; None: idle or unknown)."""
-        battery, gauge = self._sensors.get("battery"), self._sensors.get("gauge")
-        if battery is not None and battery.reading is not None:
-            amps = battery.reading.amps
-            if abs(amps) > CURRENT_DEADBAND_AMPS:
-                return amps > 0
-        believed = self._battery.trust.trusted
-        if gauge is not None and gauge.reading is not None and believed is not None:
-            rate = believed.rate_percent_per_hour
-            if abs(rate) > RATE_DEADBAND_PERCENT_PER_HOUR:
-                return rate < 0
-        return None
-
     def _mains_observation(self, mains: PowerReading | None) -> bool | None:
         """Is mains present, by this poll's evidence? The power-fail line wins, then the mains
         monitor; with neither (not fitted, or faulted) the battery's direction. None when
@@ -347,64 +324,3 @@ class PowerMonitor:
         status = self._publish(now, force=True)
         assert status is not None
         self.shutdown_task = asyncio.get_running_loop().create_task(self.sequence.run(status))
-
-    # -- output -----------------------------------------------------------------------------
-
-    def _state_flags(self) -> list[str]:
-        flags = ["FSD"] if self._fsd else []
-        if self._mains.value is not None:
-            flags.append("OL" if self._mains.value else "OB")
-        discharging = True if self._mains.value is False else self._discharging()
-        if discharging is not None:
-            flags.append("DISCHRG" if discharging else "CHRG")
-        if self._low_battery:
-            flags.append("LB")
-        return flags
-
-    def _publish(self, now: float, *, force: bool) -> PowerStatus | None:
-        """Emit a power event if OL/OB, LB or FSD changed; the status then, or when forced."""
-        flags = self._state_flags()
-        state = " ".join(flags) or UNKNOWN_STATE
-        principal = " ".join(flag for flag in flags if flag not in ("CHRG", "DISCHRG"))
-        if principal != self._principal:
-            log.info("power %s -> %s", self._principal or UNKNOWN_STATE, principal)
-            self._emit({"type": "power", "from": self._principal or None, "to": principal,
-                        "state": state})
-            self._principal = principal
-        elif not force:
-            return None
-        sensors = self._sensors
-
-        def last(name: SensorName) -> Any:
-            return sensors[name].reading if name in sensors else None
-
-        self._seq += 1
-        status = PowerStatus(
-            state=state,
-            feeding=None if self._mains.value is None else (
-                "mains" if self._mains.value else "battery"),
-            mains=SourceStatus.of(last("mains"), self.config.mains_present_volts),
-            battery=SourceStatus.of(last("battery"), self.config.battery_present_volts),
-            ups=UpsStatus.of(self._battery.trust.trusted if "gauge" in sensors
-                             and sensors["gauge"].reading is not None else None),
-            battery_level=self._battery.level,
-            sensor_faults=tuple(name for name, sensor in sensors.items()
-                                if sensor.faulted_since is not None),
-            shutdown_in_s=(0.0 if self._fsd else None if self.policy.commit_at is None
-                           else max(0.0, self.policy.commit_at - now)),
-            ts=now_iso(),
-            seq=self._seq,
-        )
-        self.status = status
-        self._call(self._on_status, status)
-        return status
-
-    def _emit(self, event: PowerEvent) -> None:
-        self._call(self._on_event, {**event, "ts": now_iso()})
-
-    @staticmethod
-    def _call(callback: Callable[[Any], object], value: object) -> None:
-        try:
-            callback(value)
-        except Exception:
-            log.exception("power callback %r failed", callback)

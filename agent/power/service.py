@@ -104,7 +104,11 @@ class PowerService:
         if self.monitor is not None:
             self.monitor.close()
         if self.sim is not None and self.rig_file is not None:
-            self.rig_file.write_text(json.dumps(self.sim.snapshot()))
+            try:
+                self.rig_file.write_text(json.dumps(self.sim.snapshot()))
+            except OSError as exc:  # the state directory is gone or full: the next start
+                # begins with a fresh rig
+                log.warning("simulated rig not saved to %s (%s)", self.rig_file, exc)
         if self._bus is not None:
             self._bus.close()
 

@@ -290,6 +290,8 @@ class Store:
     # -- the condition ----------------------------------------------------------------------
 
     def _files_changed(self) -> str:
+        """Why the files at the store's paths are not the ones opened (removed, replaced);
+        OSError when a path cannot be looked at (:meth:`check_files` raises it)."""
         for path, opened in self._files.items():
             st = _stat(path)
             if st is None:
@@ -297,6 +299,16 @@ class Store:
             if (st.st_dev, st.st_ino) != opened:
                 return f"{path.name} was replaced while the kit ran"
         return ""
+
+    def _files_changed_if_seen(self) -> str:
+        """:meth:`_files_changed` for the writer. A path it cannot look at (a directory it may
+        not read, a file where the directory was, I/O) is no proof the files changed: the
+        commit goes to the open files, as a restart could open no other store there; the
+        storage watch shows why it cannot look."""
+        try:
+            return self._files_changed()
+        except OSError:
+            return ""
 
     def _set_condition(self, condition: str, why: str = "") -> None:
         if condition == self.condition:
@@ -347,7 +359,7 @@ class Store:
             db.close()
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[Job]) -> None:
-        if self.condition != LOST and (why := self._files_changed()):
+        if self.condition != LOST and (why := self._files_changed_if_seen()):
             self._set_condition(LOST, why)
         if self.condition in (LOST, DAMAGED):
             for _, future in batch:

@@ -118,7 +118,8 @@ def new_client(url: str, *, client_id: str = "", protocol: str = "5",
                username: str = "", password: str = "", ca_file: str = "", cert_file: str = "",
                key_file: str = "", will: Will | None = None,
                max_packet_bytes: int | None = None,
-               packet_too_big: Callable[[int], object] | None = None) -> Client:
+               packet_too_big: Callable[[int], object] | None = None,
+               manual_ack: bool = False, receive_maximum: int | None = None) -> Client:
     """A client for the broker at ``url``; TLS for ``mqtts://``.
 
     ``protocol`` is ``"5"`` or ``"3.1.1"``. With ``session_expiry_s`` the session is persistent
@@ -128,7 +129,9 @@ def new_client(url: str, *, client_id: str = "", protocol: str = "5",
     broker drops a bigger message for this client rather than send it. And the client checks
     it itself (3.1.1 has no such property, and paho 2.x reads a packet of any announced length,
     up to 256 MB, into memory): a packet announced bigger ends the connection before its body
-    is read, and ``packet_too_big(length)`` is told.
+    is read, and ``packet_too_big(length)`` is told. With ``manual_ack`` a QoS 1 message is
+    acknowledged to the broker only by ``paho.ack(mid, qos)``; ``receive_maximum`` (MQTT 5) is
+    how many such messages the broker may send before the first is acknowledged.
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
@@ -138,16 +141,18 @@ def new_client(url: str, *, client_id: str = "", protocol: str = "5",
     v5 = protocol == "5"
     persistent = session_expiry_s is not None
     paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                       protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                       protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=manual_ack,
                        **({} if v5 else {"clean_session": not persistent}))
     connect_options: dict[str, Any] = {}
-    if v5 and (persistent or max_packet_bytes):
+    if v5 and (persistent or max_packet_bytes or receive_maximum):
         properties = Properties(PacketTypes.CONNECT)
         if persistent:
             properties.SessionExpiryInterval = session_expiry_s
             connect_options["clean_start"] = False
         if max_packet_bytes:
             properties.MaximumPacketSize = max_packet_bytes
+        if receive_maximum:
+            properties.ReceiveMaximum = receive_maximum
         connect_options["properties"] = properties
     if address.tls:
         paho.tls_set_context(tls_context(ca_file, cert_file, key_file))

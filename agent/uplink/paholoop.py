@@ -5,6 +5,12 @@ The loop watches paho's socket and calls ``loop_read`` / ``loop_write``; a task 
 paho callback runs on the loop, which owns all state, and a PUBACK frees an in-flight slot that
 the drain refills within the same loop (a hand-off between threads held a drain to well under
 half of raw paho's rate). :class:`PahoOnLoop` is the mixin the uplink's session is built on.
+
+paho passes on what a callback raises, half-way through the packet it was handling, and its
+reader would then handle that packet again. So an error out of ``loop_read`` or ``loop_write``
+ends the connection, and the session's connection part raises it (the supervisor logs it,
+shows the part degraded and starts it again), rather than an asyncio callback error that leaves
+the connection as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class PahoOnLoop:
     _loop_thread: int
     _serving: bool
     _socket_gone: asyncio.Event
+    _failure: Exception | None
 
     def _watch_socket_callbacks(self) -> None:
         """Have paho tell the loop about its socket."""
@@ -39,10 +46,25 @@ class PahoOnLoop:
                 self.client.loop_misc()  # PINGREQ when due; a silent broker closes the socket
 
     def _readable(self) -> None:
-        self.client.loop_read()
+        try:
+            self.client.loop_read()
+        except Exception as exc:
+            self._give_up_connection(exc)
 
     def _writable(self) -> None:
-        self.client.loop_write()
+        try:
+            self.client.loop_write()
+        except Exception as exc:
+            self._give_up_connection(exc)
+
+    def _give_up_connection(self, exc: Exception) -> None:
+        """Read no more of this connection and disconnect; ``exc`` is the connection's end."""
+        if self._failure is None:
+            self._failure = exc
+        sock = self.client.socket()
+        if sock is not None:
+            self._loop.remove_reader(sock)
+        self.client.disconnect()  # once written, paho closes the socket (_on_socket_close)
 
     def _on_socket_register_write(self, client, userdata, sock) -> None:
         # paho asks from the connect's worker thread too (its CONNECT packet).

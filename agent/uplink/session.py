@@ -1,11 +1,10 @@
 """The uplink: the kit's MQTT session with the co-op's broker (paho-mqtt 2.x).
 
-It publishes the durable outbox in order with QoS 1 and marks each message relayed only after
-the broker's PUBACK; power telemetry at an interval and at once on every change; ``status``
-(retained ``online``, and ``offline`` as the last will and on an orderly stop). It takes HQ's
-acks and settles orders with them, and it decides whether the uplink is healthy enough for the
-kit to be online (:mod:`agent.uplink.acktimes`). paho runs on the kit's asyncio loop
-(:mod:`agent.uplink.paholoop`).
+It publishes the durable outbox (:mod:`agent.uplink.drain`); power telemetry at an interval
+and at once on every change; ``status`` (retained ``online``, and ``offline`` as the last will
+and on an orderly stop). It takes HQ's acks and settles orders with them, and it decides whether
+the uplink is healthy enough for the kit to be online (:mod:`agent.uplink.acktimes`). paho runs
+on the kit's asyncio loop (:mod:`agent.uplink.paholoop`).
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -27,24 +24,29 @@ from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
 from agent.core.clock import Moment
-from agent.core.errors import Refusal
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
+from agent.uplink.drain import OutboxDrain
 from agent.uplink.mqtt import tls_failure
 from agent.uplink.paholoop import PahoOnLoop
 
 log = logging.getLogger(__name__)
 
 ACK_SAMPLES = 50
-READ_AHEAD = 256  # outbox rows fetched per store read during a drain
 MAX_ACK_BYTES = 4096
 """An ack is a few hundred bytes; a bigger payload is dropped and counted before parsing."""
 MAX_PACKET_BYTES = 16384
 """The largest MQTT packet the kit takes: MQTT 5's Maximum Packet Size in its CONNECT (the
 broker drops bigger ones), and the kit's own check of what paho starts to read
-(:meth:`PahoOnLoop._readable`), for 3.1.1 or a broker that ignores it."""
+(:func:`agent.uplink.mqtt.new_client`'s bounded reads), for 3.1.1 or a broker that ignores
+it."""
 
+
+STABLE_S = 10.0
+"""A connection that lasted this long got through: after it the reconnect backoff starts afresh
+and a fault is said again. A broker that drops the kit at once (a message it will not take,
+sent again on each connection) is tried ever more slowly, and said once."""
 
 CONNECTION_PART = "uplink"
 """The part that holds the connection: stopped after :meth:`Uplink.goodbye`."""
@@ -109,20 +111,21 @@ class Uplink(PahoOnLoop):
         self._stopping = False
         self._socket_gone = asyncio.Event()  # paho closed the socket: the connection is over
         self._serving = False  # a connected socket is watched by the loop
+        self._failure: Exception | None = None  # what ended the connection, if a callback
         self._last_complaint = ""
-        self._wake = asyncio.Event()
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
-        # Rows read ahead of the window, so a PUBACK frees a slot without a store round trip.
-        self._ready: deque[sqlite3.Row] = deque()
-        self._read_upto = 0  # highest outbox id read by this process (handed or in _ready)
-        self._handed_upto = 0  # highest outbox id handed to paho
-        self._acked: list[int] = []
-        self._flushing = False
+        self._connected_at = 0.0  # monotonic
         self._ack_times = AckTimes(config.ack_window_s, ACK_SAMPLES)
+        self.drain = OutboxDrain(
+            store, moment, self.prefix, config.inflight_window, config.resend_after_s,
+            publish=lambda topic, payload: self.client.publish(topic, payload, qos=1).mid,
+            connected=lambda: self.connected,
+            sale_sent=lambda order_id: self._ack_times.sent(order_id, time.monotonic()),
+            relayed=outputs.relayed, refusal=self._refused,
+            spawn=lambda job: outputs.spawn("uplink_drain", job))
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._telemetry_seq = 0
+        self._telemetry_wanted = asyncio.Event()  # a power change: send before the interval
         self.garbage = 0
-        self.refused = 0  # outbox messages the broker's PUBACK refused (MQTT 5)
         self.connects = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -133,14 +136,14 @@ class Uplink(PahoOnLoop):
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.mode.set_uplink_healthy(False)
-        return {CONNECTION_PART: self._stay_connected, "uplink_drain": self._drain,
+        return {CONNECTION_PART: self._stay_connected, "uplink_drain": self.drain.run,
                 "telemetry": self._publish_telemetry, "uplink_health": self._watch_health,
                 "reconcile": self._sweep, "uplink_keepalive": self._keep_alive}
 
     async def goodbye(self, timeout: float = 3.0) -> None:
         """Say ``offline`` (retained) and disconnect, once the other parts stopped; what is
         not relayed stays in the outbox."""
-        await self._flush_acked()
+        await self.drain.flush_acked()
         self._stopping = True
         if self.connected:
             info = self.client.publish(f"{self.prefix}/status", "offline", qos=1, retain=True)
@@ -152,14 +155,18 @@ class Uplink(PahoOnLoop):
 
     def wake(self) -> None:
         """New rows in the outbox: publish them now rather than at the next tick."""
-        self._wake.set()
+        self.drain.wake()
+
+    def retry_relayed(self) -> None:
+        """The store takes writes again: mark what the broker acknowledged meanwhile."""
+        self.drain.retry_relayed()
 
     def health(self) -> dict[str, Any]:
         ack_p95 = self._ack_times.p95()
         return {"state": self.state, "broker": f"{self.host}:{self.port}",
-                "inflight": len(self._inflight),
+                "inflight": len(self.drain.inflight),
                 "ack_p95_s": None if ack_p95 is None else round(ack_p95, 3),
-                "garbage_acks": self.garbage, "refused_by_broker": self.refused}
+                "garbage_acks": self.garbage, "refused_by_broker": self.drain.refused}
 
     async def wait_for_ack(self, order_id: str, timeout: float) -> dict[str, Any] | None:
         """The order's view once HQ has settled it, or None after ``timeout`` seconds."""
@@ -183,7 +190,7 @@ class Uplink(PahoOnLoop):
         deadline = loop.time() + timeout
         self.wake()
         while loop.time() < deadline:
-            if self.connected and not self._inflight and not self._acked and \
+            if self.connected and self.drain.idle and \
                     await self.store.read(outbox.depth) == 0:
                 return True
             await asyncio.sleep(0.05)
@@ -195,9 +202,9 @@ class Uplink(PahoOnLoop):
             await self._published_within(await self._send_telemetry(qos=1), timeout)
 
     def publish_telemetry_now(self) -> None:
-        """A power change: tell remote ops at once, not at the next interval."""
-        if self.connected:
-            self.out.spawn("telemetry", self._send_telemetry())
+        """A power change: tell remote ops at once, not at the next interval (the telemetry
+        part sends it, so a failure is that part's, and its next good send clears it)."""
+        self._telemetry_wanted.set()
 
     # -- paho on the loop ---------------------------------------------------------------
 
@@ -208,6 +215,7 @@ class Uplink(PahoOnLoop):
         backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s, jitter=0.5)
         while not self._stopping:
             self._socket_gone.clear()
+            self._failure = None
             sessions = self.connects
             try:
                 await asyncio.to_thread(self._connect)
@@ -226,16 +234,26 @@ class Uplink(PahoOnLoop):
                     self._serving = True
                     await self._socket_gone.wait()
                     self._serving = False
-                if self.connects > sessions:  # it got through: the next try starts afresh
+                if self._failure is not None:
+                    raise self._failure  # the supervisor logs it and connects again
+                if self.connects > sessions and self._lasted():  # the next try starts afresh
                     backoff.reset()
             if self._stopping:
                 break
             await asyncio.sleep(backoff.next())
 
+    def _lasted(self) -> bool:
+        return time.monotonic() - self._connected_at >= STABLE_S
+
     def _packet_too_big(self, size: int) -> None:
         self.garbage += 1
         self._say_once(f"broker {self.host}:{self.port} sent a packet of {size} bytes (the kit "
                        f"takes at most {MAX_PACKET_BYTES}): connection dropped")
+
+    def _refused(self, what: str) -> None:
+        """The broker refused an outbox message: said once, counted in health at once."""
+        self._say_once(f"broker {self.host}:{self.port} {what}")
+        self._update_health()
 
     def _say_once(self, complaint: str) -> None:
         """A warning for a lasting fault, once, not at every retry."""
@@ -256,7 +274,7 @@ class Uplink(PahoOnLoop):
                 f"broker {self.host}:{self.port} refused the connection: {reason_code}")
             return
         self.connected, self.state = True, "connected"
-        self._last_complaint = ""
+        self._connected_at = time.monotonic()
         self.connects += 1
         log.info("uplink connected to %s:%d", self.host, self.port)
         self.client.subscribe(f"{self.prefix}/acks", qos=1)
@@ -272,46 +290,15 @@ class Uplink(PahoOnLoop):
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self._stopping:
-            log.warning("uplink lost the broker: %s", reason_code)
+            if self._lasted():
+                self._last_complaint = ""  # a new fault, not the last one again
+            self._say_once(f"uplink lost the broker {self.host}:{self.port}: {reason_code}")
         self.connected, self.state = False, "disconnected"
         self._update_health()
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
-        outbox_id = self._inflight.pop(mid, None)
-        if outbox_id is None:
-            return  # telemetry, status or discovery: nothing durable waits on it
-        if reason_code.is_failure:  # MQTT 5: the broker took it but will not pass it on
-            # Not relayed: it stays in the outbox and goes again after a restart (a sale also
-            # by the resend sweep); said once, counted in health.
-            self.refused += 1
-            self._say_once(f"broker {self.host}:{self.port} refused a message: {reason_code}")
-            return
-        self._acked.append(outbox_id)
-        self.retry_relayed()
-        self.wake()
-
-    async def _flush_acked(self) -> None:
-        """Mark every PUBACKed message relayed, many in one commit. When the store takes no
-        writes, the ids wait for :meth:`retry_relayed` (or the next PUBACK)."""
-        try:
-            while self._acked:
-                ids, self._acked = self._acked, []
-                try:
-                    await self.store.write(
-                        lambda db, ids=ids: outbox.mark_relayed(db, ids, self.moment()))
-                except Refusal:
-                    self._acked = ids + self._acked
-                    raise
-                self.out.relayed()
-        finally:
-            self._flushing = False
-
-    def retry_relayed(self) -> None:
-        """Mark what the broker acknowledged, unless a flush is under way (the kit calls it too
-        when the store takes writes again)."""
-        if self._acked and not self._flushing:
-            self._flushing = True
-            self.out.spawn("uplink_drain", self._flush_acked())
+        # MQTT 5: a reason code of 0x80 or more is the broker's refusal to pass it on.
+        self.drain.published(mid, str(reason_code) if reason_code.is_failure else "")
 
     def _message(self, client, userdata, message) -> None:
         topic, payload = message.topic, message.payload
@@ -345,40 +332,12 @@ class Uplink(PahoOnLoop):
             if not future.done():
                 future.set_result(view)
 
-    async def _drain(self) -> None:
-        """Publish the outbox in order, at most ``inflight_window`` messages unacknowledged."""
-        window = self.config.inflight_window
-        # A restarted drain reads on from the last row handed to paho (paho re-sends what it
-        # holds): rows read ahead but not handed are read again, none is handed twice.
-        self._ready.clear()
-        self._read_upto = self._handed_upto
-        self.wake()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.connected and len(self._inflight) < window:
-                if not self._ready:
-                    rows = await self.store.read(
-                        lambda db, a=self._read_upto: outbox.pending(db, a, READ_AHEAD))
-                    if not rows:
-                        break
-                    self._ready.extend(rows)
-                    self._read_upto = rows[-1]["id"]
-                    continue  # connected may have changed while the store read
-                row = self._ready.popleft()
-                topic = f"{self.prefix}/{outbox.TOPIC_OF_KIND[row['kind']]}"
-                info = self.client.publish(
-                    topic, outbox.with_message_id(row["payload"], row["id"]), qos=1)
-                # paho keeps a handed message and re-sends it after a reconnect itself, so
-                # it is never handed twice by one process.
-                self._inflight[info.mid] = row["id"]
-                self._handed_upto = row["id"]
-                if row["kind"] == "sale":
-                    self._ack_times.sent(row["key"], time.monotonic())
-
     async def _publish_telemetry(self) -> None:
         while True:
-            await asyncio.sleep(self.config.telemetry_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._telemetry_wanted.wait(),
+                                       self.config.telemetry_interval_s)
+            self._telemetry_wanted.clear()
             if self.connected:
                 await self._send_telemetry()
 

@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from agent.core import holds
+from agent.core import holds, printjobs
 from agent.core.errors import Refusal
 from agent.core.manifest import (
     Item,
@@ -82,7 +82,7 @@ def test_a_hold_takes_stock_and_running_out_gives_it_back(db: sqlite3.Connection
     assert holds.expire_due(db, moment(HOLD_S)) == ["order-0001"]
     assert left(db) == 100 and holds.next_expiry(db) is None
     with pytest.raises(Refusal) as refused:
-        holds.settle_hold(db, "order-0001", "cash", KIT, moment(HOLD_S + 1), False)
+        holds.settle_hold(db, "order-0001", "cash", KIT, moment(HOLD_S + 1))
     assert refused.value.code == "hold_expired"
 
 
@@ -91,12 +91,14 @@ def test_settling_sells_at_the_reserved_price(db: sqlite3.Connection) -> None:
     apply_manifest(db, Manifest("t-2", (Item("ZINE-07", "Zine no. 7", 900, 100),
                                         Item("PIN-LOGO", "Enamel pin", 600, 100))),
                    "test", at(1))
-    sale = holds.settle_hold(db, "order-0001", "card", KIT, moment(10), print_receipt=True)
+    sale = holds.settle_hold(db, "order-0001", "card", KIT, moment(10))
     assert sale["total_cents"] == 1600 and sale["payment"] == {"method": "card",
                                                                 "status": "paid"}
     assert tuple(db.execute("SELECT sold, held FROM items WHERE sku = 'ZINE-07'")
                  .fetchone()) == (2, 0)
-    assert db.execute("SELECT count(*) FROM print_jobs").fetchone()[0] == 1
+    # Paid: the paper rule calls for its receipt (the caller queues it in this transaction).
+    assert len(printjobs.queue_due(db, "order-0001", at(10))) == 1
+    assert [tuple(row) for row in db.execute("SELECT kind FROM print_jobs")] == [("receipt",)]
     assert holds.expire_due(db, moment(HOLD_S * 2)) == []  # a sale never runs out
 
 
