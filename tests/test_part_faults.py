@@ -10,6 +10,8 @@ buttons through the staff page's simulator controls.
 
 from __future__ import annotations
 
+import ctypes
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,15 @@ async def job_fault_is_shown_then_cleared(k: Running, caplog: pytest.LogCaptureF
     assert reason in logged[0].getMessage()
 
 
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (Linux's renameat2 with RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), str(a))
+
+
 def test_storage_watch_cannot_look_at_the_store_until_its_directory_is_back(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state, away = tmp_path / "kit", tmp_path / "kit.away"
@@ -58,12 +69,12 @@ def test_storage_watch_cannot_look_at_the_store_until_its_directory_is_back(
             def inject() -> None:
                 # A file where the state directory was: the store's path leads nowhere it can
                 # be looked at (for a daemon not run as root, a directory it may not read).
-                state.rename(away)
-                state.write_text("")
+                # Swapped in one step: a moment with no path at all is a store removed.
+                away.write_text("")
+                exchange(state, away)
 
             def repair() -> None:
-                state.unlink()
-                away.rename(state)
+                exchange(state, away)
             await fault_is_shown_then_cleared(k, caplog, "storage_watch",
                                               "NotADirectoryError: [Errno 20] Not a directory",
                                               inject, repair, timeout=30)

@@ -4,7 +4,6 @@ printed (Reprint, Mark checked), and a scanned receipt or pickup code opening it
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
@@ -13,6 +12,8 @@ from agent.ops.harness import wait_for
 from tests.conftest import Kit
 from tests.pages import PHONE, TABLET, VIEWPORTS, open_till, shot, viewport_name
 from tests.pages import browser as browser  # the fixture
+from tests.test_till_page import store
+from tests.test_web_inprocess import store_exec
 
 pytestmark = pytest.mark.browser
 
@@ -45,12 +46,8 @@ def test_an_alert_says_what_to_do_and_clears_when_it_is_over(
 
 
 def job_states(kit: Kit) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(f"file:{kit.state_dir / 'dropkit.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return db.execute("SELECT o.number, j.kind, j.state FROM print_jobs j JOIN orders o "
-                          "USING (order_id) ORDER BY j.id").fetchall()
-    finally:
-        db.close()
+    return store(kit, "SELECT o.number, j.kind, j.state FROM print_jobs j JOIN orders o "
+                      "USING (order_id) ORDER BY j.id")
 
 
 def test_receipts_the_kit_is_unsure_of_are_reprinted_or_marked_checked(
@@ -62,12 +59,7 @@ def test_receipts_the_kit_is_unsure_of_are_reprinted_or_marked_checked(
     for sku in ("ZINE-07", "PIN-LOGO"):
         assert kit.place([{"sku": sku, "qty": 1}]).status == 201
     kit.kill()
-    db = sqlite3.connect(kit.state_dir / "dropkit.db", timeout=30)
-    try:
-        with db:
-            db.execute("UPDATE print_jobs SET state = 'sending'")  # what a crash mid-send leaves
-    finally:
-        db.close()
+    store_exec(kit.state_dir, "UPDATE print_jobs SET state = 'sending'")  # a crash mid-send
     kit = kit_factory(state_dir=kit.state_dir)
     wait_for(lambda: [s for *_, s in job_states(kit)] == ["unsure", "unsure"], 15,
              "the interrupted receipts are unsure")
