@@ -82,7 +82,7 @@ class MqttConfig:
     keepalive_s: int = field(default=30, metadata=check("an integer from 5 to 3600",
                                                          lambda v: 5 <= v <= 3600))
     reconnect_min_s: float = field(default=0.5, metadata=seconds(0.05, 60))
-    reconnect_max_s: float = field(default=30.0, metadata=seconds(0.1, 3600))
+    reconnect_max_s: float = field(default=5.0, metadata=seconds(0.1, 3600))
     telemetry_interval_s: float = field(default=10.0, metadata=seconds(0.1, 3600))
     inflight_window: int = field(default=32, metadata=check("an integer from 1 to 1000",
                                                              lambda v: 1 <= v <= 1000))
