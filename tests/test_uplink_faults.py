@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from agent.core.mode import Mode
-from agent.ops.harness import Broker, mosquitto_binary
+from agent.ops.harness import Broker
 from tests.inprocess import Running, eventually, run_logged, running_kit
 from tests.test_web_inprocess import (
     NO_PRINTER,
@@ -38,8 +38,7 @@ from tests.test_web_inprocess import (
     store_rows,
 )
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None,
-                                reason="needs mosquitto (apt-get install mosquitto)")
+pytestmark = pytest.mark.usefixtures("mosquitto")  # skipped without it, failed in CI
 
 FOLLOWER_FAULT = "RuntimeError: a follower of the mode failed"
 
