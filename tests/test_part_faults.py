@@ -1,11 +1,13 @@
 """A fault in the kit's parts beside those of :mod:`tests.test_web_inprocess` and
-:mod:`tests.test_uplink_faults`: the storage watch, the power-fail line, and the short jobs of
-the panel and of the durable events.
+:mod:`tests.test_uplink_faults`: the storage watch, the power-fail line, the hold sweep, the
+retention, the NUT server, and the short jobs of the panel, the durable events and the scanner.
 
-A real :class:`~agent.app.kit.Kit` on the test's loop. The seams: the file system (a file where
-the state directory was), another writer of the store (a trigger that refuses some rows),
-gpiozero's MockFactory (another holder of the fail line's pin), and the simulated panel's
-buttons through the staff page's simulator controls.
+A real :class:`~agent.app.kit.Kit` on the test's loop (the hold sweep's, the retention's and
+the NUT server's tests serve it with the daemon's own HTTP server on loopback). The seams: the
+file system (a file where the state directory was), another writer of the store (a trigger
+that refuses some rows, a count or an id damaged), gpiozero's MockFactory (another holder of
+the fail line's pin), a socket (another server on the NUT port), and the simulated panel's
+buttons and scanner through the staff page's simulator controls.
 """
 
 from __future__ import annotations
@@ -264,3 +266,31 @@ def test_a_nut_port_another_server_holds_is_degraded_then_served_once_it_is_free
     logged = tracebacks(caplog, "nut")
     assert len(logged) == 1, [record.getMessage() for record in logged]
     assert "address already in use" in logged[0].getMessage()
+
+
+def test_a_scan_the_store_cannot_read_shows_against_the_scanner_until_one_is_routed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with running_kit(tmp_path, NO_PRINTER) as k:
+            held = await k.order(("PIN-LOGO", 1), staff=False)
+            assert held.status_code == 201, held.text
+            order_id, code = held.json()["order_id"], held.json()["reservation"]["code"]
+            # A flipped byte in the reservation's order id: it is no longer UTF-8, and the
+            # lookup of its pickup code cannot read it.
+            store_exec(tmp_path, "UPDATE holds SET order_id = CAST(x'6f72ff' AS TEXT) "
+                                 f"WHERE order_id = '{order_id}'")
+
+            async def scan_the_pickup_code() -> None:  # each scan is routed as a job
+                answer = await k.http.post("/api/staff/sim/scan", headers=k.staff,
+                                           json={"text": f"PICKUP-{code}"})
+                assert answer.status_code == 200, answer.text
+            with k.kit.listen() as events:
+                await job_fault_is_shown_then_cleared(
+                    k, caplog, "scanner", "OperationalError: Could not decode to UTF-8",
+                    scan_the_pickup_code, lambda: store_exec(
+                        tmp_path, f"UPDATE holds SET order_id = '{order_id}' "
+                                  f"WHERE code = '{code}'"))
+                # The scan after the repair was routed: the staff page hears which order.
+                assert await next_event(events, "scan") == {"kind": "pickup", "code": code,
+                                                             "order_id": order_id}
+    run_logged(scenario, caplog)
