@@ -1,19 +1,30 @@
-"""Shared fixtures: a real dropkit daemon in a subprocess, on a free loopback port.
+"""Shared fixtures: a real dropkit daemon in a subprocess, on a free loopback port, and the
+broker and HQ of a stall around one.
 
 The processes themselves are :mod:`agent.ops.harness`'s, which ``dropkit drill`` runs too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
 
-from agent.ops.harness import SimKit, new_order_id, running_children
+from agent.ops.harness import (
+    Broker,
+    Child,
+    Hq,
+    SimKit,
+    new_order_id,
+    running_children,
+    write_config,
+)
 from agent.ops.harness import write_manifest as write_manifest
+from tests import needs
 from tests.hq_helpers import BACKENDS, ledger_target
 
 
@@ -69,3 +80,66 @@ def hq_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     test runs on both)."""
     with ledger_target(request.param, tmp_path) as target:
         yield target
+
+
+@pytest.fixture
+def mosquitto() -> str:
+    """The Mosquitto binary; without it the test is skipped, or fails in CI
+    (:mod:`tests.needs`)."""
+    return needs.mosquitto()
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A stall on the uplink: a Mosquitto and ``dropkit hq`` of the test's own, running, and a
+    kit's state directory, manifest and config (on that broker), its kit not yet started."""
+
+    broker: Broker
+    hq: Hq
+    state: Path
+    config: Path
+
+    def start_kit(self) -> SimKit:
+        """``dropkit sim`` on the stall's state directory and config."""
+        return SimKit(self.state, self.config).start()
+
+
+class MakeStall(Protocol):
+    def __call__(self, kit: Mapping[str, Any], items: list[tuple[str, str, int, int]], *,
+                 state: Path | None = None, paper_aside: bool = False,
+                 **sections: Mapping[str, Any]) -> Stall: ...
+
+
+@pytest.fixture
+def stall(tmp_path: Path, mosquitto: str) -> Iterator[MakeStall]:
+    """Make a :class:`Stall`: ``kit`` is the config's ``[kit]`` (its id first), ``items`` the
+    manifest's ``(sku, name, price_cents, qty)``, ``sections`` more of the config (``[mqtt]``
+    is the broker's, :meth:`~agent.ops.harness.Broker.kit_mqtt`). ``state`` is the state
+    directory (``tmp_path/kit`` by default); with ``paper_aside`` the simulated printer's
+    receipt images go to ``tmp_path/paper``, off the kit's disk, as a real printer's paper is.
+    HQ and the broker are stopped after the test."""
+    made: list[Child] = []
+
+    def make(kit: Mapping[str, Any], items: list[tuple[str, str, int, int]], *,
+             state: Path | None = None, paper_aside: bool = False,
+             **sections: Mapping[str, Any]) -> Stall:
+        broker = Broker(tmp_path / "broker").start()
+        made.append(broker)
+        hq = Hq(broker, tmp_path / "hq.db").start()
+        made.append(hq)
+        state = state or tmp_path / "kit"
+        state.mkdir(parents=True, exist_ok=True)
+        if paper_aside:
+            paper = tmp_path / "paper"
+            paper.mkdir()
+            (state / "printer").symlink_to(paper)
+        manifest = write_manifest(tmp_path / "manifest.toml", items)
+        config = write_config(tmp_path / "agent.toml", {
+            "kit": kit, "orders": {"manifest": str(manifest)}, **sections,
+            "mqtt": broker.kit_mqtt(**sections.get("mqtt", {}))})
+        return Stall(broker, hq, state, config)
+
+    yield make
+    for child in reversed(made):  # HQ, then its broker
+        if child.proc is not None:
+            child.stop()

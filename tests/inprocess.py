@@ -70,19 +70,26 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]] | None = None,
-                      manifest: str | None = None,
-                      clock: Clock | None = None) -> AsyncIterator[Running]:
+                      manifest: str | None = None, clock: Clock | None = None,
+                      loopback: bool = False) -> AsyncIterator[Running]:
     """Start a simulated kit on the running loop (on ``clock``, the system's when None);
-    stop it (and close its store) after."""
+    stop it (and close its store) after. With ``loopback`` the daemon's own HTTP server
+    serves it on a free port of 127.0.0.1 and the client talks to it there."""
     from agent.web.app import build_app
 
     config = parse_config({"kit": {"id": "kit-inproc"}, **(sections or {})},
                           source="test config")
+    served: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     kit = Kit(config, Wiring(simulated=True, state_dir=state_dir, host="127.0.0.1", port=0,
                              manifest=demo_manifest() if manifest is None else manifest,
-                             clock=clock))
+                             clock=clock, on_ready=lambda url, _: served.set_result(url)))
     # Public knobs of the supervisor; the backoff of each part is made from them at its start.
     kit.supervisor.first_retry_s, kit.supervisor.settle_s = FIRST_RETRY_S, SETTLE_S
+    if loopback:
+        async with _served(kit, served) as url, httpx.AsyncClient(base_url=url,
+                                                                  timeout=30) as client:
+            yield Running(kit, client)
+        return
     await kit.start()
     kit.serving_at("http://kit/")  # the app is reached through httpx's ASGI transport
     try:
@@ -95,6 +102,28 @@ async def running_kit(state_dir: Path, sections: Mapping[str, Mapping[str, Any]]
             yield Running(kit, client)
     finally:
         await kit.stop()
+
+
+@contextlib.asynccontextmanager
+async def _served(kit: Kit, served: asyncio.Future[str]) -> AsyncIterator[str]:
+    """The daemon's serving of ``kit`` (:func:`agent.app.daemon.serve_kit`) on this loop:
+    its URL once it listens; asked to exit after, as the shutdown sequence asks it."""
+    import gc
+
+    from agent.app.daemon import serve_kit
+
+    serving = asyncio.get_running_loop().create_task(serve_kit(kit))
+    try:
+        await asyncio.wait({serving, served}, return_when=asyncio.FIRST_COMPLETED)
+        if not served.done():
+            await serving  # it ended before it listened: its error
+            raise AssertionError("the kit stopped before it served")
+        await eventually(lambda: kit.supervisor.parts)
+        yield served.result()
+    finally:
+        kit.request_exit()
+        await serving
+        gc.unfreeze()  # the daemon froze what its start made, for the process's lifetime
 
 
 def run_logged(scenario: Callable[[], Coroutine[Any, Any, None]],

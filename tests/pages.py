@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests import needs
 from tests.conftest import Kit
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,9 +29,7 @@ SCREENS = Path(os.environ.get("DROPKIT_ARTIFACTS")
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: ./run-tests installs it when run as root")
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+        needs.missing("Debian's chromium", "chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests import needs
 
 PROFILE = Path(__file__).resolve().parents[1] / "image" / "files" / "dropkit-ap.nmconnection.in"
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
@@ -69,10 +68,7 @@ def test_networkmanager_reads_the_filled_profile_as_chosen(tmp_path: Path) -> No
     found = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('NM', '1.0')"],
                            capture_output=True)
     if found.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail("libnm's GObject bindings are missing: ./run-tests installs "
-                        "gir1.2-nm-1.0 and python3-gi when run as root")
-        pytest.skip("needs libnm's bindings (apt-get install gir1.2-nm-1.0 python3-gi)")
+        needs.missing("libnm's GObject bindings", "gir1.2-nm-1.0 python3-gi")
     text = PROFILE.read_text()
     for field, value in FILLED.items():
         text = text.replace(field, value)

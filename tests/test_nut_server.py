@@ -23,6 +23,7 @@ import pytest
 from agent.config import NutConfig
 from agent.ops.harness import free_port, wait_for, write_config
 from agent.power.nut import MAX_LINE_BYTES, NutServer
+from tests import needs
 
 UPSC = shutil.which("upsc")
 POWER = {"ts": "2026-01-01T00:00:00Z", "seq": 3, "state": "OL CHRG", "feeding": "mains",
@@ -45,9 +46,9 @@ def upsc_vars(port: int) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in answer.stdout.splitlines() if ": " in line)
 
 
-@pytest.mark.skipif(UPSC is None, reason="upsc missing: apt-get install nut-client "
-                                          "(./run-tests installs it)")
 def test_upsc_lists_the_kit_and_follows_a_mains_loss(kit_factory: Any, tmp_path: Path) -> None:
+    if UPSC is None:
+        needs.missing("upsc", "nut-client")
     port = free_port()
     kit = kit_factory(config=write_config(tmp_path / "agent.toml", {
         "kit": {"id": "kit-nut", "name": "Stall 4"},

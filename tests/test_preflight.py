@@ -15,22 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from agent.config import PowerConfig
 from agent.core.clock import wall_synced
-from agent.ops.harness import (
-    Broker,
-    Hq,
-    SimKit,
-    mosquitto_binary,
-    wait_for,
-    write_config,
-    write_manifest,
-)
+from agent.ops.harness import SimKit, wait_for
 from agent.ops.preflight import chip_identity
 from simulators.power_chips import CellInput, INA219Model, INA226Model, MAX17048Model, ShuntInput
 from simulators.smbus import FakeSMBus
+from tests.conftest import MakeStall
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"^(PASS|WARN|FAIL|SKIP)  (.+?)  +(.*)$")
@@ -60,16 +51,11 @@ def control(kit: SimKit, device: str, body: dict) -> None:
 
 
 def test_preflight_passes_a_kit_in_order_and_names_each_fault_with_what_to_do(
-        tmp_path: Path) -> None:
-    if mosquitto_binary() is None:
-        pytest.skip("no mosquitto on this machine")
-    broker = Broker(tmp_path / "broker").start()
-    hq = Hq(broker, tmp_path / "hq.db").start()
-    manifest = write_manifest(tmp_path / "manifest.toml", [("T-1", "Tee", 100, 100)])
-    config = write_config(tmp_path / "agent.toml", {
-        "kit": {"id": "kit-preflight"}, "orders": {"manifest": str(manifest)},
-        "printer": {"status_interval_s": 0.2}, "mqtt": broker.kit_mqtt()})
-    kit = SimKit(tmp_path / "kit", config).start()
+        stall: MakeStall) -> None:
+    around = stall({"id": "kit-preflight"}, [("T-1", "Tee", 100, 100)],
+                   printer={"status_interval_s": 0.2})
+    broker = around.broker
+    kit = around.start_kit()
     wait_for(lambda: kit.health()["mode"] == "online", 30, "the kit online")
     assert kit.place([{"sku": "T-1", "qty": 1}]).status == 201
     wait_for(lambda: kit.health()["writes"]["sales"] == 1, 10, "the sale counted")
@@ -121,7 +107,6 @@ def test_preflight_passes_a_kit_in_order_and_names_each_fault_with_what_to_do(
     assert "start the broker" in do
     assert checks["printer"][0] == "PASS"
     assert kit.stop() == 0
-    hq.stop()
 
 
 def test_chip_identity_reads_the_chips_id_registers() -> None:

@@ -23,10 +23,16 @@ import pytest
 from PIL import Image
 
 from agent.ops.harness import EventStream, wait_for
+from tests import needs
 from tests.conftest import Kit
 
 ZBARIMG = shutil.which("zbarimg")
-pytestmark = pytest.mark.skipif(ZBARIMG is None, reason="needs zbarimg (Debian's zbar-tools)")
+
+
+@pytest.fixture(autouse=True)
+def zbarimg_here() -> None:
+    if ZBARIMG is None:
+        needs.missing("zbarimg", "zbar-tools")
 KIT_ID, SHOP, ZONE = "kit-rcpt", "Harbour Market", "Europe/Berlin"
 FOOTER = ("Harbour Market co-op, 12 Quay St", "Returns within 14 days with this receipt")
 CONFIG = f'''

@@ -13,17 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from agent.ops.harness import (
-    Broker,
-    Hq,
-    SimKit,
-    mosquitto_binary,
-    wait_for,
-    write_config,
-    write_manifest,
-)
+from agent.ops.harness import SimKit, wait_for
+from tests.conftest import MakeStall
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,21 +46,11 @@ def verify(state: Path) -> str:
 
 
 def test_retention_prunes_the_settled_keeps_the_unrelayed_and_survives_a_restart(
-        tmp_path: Path) -> None:
-    if mosquitto_binary() is None:
-        pytest.skip("no mosquitto on this machine")
-    broker = Broker(tmp_path / "broker").start()
-    hq = Hq(broker, tmp_path / "hq.db").start()
-    state = tmp_path / "kit"
-    state.mkdir()
-    paper = tmp_path / "paper"  # the printer's receipt images, off the kit's disk
-    paper.mkdir()
-    (state / "printer").symlink_to(paper)
-    manifest = write_manifest(tmp_path / "manifest.toml", [("T-1", "Tee", 100, 1000)])
-    config = write_config(tmp_path / "agent.toml", {
-        "kit": {"id": "kit-keep", "retention_days": 1 / 86400},
-        "orders": {"manifest": str(manifest)}, "mqtt": broker.kit_mqtt()})
-    kit = SimKit(state, config).start()
+        stall: MakeStall) -> None:
+    around = stall({"id": "kit-keep", "retention_days": 1 / 86400},
+                   [("T-1", "Tee", 100, 1000)], paper_aside=True)
+    broker, hq, state = around.broker, around.hq, around.state
+    kit = around.start_kit()
 
     sell(kit, 10)
     wait_for(lambda: settled_and_pruned(kit, 10), 60, "10 sales settled, printed and pruned")
@@ -98,5 +79,3 @@ def test_retention_prunes_the_settled_keeps_the_unrelayed_and_survives_a_restart
     assert verify(state) == "receipt chain OK: 20 links"
     assert hq.query("SELECT count(*) FROM sales WHERE kit_id = 'kit-keep'")[0][0] == 20
     assert kit.stop() == 0
-    hq.stop()
-    broker.stop()

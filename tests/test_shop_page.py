@@ -3,7 +3,6 @@ Chromium against the real daemon: reserve, lose the Wi-Fi, reload, pay at the st
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.ops.harness import wait_for, write_config
+from tests import needs
 from tests.conftest import Kit
 from tests.pages import PHONE, TABLET, browser, shot  # noqa: F401  (the fixture)
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.browser
 def zbarimg() -> str:
     found = shutil.which("zbarimg")
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("zbarimg is missing: ./run-tests installs zbar-tools when run as root")
-        pytest.skip("needs zbarimg (apt-get install zbar-tools)")
+        needs.missing("zbarimg", "zbar-tools")
     return found
 
 

@@ -22,16 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.ops.harness import (
-    Broker,
-    Hq,
-    SimKit,
-    mosquitto_binary,
-    new_order_id,
-    wait_for,
-    write_config,
-    write_manifest,
-)
+from agent.ops.harness import SimKit, new_order_id, wait_for, write_config, write_manifest
+from tests.conftest import MakeStall
 
 MAX_ORDERS = 5000
 """The 3 MB disk fills long before this many orders; a bound on the loop all the same."""
@@ -72,23 +64,13 @@ def job_states(kit: SimKit) -> dict[str, str]:
 
 
 def test_full_disk_refuses_keeps_what_it_confirmed_and_resumes_by_itself(
-        tmpfs: Path, tmp_path: Path) -> None:
-    if mosquitto_binary() is None:
-        pytest.skip("no mosquitto on this machine (the uplink's part of the test needs it)")
-    broker = Broker(tmp_path / "broker").start()
-    hq = Hq(broker, tmp_path / "hq.db").start()
-    state = tmpfs / "kit"
-    state.mkdir()
+        tmpfs: Path, stall: MakeStall) -> None:
     # The simulated printer keeps its paper (receipt images) off the kit's disk: in the field
     # the printer is not on the SD card.
-    paper = tmp_path / "paper"
-    paper.mkdir()
-    (state / "printer").symlink_to(paper)
-    manifest = write_manifest(tmp_path / "manifest.toml", [("T-1", "Tee", 100, 1_000_000)])
-    config = write_config(tmp_path / "agent.toml", {
-        "kit": {"id": "kit-full", "storage_warn_mb": 1},
-        "orders": {"manifest": str(manifest)}, "mqtt": broker.kit_mqtt()})
-    kit = SimKit(state, config).start()
+    around = stall({"id": "kit-full", "storage_warn_mb": 1},
+                   [("T-1", "Tee", 100, 1_000_000)], state=tmpfs / "kit", paper_aside=True)
+    hq, state, config = around.hq, around.state, around.config
+    kit = around.start_kit()
 
     confirmed: dict[str, dict] = {}
     statuses: Counter[int] = Counter()

@@ -12,6 +12,8 @@ of the test's own. Each fault comes in through a seam outside the uplink's code:
   by another writer of the store.
 - ``telemetry``: paho's ``publish`` fails once for the telemetry topic. Nothing from outside
   reaches that loop but the kit's own state, so this third-party call is the last resort.
+- the short jobs of ``uplink_drain`` (marking what the broker took relayed) and ``reconcile``
+  (settling HQ's answer): another writer's trigger refuses the write.
 
 And the broker's ACL refuses the orders topic: MQTT 5's PUBACK says "Not authorized".
 """
@@ -29,8 +31,9 @@ from typing import Any
 import pytest
 
 from agent.core.mode import Mode
-from agent.ops.harness import Broker, mosquitto_binary
+from agent.ops.harness import Broker, Hq
 from tests.inprocess import Running, eventually, run_logged, running_kit
+from tests.test_part_faults import job_fault_is_shown_then_cleared
 from tests.test_web_inprocess import (
     NO_PRINTER,
     fault_is_shown_then_cleared,
@@ -38,8 +41,7 @@ from tests.test_web_inprocess import (
     store_rows,
 )
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None,
-                                reason="needs mosquitto (apt-get install mosquitto)")
+pytestmark = pytest.mark.usefixtures("mosquitto")  # skipped without it, failed in CI
 
 FOLLOWER_FAULT = "RuntimeError: a follower of the mode failed"
 
@@ -248,3 +250,55 @@ def test_a_message_over_the_brokers_size_limit_does_not_make_the_uplink_flap(
             assert len(lost) == 1, [record.getMessage() for record in lost]
             assert (await k.health())["status"] == "ready"  # the broker's doing, not the kit's
     run_logged(scenario, caplog)
+
+
+def test_marking_messages_relayed_fails_until_the_store_takes_it_and_none_is_lost(
+        tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "kit"
+
+    async def scenario() -> None:
+        async with uplinked_kit(tmp_path, broker) as k:
+            # Another writer's trigger refuses to mark a message relayed: the broker has the
+            # sale (PUBACK), the job that writes so fails.
+            store_exec(state, "CREATE TRIGGER jam BEFORE UPDATE OF relayed_at ON outbox "
+                              "BEGIN SELECT RAISE(ABORT, 'relays jammed'); END;")
+
+            async def sell() -> None:  # each sale's PUBACK starts a job that marks it relayed
+                assert (await k.order(("ZINE-07", 1))).status_code == 201
+            await job_fault_is_shown_then_cleared(
+                k, caplog, "uplink_drain", "IntegrityError: relays jammed", sell,
+                lambda: store_exec(state, "DROP TRIGGER jam"))
+            # Every sale the broker took is marked relayed, those of the jammed jobs too.
+            await eventually(lambda: store_rows(
+                state, "SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == [(0,)])
+            assert set(store_rows(state, "SELECT status FROM orders")) == {("relayed",)}
+            assert (await k.health())["queue_depth"] == 0
+    run_logged(scenario, caplog)
+
+
+def test_settling_an_ack_fails_until_the_store_takes_it_and_the_resend_settles_it(
+        tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "kit"
+    broker.start()
+    hq = Hq(broker, tmp_path / "hq.db").start()
+
+    async def scenario() -> None:
+        # An unanswered sale goes again after resend_after_s; HQ answers a repeat again.
+        async with uplinked_kit(tmp_path, broker, resend_after_s=0.5) as k:
+            # Another writer's trigger refuses HQ's answer: the job settling each ack fails.
+            store_exec(state, "CREATE TRIGGER jam BEFORE UPDATE OF status ON orders WHEN "
+                              "NEW.status = 'reconciled' BEGIN SELECT RAISE(ABORT, "
+                              "'acks jammed'); END;")
+
+            async def sell() -> None:  # HQ acknowledges each sale, a job settles it
+                assert (await k.order(("ZINE-07", 1))).status_code == 201
+            await job_fault_is_shown_then_cleared(
+                k, caplog, "reconcile", "IntegrityError: acks jammed", sell,
+                lambda: store_exec(state, "DROP TRIGGER jam"))
+            # The sales whose acks were refused are sent again and settled: none is left.
+            await eventually(lambda: set(store_rows(state, "SELECT status FROM orders")) ==
+                             {("reconciled",)}, timeout=15)
+    try:
+        run_logged(scenario, caplog)
+    finally:
+        hq.stop()

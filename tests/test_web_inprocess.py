@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from agent.ops.harness import Broker, mosquitto_binary
+from agent.ops.harness import Broker
 from tests.inprocess import Running, eventually, running_kit
 from tests.test_printing import next_event
 
@@ -400,9 +400,7 @@ def test_scanner_discovery_throws_once(tmp_path: Path,
 
 
 def test_uplink_reconcile_sweep_fails_in_the_store_until_repaired(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    if mosquitto_binary() is None:
-        pytest.skip("needs mosquitto (apt-get install mosquitto)")
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, mosquitto: str) -> None:
     broker = Broker(tmp_path / "broker").start()
 
     async def scenario() -> None:

@@ -108,7 +108,13 @@ def _server(kit: Kit) -> Any:
 
 async def serve(config: Config, wiring: Wiring) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
-    kit = Kit(config, wiring)
+    await serve_kit(Kit(config, wiring))
+
+
+async def serve_kit(kit: Kit) -> None:
+    """Start ``kit`` and serve it on ``kit.wiring``'s address until SIGTERM, SIGINT or
+    :meth:`Kit.request_exit`; then stop it."""
+    wiring = kit.wiring
     await kit.start()
     # What start-up made (modules, config, the app) lives as long as the process: keep it out
     # of the collector's passes, which would otherwise walk it again and again.

@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.core import retention
 from agent.core.clock import iso_of
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from agent.store import Store
 
 log = logging.getLogger(__name__)
 
 EVERY_S = 3600.0
 """How often the store is pruned (more often when the retention itself is shorter)."""
-
-Pick = Callable[["sqlite3.Connection", str], list[int]]
-Prune = Callable[["sqlite3.Connection", Sequence[int], str], int]
 
 
 class Retention:
@@ -43,19 +38,18 @@ class Retention:
     async def prune(self) -> dict[str, int]:
         """One round: how many messages and print jobs went."""
         before = iso_of(self.wall() - self.keep_s)
-        pruned = {"messages": await self._prune(retention.prunable_messages,
-                                                retention.prune_messages, before),
-                  "print_jobs": await self._prune(retention.prunable_jobs,
-                                                  retention.prune_jobs, before)}
+        pruned = {"messages": await self._prune(retention.MESSAGES, before),
+                  "print_jobs": await self._prune(retention.JOBS, before)}
         if any(pruned.values()):
             log.info("retention: pruned %d relayed and settled messages and %d finished print "
                      "jobs from before %s", pruned["messages"], pruned["print_jobs"], before)
         return pruned
 
-    async def _prune(self, pick: Pick, prune: Prune, before: str) -> int:
+    async def _prune(self, rows: retention.Forgettable, before: str) -> int:
         total = 0
-        while ids := await self.store.read(lambda db: pick(db, before)):
-            gone = await self.store.write(lambda db, ids=ids: prune(db, ids, before))
+        while ids := await self.store.read(lambda db: retention.prunable(db, rows, before)):
+            gone = await self.store.write(
+                lambda db, ids=ids: retention.prune(db, rows, ids, before))
             total += gone
             if gone == 0:  # what was picked changed meanwhile: the next round looks again
                 break

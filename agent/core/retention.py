@@ -8,17 +8,19 @@ lines or a stock movement, so the receipt chain verifies as before. The newest r
 table always stays, so an id is never given out twice (SQLite gives a new row the largest id
 plus one, and ``msg_id`` on the wire is the outbox id).
 
-Each table is pruned in two steps: :func:`prunable_messages` (or ``_jobs``) on the reader picks
-the oldest rows that may go, without holding the writer; :func:`prune_messages` (or ``_jobs``)
-deletes those of them that still may, in the writer's transaction. Ages are the wall clock's
-labels (``relayed_at``, ``updated_at``): a clock set forward forgets settled rows early, which
-loses nothing anyone still needs.
+Each table is pruned in two steps, by one rule (:class:`Forgettable`, an SQL condition over a
+row): :func:`prunable` on the reader picks the oldest rows that may go, without holding the
+writer; :func:`prune` deletes those of them that still may, in the writer's transaction, the
+same condition checked again. Ages are the wall clock's labels (``relayed_at``,
+``updated_at``): a clock set forward forgets settled rows early, which loses nothing anyone
+still needs.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 SETTLED = ("reconciled", "rejected", "voided", "refunded")
 """Order statuses whose sale nobody sends again: HQ answered it, or the sale was closed."""
@@ -30,57 +32,49 @@ _SETTLED_SQL = ", ".join(f"'{status}'" for status in SETTLED)
 _FINISHED_SQL = ", ".join(f"'{state}'" for state in FINISHED_JOBS)
 
 
-def prunable_messages(db: sqlite3.Connection, before: str, limit: int = BATCH) -> list[int]:
-    """The oldest outbox ids that may go: relayed before ``before`` and, for a sale, its order
-    settled. Reads in id order and stops at the first message made since ``before``."""
+@dataclass(frozen=True)
+class Forgettable:
+    """What of one table may go: ``may_go`` is an SQL condition over one of ``table``'s rows,
+    true when it may, with one parameter, the cutoff (an ISO time)."""
+
+    table: str
+    may_go: str
+
+
+MESSAGES = Forgettable("outbox", (
+    "relayed_at IS NOT NULL AND relayed_at < ? AND (kind <> 'sale' OR EXISTS ("
+    "SELECT 1 FROM orders d WHERE d.order_id = outbox.key "
+    f"AND d.status IN ({_SETTLED_SQL})))"))
+"""Outbox messages relayed before the cutoff and, for a sale, its order settled."""
+JOBS = Forgettable("print_jobs", f"state IN ({_FINISHED_SQL}) AND updated_at < ?")
+"""Print jobs printed, checked or dropped (a slip no longer true), last changed before the
+cutoff."""
+
+
+def prunable(db: sqlite3.Connection, rows: Forgettable, before: str,
+             limit: int = BATCH) -> list[int]:
+    """The oldest ids of ``rows.table`` that may go by ``before``, at most ``limit``. Reads in id
+    order and stops at the first row made since ``before``, or at the newest row."""
     ids: list[int] = []
-    newest = db.execute("SELECT max(id) FROM outbox").fetchone()[0]
-    for row in db.execute("SELECT o.id, o.kind, o.created_at, o.relayed_at, d.status "
-                          "FROM outbox o LEFT JOIN orders d "
-                          "ON o.kind = 'sale' AND d.order_id = o.key ORDER BY o.id"):
-        if row[0] == newest or row[2] >= before:
+    newest = db.execute(f"SELECT max(id) FROM {rows.table}").fetchone()[0]
+    for row_id, created_at, may_go in db.execute(
+            f"SELECT id, created_at, {rows.may_go} FROM {rows.table} ORDER BY id", (before,)):
+        if row_id == newest or created_at >= before:
             break
-        if row[3] is not None and row[3] < before and (row[1] != "sale" or row[4] in SETTLED):
-            ids.append(row[0])
+        if may_go:
+            ids.append(row_id)
             if len(ids) >= limit:
                 break
     return ids
 
 
-def prune_messages(db: sqlite3.Connection, ids: Sequence[int], before: str) -> int:
-    """Delete those of ``ids`` that still may go (checked again here); returns how many."""
+def prune(db: sqlite3.Connection, rows: Forgettable, ids: Sequence[int], before: str) -> int:
+    """Delete those of ``ids`` that still may go (checked again here, the newest row kept);
+    returns how many."""
     if not ids:
         return 0
     marks = ",".join("?" * len(ids))
     return db.execute(
-        f"DELETE FROM outbox WHERE id IN ({marks}) AND id < (SELECT max(id) FROM outbox) "
-        f"AND relayed_at IS NOT NULL AND relayed_at < ? AND (kind <> 'sale' OR EXISTS ("
-        f"SELECT 1 FROM orders d WHERE d.order_id = outbox.key AND d.status IN ({_SETTLED_SQL})))",
-        (*ids, before)).rowcount
-
-
-def prunable_jobs(db: sqlite3.Connection, before: str, limit: int = BATCH) -> list[int]:
-    """The oldest print jobs that may go: printed, checked or dropped (a slip no longer true),
-    last changed before ``before``."""
-    ids: list[int] = []
-    newest = db.execute("SELECT max(id) FROM print_jobs").fetchone()[0]
-    for row in db.execute("SELECT id, state, created_at, updated_at FROM print_jobs "
-                          "ORDER BY id"):
-        if row[0] == newest or row[2] >= before:
-            break
-        if row[1] in FINISHED_JOBS and row[3] < before:
-            ids.append(row[0])
-            if len(ids) >= limit:
-                break
-    return ids
-
-
-def prune_jobs(db: sqlite3.Connection, ids: Sequence[int], before: str) -> int:
-    """Delete those of ``ids`` that still may go (checked again here); returns how many."""
-    if not ids:
-        return 0
-    marks = ",".join("?" * len(ids))
-    return db.execute(
-        f"DELETE FROM print_jobs WHERE id IN ({marks}) AND id < (SELECT max(id) FROM "
-        f"print_jobs) AND state IN ({_FINISHED_SQL}) AND updated_at < ?",
+        f"DELETE FROM {rows.table} WHERE id IN ({marks}) "
+        f"AND id < (SELECT max(id) FROM {rows.table}) AND {rows.may_go}",
         (*ids, before)).rowcount

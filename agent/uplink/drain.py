@@ -20,7 +20,6 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.core import outbox
 from agent.core.clock import Moment
-from agent.core.errors import Refusal
 from agent.store import Store
 
 READ_AHEAD = 256  # outbox rows fetched per store read during a drain
@@ -135,15 +134,17 @@ class OutboxDrain:
         self._refused_from, self._retry_due = None, False
 
     async def flush_acked(self) -> None:
-        """Mark every PUBACKed message relayed, many in one commit. When the store takes no
-        writes, the ids wait for :meth:`retry_relayed` (or the next PUBACK)."""
+        """Mark every PUBACKed message relayed, many in one commit. When the store does not
+        take the write (no room, or any other failure, which the job's part shows), the ids
+        wait for :meth:`retry_relayed`: the next PUBACK, the store taking writes again, the
+        goodbye."""
         try:
             while self._acked:
                 ids, self._acked = self._acked, []
                 try:
                     await self.store.write(
                         lambda db, ids=ids: outbox.mark_relayed(db, ids, self.moment()))
-                except Refusal:
+                except BaseException:  # not written: the broker has them all the same
                     self._acked = ids + self._acked
                     raise
                 self._relayed()

@@ -21,10 +21,9 @@ FAR = 10**9
 def prune_all(db: sqlite3.Connection, before: str) -> tuple[int, int]:
     """Prune as the retention part does, in batches, until nothing more may go."""
     gone = [0, 0]
-    for n, (pick, prune) in enumerate(((retention.prunable_messages, retention.prune_messages),
-                                       (retention.prunable_jobs, retention.prune_jobs))):
-        while ids := pick(db, before, 2):  # batches of 2: several rounds
-            pruned = prune(db, ids, before)
+    for n, rows in enumerate((retention.MESSAGES, retention.JOBS)):
+        while ids := retention.prunable(db, rows, before, 2):  # batches of 2: several rounds
+            pruned = retention.prune(db, rows, ids, before)
             assert pruned, f"picked {ids}, which may not go"
             gone[n] += pruned
     return gone[0], gone[1]
@@ -115,8 +114,8 @@ def test_only_relayed_and_settled_messages_and_finished_jobs_go(db: sqlite3.Conn
     assert prune_all(db, at(FAR)) == (0, 0)
 
     # Asked directly for the rows that stay, the writer's check still refuses them.
-    assert retention.prune_messages(db, sorted(kept), at(FAR)) == 0
-    assert retention.prune_jobs(db, sorted(jobs_kept), at(FAR)) == 0
+    assert retention.prune(db, retention.MESSAGES, sorted(kept), at(FAR)) == 0
+    assert retention.prune(db, retention.JOBS, sorted(jobs_kept), at(FAR)) == 0
 
     # The chain, the orders and their lines are all there: the chain verifies.
     report = receipts.verify(db, sale_matches_order)
