@@ -364,8 +364,10 @@ def main() -> None:
     if args.baseline_child:
         baseline_child(Path(args.baseline_child), args.orders, int(args.clients))
         return
-    root = Path(args.state_dir or tempfile.mkdtemp(prefix="dropkit-writes-"))
-    root.mkdir(parents=True, exist_ok=True)
+    if args.state_dir:
+        Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+    # A directory of this run's own, so a run after an interrupted one starts clean.
+    root = Path(tempfile.mkdtemp(prefix="dropkit-writes-", dir=args.state_dir))
     source = Path(args.kit).resolve() if args.kit else None
     tmpfs = Path(tempfile.mkdtemp(prefix="dropkit-receipts-", dir="/dev/shm"))
     try:
@@ -390,6 +392,7 @@ def main() -> None:
                 shutil.rmtree(case, ignore_errors=True)
     finally:
         shutil.rmtree(tmpfs, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
