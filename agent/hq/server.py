@@ -38,6 +38,17 @@ take (the broker's own limit may be lower: Mosquitto's ``max_inflight_messages``
 TICK_S = 0.5
 
 
+def status_topic(topic_prefix: str, shared_group: str, client_id: str) -> str:
+    """Where an HQ instance says ``online`` (retained, at every connection) and ``offline``
+    (its will, and at an orderly stop): ``<prefix>/hq/<client id>``, or in a shared group
+    ``<prefix>/hq/<group>/<client id>``. Kits listen to ``<prefix>/hq/#``.
+
+        >>> status_topic("dropkit", "", "dropkit-hq"), status_topic("dropkit", "hq", "hq-1")
+        ('dropkit/hq/dropkit-hq', 'dropkit/hq/hq/hq-1')
+    """
+    return f"{topic_prefix}/hq/{shared_group + '/' if shared_group else ''}{client_id}"
+
+
 def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float = HOLD_S,
            client_id: str = "dropkit-hq", shared_group: str = "", topic_prefix: str = "dropkit",
            username: str = "", password: str = "", ca_file: str = "",
@@ -56,7 +67,7 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     subscription = f"{topic_prefix}/+/orders"
     if shared_group:
         subscription = f"$share/{shared_group}/{subscription}"
-    statuses = f"{topic_prefix}/hq/{shared_group}/"
+    statuses = status_topic(topic_prefix, shared_group, "")
     metrics = Metrics()
 
     def send_ack(kit_id: str, ack: dict[str, Any]) -> None:
@@ -101,19 +112,21 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         return adopted
 
     group = Group(client_id, adopt) if shared_group else None
-    # In a shared group the will tells the others that this instance is offline.
-    client = session(client_id, Will(statuses + client_id, "offline") if group else None)
+    # The will tells the kits (and the group's other instances) that this instance is offline.
+    client = session(client_id, Will(statuses + client_id, "offline"))
 
     def connected(client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("broker refused HQ: %s", reason_code)
             return
+        # Subscribed again at every connection: a broker that restarted without its
+        # persistence has forgotten the session (and says so: no session present).
         log.info("HQ connected (session %s); subscribing %s",
                  "resumed" if flags.session_present else "new", subscription)
-        if group is None:
-            client.subscribe(subscription, qos=1)
-            return
-        client.subscribe([(subscription, 1), (statuses + "+", 1)])
+        client.subscribe([(subscription, 1)] + ([(statuses + "+", 1)] if group else []))
+        # After the subscription (the broker takes a client's packets in order): a kit that
+        # hears it knows its sales from now on reach HQ, and sends again what HQ has not
+        # answered.
         client.publish(statuses + client_id, "online", qos=1, retain=True)
 
     client.on_connect = connected
@@ -140,7 +153,7 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     finally:
         if group is not None:
             group.close()
-        # With a will (in a shared group) the broker publishes it: this instance is offline.
+        # The broker publishes the will: this instance is offline.
         client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
         client.loop_stop()
         if web is not None:

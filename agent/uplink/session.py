@@ -277,7 +277,9 @@ class Uplink(PahoOnLoop):
         self._connected_at = time.monotonic()
         self.connects += 1
         log.info("uplink connected to %s:%d", self.host, self.port)
-        self.client.subscribe(f"{self.prefix}/acks", qos=1)
+        # HQ's instances say online/offline under hq/ (retained; docs/mqtt.md).
+        self.client.subscribe([(f"{self.prefix}/acks", 1),
+                               (f"{self.config.topic_prefix}/hq/#", 1)])
         self.client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
         if self.config.ha_discovery:
             from agent.uplink.discovery import discovery_messages
@@ -302,6 +304,10 @@ class Uplink(PahoOnLoop):
 
     def _message(self, client, userdata, message) -> None:
         topic, payload = message.topic, message.payload
+        if topic.startswith(f"{self.config.topic_prefix}/hq/"):
+            if payload == b"online":
+                self.out.spawn("reconcile", self._hq_online())
+            return
         if topic != f"{self.prefix}/acks":
             return
         try:
@@ -331,6 +337,16 @@ class Uplink(PahoOnLoop):
         for future in self._waiters.pop(ack.order_id, []):
             if not future.done():
                 future.set_result(view)
+
+    async def _hq_online(self) -> None:
+        """HQ is (back) online: what it has not answered goes to it again now, and its
+        answers are timed afresh (:meth:`AckTimes.restart`)."""
+        again = await self.store.write(lambda db: reconcile.resend_unanswered(db, self.moment()))
+        if again:
+            log.info("HQ is online: %d unanswered sale(s) sent again", again)
+        self._ack_times.restart(time.monotonic())
+        self._update_health()
+        self.wake()
 
     async def _publish_telemetry(self) -> None:
         while True:
