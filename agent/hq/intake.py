@@ -1,9 +1,14 @@
 """From the broker to the ledger in batches (:class:`Intake`): paho's network threads hand each
 ``orders`` message over, and one thread records what is waiting in one transaction, then
-publishes the acks, and only then acknowledges the messages to the broker (paho's manual ack).
+publishes the acks, waits until the broker has them all, and only then acknowledges the
+messages to the broker (paho's manual ack), each on the connection it came by (:class:`Inbound`).
 
 So a crash anywhere repeats work rather than losing it: a message the broker has not seen
-acknowledged comes again, and the ledger answers it again.
+acknowledged comes again, and the ledger answers it again. Two ways it was not so: paho holds
+a publish back while its in-flight window (20) is full but sends an acknowledgement at once, so
+the broker could have a batch's acknowledgements and not most of its answers when HQ died; and
+an acknowledgement for a message from an earlier connection would have gone out on the next
+one, where a broker that forgot the session numbers other messages from 1 again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,17 +35,66 @@ log = logging.getLogger("dropkit.hq")
 
 MAX_BATCH = 500
 """Messages in one transaction at most (the broker's window to HQ bounds what waits anyway)."""
+HANDOVER_S = 10.0
+"""How long a batch's answers may take to reach the broker; after that its messages are left
+unacknowledged (the broker sends them again, or the kits do)."""
+
+
+class Inbound:
+    """One paho client that takes ``orders``, its connections counted: a message is
+    acknowledged to the broker only while the connection it came by lasts.
+
+    paho numbers a closed connection's end (``on_socket_close``) before it clears what it had
+    queued to send and connects again, and an acknowledgement is queued under the same lock, so
+    one queued in time goes with the old connection and none goes out on the next.
+    """
+
+    def __init__(self, paho: mqtt.Client) -> None:
+        self.paho = paho
+        self.connection = 0
+        self._lock = threading.Lock()
+        paho.on_socket_close = self._closed
+
+    def _closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        with self._lock:
+            self.connection += 1
+
+    def ack(self, connection: int, mid: int, qos: int) -> bool:
+        """Acknowledge message ``mid`` of ``connection``; False when that connection is over."""
+        with self._lock:
+            if connection != self.connection:
+                return False
+            self.paho.ack(mid, qos)
+            return True
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One message from the broker, to be acknowledged on the session it came by."""
+    """One message from the broker, to be acknowledged on the connection it came by."""
 
-    client: mqtt.Client
+    inbound: Inbound
+    connection: int
     mid: int
     qos: int
     topic: str
     payload: bytes
+
+
+def handed_over(answers: list[mqtt.MQTTMessageInfo], stop: threading.Event,
+                timeout: float = HANDOVER_S) -> bool:
+    """Wait until the broker has acknowledged every answer; False when one was published while
+    the broker was away, or ``timeout`` passed, or HQ is stopping."""
+    deadline = time.monotonic() + timeout
+    for info in answers:
+        while True:
+            if info.rc != 0:  # not sent: paho sends it after the next connect
+                return False
+            info.wait_for_publish(min(0.5, max(deadline - time.monotonic(), 0.0)))
+            if info.is_published():
+                break
+            if stop.is_set() or time.monotonic() >= deadline:
+                return False
+    return True
 
 
 def kit_of(topic: str) -> str:
@@ -51,15 +106,17 @@ def kit_of(topic: str) -> str:
 class Intake:
     """The one thread that writes the ledger: batches in, acks out."""
 
-    def __init__(self, ledger: Ledger, send_ack: Callable[[str, Ack], object],
+    def __init__(self, ledger: Ledger, send_ack: Callable[[str, Ack], mqtt.MQTTMessageInfo],
                  metrics: Metrics, max_batch: int = MAX_BATCH) -> None:
         self.ledger, self.send_ack, self.metrics = ledger, send_ack, metrics
         self.max_batch = max_batch
         self.waiting: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
 
-    def deliver(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
-        """paho's on_message (on the session's network thread)."""
-        self.waiting.put(Delivery(client, msg.mid, msg.qos, msg.topic, msg.payload))
+    def deliver(self, inbound: Inbound, msg: mqtt.MQTTMessage) -> None:
+        """paho's on_message (on the session's network thread, which counts its
+        connections)."""
+        self.waiting.put(Delivery(inbound, inbound.connection, msg.mid, msg.qos, msg.topic,
+                                  msg.payload))
 
     def take(self, timeout: float) -> list[Delivery]:
         """What is waiting, up to ``max_batch``; waits up to ``timeout`` for the first."""
@@ -75,8 +132,9 @@ class Intake:
         return batch
 
     def handle(self, batch: list[Delivery], stop: threading.Event) -> None:
-        """Record the batch, send its acks, then acknowledge it to the broker (unless HQ is
-        stopping while the database is away: then the broker keeps it for the next run)."""
+        """Record the batch, send its acks, and once the broker has them acknowledge the batch
+        to the broker (unless HQ is stopping while the database is away: then the broker keeps
+        it for the next run)."""
         links: list[Link] = []
         for delivery in batch:
             try:
@@ -89,10 +147,15 @@ class Intake:
         if acks is None:
             return
         self.metrics.recorded(links, acks)
-        for kit_id, ack in acks:
-            self.send_ack(kit_id, ack)
+        answers = [self.send_ack(kit_id, ack) for kit_id, ack in acks]
+        if not handed_over(answers, stop):
+            # Recorded, answers on their way: the broker sends the messages again (or the kits
+            # do), and they are answered again.
+            log.warning("the broker did not take %d answer(s) in time; their %d message(s) "
+                        "are left for the broker to send again", len(answers), len(batch))
+            return
         for delivery in batch:
-            delivery.client.ack(delivery.mid, delivery.qos)
+            delivery.inbound.ack(delivery.connection, delivery.mid, delivery.qos)
 
     def release_overdue(self) -> None:
         try:

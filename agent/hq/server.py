@@ -5,8 +5,9 @@ publishes each kit's ack: ``{"order_id", "result": "accepted" | "rejected", "rea
 "trace_id"}``.
 
 An ack is published only after the ledger has committed, and the message is acknowledged to the
-broker (paho's manual ack) only after that, so a crash anywhere repeats work rather than losing
-it. Several instances may share the load (``--shared-group``): see :class:`~agent.hq.group.Group`.
+broker (paho's manual ack) only once the broker has the ack, so a crash anywhere repeats work
+rather than losing it. Several instances may share the load (``--shared-group``): see
+:class:`~agent.hq.group.Group`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.manifest import Manifest
 from agent.hq.group import AdoptedSession, Group
-from agent.hq.intake import Intake
+from agent.hq.intake import Inbound, Intake
 from agent.hq.ledger import HOLD_S, Ledger
 from agent.hq.metrics import Metrics
 from agent.uplink.mqtt import Will, new_client
@@ -70,8 +71,8 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     statuses = status_topic(topic_prefix, shared_group, "")
     metrics = Metrics()
 
-    def send_ack(kit_id: str, ack: dict[str, Any]) -> None:
-        client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+    def send_ack(kit_id: str, ack: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        return client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
     intake = Intake(ledger, send_ack, metrics)
 
@@ -82,16 +83,22 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
                            username=username, password=password, ca_file=ca_file, will=will,
                            manual_ack=True, receive_maximum=RECEIVE_MAXIMUM)
         paho = built.paho
-        paho.on_message = lambda c, u, msg: intake.deliver(c, msg)
-        if group is not None:
-            # Every session of the group (an adopted one too) carries the status subscription;
-            # a status is not an order: acknowledged at once.
-            def status(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-                group.seen(msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace"))
-                c.ack(msg.mid, msg.qos)
-            paho.message_callback_add(statuses + "+", status)
+        inbound = Inbound(paho)
+        paho.on_message = lambda c, u, msg: intake.deliver(inbound, msg)
         built.connect_async()
         return paho
+
+    def watch_the_group(group: Group) -> mqtt.Client:
+        """The group's statuses on a connection of their own (a new session each time): on an
+        orders session they would wait behind its backlog, and an instance back for seconds
+        would still look offline, its session taken from it again and again."""
+        built = new_client(broker, username=username, password=password, ca_file=ca_file)
+        built.paho.on_connect = lambda c, u, f, rc, p: c.subscribe(statuses + "+", qos=1)
+        built.paho.on_message = lambda c, u, msg: group.seen(
+            msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace"))
+        built.connect_async()
+        built.paho.loop_start()
+        return built.paho
 
     def adopt(peer: str) -> AdoptedSession:
         adopted_client = session(peer)
@@ -123,7 +130,7 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         # persistence has forgotten the session (and says so: no session present).
         log.info("HQ connected (session %s); subscribing %s",
                  "resumed" if flags.session_present else "new", subscription)
-        client.subscribe([(subscription, 1)] + ([(statuses + "+", 1)] if group else []))
+        client.subscribe(subscription, qos=1)
         # After the subscription (the broker takes a client's packets in order): a kit that
         # hears it knows its sales from now on reach HQ, and sends again what HQ has not
         # answered.
@@ -139,6 +146,7 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
 
         web = serve(ledger, metrics, http_host, http_port)
     client.loop_start()
+    watcher = watch_the_group(group) if group is not None else None
     try:
         tick = time.monotonic() + TICK_S
         while not stop.is_set():
@@ -151,6 +159,9 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
                     group.step(time.monotonic())
                 tick = time.monotonic() + TICK_S
     finally:
+        if watcher is not None:
+            watcher.loop_stop()
+            watcher.disconnect()
         if group is not None:
             group.close()
         # The broker publishes the will: this instance is offline.
