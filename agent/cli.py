@@ -10,8 +10,10 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.config import Config, ConfigError, load_config
 
@@ -177,15 +179,22 @@ def cmd_hq(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_hq_report(args: argparse.Namespace) -> int:
-    if missing := _missing_extra("hq report", "hq"):
+def _hq_ledger(command: str, db: str) -> Any:
+    """The ledger at ``db`` for ``dropkit COMMAND``, or the exit code of why not (said)."""
+    if missing := _missing_extra(command, "hq"):
         return _fail(missing)
     from agent.hq.ledger import Ledger
     from agent.hq.sql import is_postgresql
 
-    if not is_postgresql(args.db) and not Path(args.db).exists():
-        return _fail(f"{args.db}: no HQ ledger here")
-    ledger = Ledger(args.db)
+    if not is_postgresql(db) and not Path(db).exists():
+        return _fail(f"{db}: no HQ ledger here")
+    return Ledger(db)
+
+
+def cmd_hq_report(args: argparse.Namespace) -> int:
+    ledger = _hq_ledger("hq report", args.db)
+    if isinstance(ledger, int):
+        return ledger
     try:
         lines = ledger.report()
     finally:
@@ -194,6 +203,51 @@ def cmd_hq_report(args: argparse.Namespace) -> int:
         print(line)
     print(f"{len(lines)} mismatch(es)" if lines else "no mismatches")
     return 1 if lines else 0
+
+
+def cmd_hq_allocate(args: argparse.Namespace) -> int:
+    ledger = _hq_ledger("hq allocate", args.db)
+    if isinstance(ledger, int):
+        return ledger
+    from agent.hq.allocations import Allocations, Refused
+
+    try:
+        allocations = Allocations(ledger.db)
+        source, target = args.from_kit or "central stock", args.to_kit or "central stock"
+        try:
+            move_id = allocations.request(args.from_kit or "", args.to_kit or "", args.sku,
+                                          args.qty)
+        except Refused as refused:
+            print(f"refused: {refused}")
+            return 1
+        print(f"move #{move_id}: {args.qty} x {args.sku} from {source} to {target}; waiting "
+              f"for the kits (a running dropkit hq publishes their manifests)")
+        deadline = time.monotonic() + args.wait
+        while (move := allocations.move(move_id))["state"] not in ("done", "refused"):
+            if time.monotonic() >= deadline:
+                print(f"move #{move_id} is still {move['state']} after {args.wait:.0f} s: it "
+                      f"goes on once the kit answers (dropkit hq preflight shows it)")
+                return 3
+            time.sleep(0.2)
+        print(f"move #{move_id} {move['state']}" + (f": {move['reason']}" if move["reason"]
+                                                   else ""))
+        return 0 if move["state"] == "done" else 1
+    finally:
+        ledger.close()
+
+
+def cmd_hq_preflight(args: argparse.Namespace) -> int:
+    ledger = _hq_ledger("hq preflight", args.db)
+    if isinstance(ledger, int):
+        return ledger
+    from agent.hq.preflight import preflight
+
+    try:
+        result = preflight(ledger, time.time(), args.stale_s)
+    finally:
+        ledger.close()
+    print(result.text())
+    return 0 if result.ready else 1
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -336,6 +390,24 @@ def parser() -> argparse.ArgumentParser:
     report = hq_sub.add_parser("report", help="list rejected sales and receipt chain gaps")
     report.add_argument("--db", default="hq.db", help="as for dropkit hq")
     report.set_defaults(func=cmd_hq_report)
+    allocate = hq_sub.add_parser(
+        "allocate", help="move units of a SKU between kits (or from or to central stock)")
+    allocate.add_argument("--db", default="hq.db", help="as for dropkit hq")
+    allocate.add_argument("--from", dest="from_kit", metavar="KIT",
+                          help="the kit giving the units (default: central stock no kit has)")
+    allocate.add_argument("--to", dest="to_kit", metavar="KIT",
+                          help="the kit taking them (default: back to central stock)")
+    allocate.add_argument("--sku", required=True)
+    allocate.add_argument("--qty", type=int, required=True, metavar="N")
+    allocate.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                          help="how long to wait for the kits' answers (default 30)")
+    allocate.set_defaults(func=cmd_hq_allocate)
+    check = hq_sub.add_parser("preflight", help="the dry reconciliation before a drop: a "
+                                                "verdict (exit 0 ready, 1 not)")
+    check.add_argument("--db", default="hq.db", help="as for dropkit hq")
+    check.add_argument("--stale-s", type=float, default=60.0, metavar="SECONDS",
+                       help="a kit not heard for longer is a problem (default 60)")
+    check.set_defaults(func=cmd_hq_preflight)
 
     watch = sub.add_parser("watch", help="remote ops: a live table of every kit on the broker")
     watch.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")

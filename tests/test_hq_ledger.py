@@ -18,6 +18,7 @@ from agent.core.manifest import parse_manifest
 from agent.core.orders import OrderRequest, place_order, refund_order
 from agent.core.receipts import GENESIS_HASH, canonical_json, chain_hash
 from agent.hq.ledger import Ledger
+from agent.hq.schema import MIGRATIONS
 from agent.ops.harness import query_ledger
 from tests.core.sales_helpers import KIT, at, open_db, sell
 from tests.hq_helpers import kit_messages
@@ -206,6 +207,7 @@ def test_a_ledger_from_before_the_schema_version_is_migrated(tmp_path: Path) -> 
     second = kit_messages(kit_store(tmp_path, 2))[1]
     assert ledger.record(KIT, second)[0]["result"] == "accepted"  # #1's hash unknown: on its own
     ledger.close()
-    assert query_ledger(str(tmp_path / "hq.db"), "SELECT version FROM ledger_schema") == [(3,)]
+    assert query_ledger(str(tmp_path / "hq.db"), "SELECT version FROM ledger_schema") == \
+        [(len(MIGRATIONS),)]
     assert report(str(tmp_path / "hq.db"))[1][0] == (
         "rejected: kit kit-test order order-0001 (receipt #1, sold at an unknown time): old")

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,9 @@ MAX_BATCH = 500
 HANDOVER_S = 10.0
 """How long a batch's answers may take to reach the broker; after that its messages are left
 unacknowledged (the broker sends them again, or the kits do)."""
+SETTLE_S = 0.005
+"""How often the intake looks for a batch's answers to have reached the broker while one waits
+(a PUBACK on loopback takes well under a millisecond)."""
 
 
 class Inbound:
@@ -80,21 +84,22 @@ class Delivery:
     payload: bytes
 
 
-def handed_over(answers: list[mqtt.MQTTMessageInfo], stop: threading.Event,
-                timeout: float = HANDOVER_S) -> bool:
-    """Wait until the broker has acknowledged every answer; False when one was published while
-    the broker was away, or ``timeout`` passed, or HQ is stopping."""
-    deadline = time.monotonic() + timeout
-    for info in answers:
-        while True:
-            if info.rc != 0:  # not sent: paho sends it after the next connect
-                return False
-            info.wait_for_publish(min(0.5, max(deadline - time.monotonic(), 0.0)))
-            if info.is_published():
-                break
-            if stop.is_set() or time.monotonic() >= deadline:
-                return False
-    return True
+@dataclass
+class Answered:
+    """A recorded batch whose answers are on their way to the broker: its messages are
+    acknowledged once the broker has every answer (meanwhile the next batch is recorded)."""
+
+    answers: list[mqtt.MQTTMessageInfo]
+    batch: list[Delivery]
+    deadline: float
+
+    def state(self) -> str:
+        """``taken`` (the broker has every answer), ``waiting``, or ``lost`` (one was published
+        while the broker was away, or the deadline passed): then its messages are left for the
+        broker (or the kits) to send again."""
+        if any(info.rc != 0 for info in self.answers) or time.monotonic() > self.deadline:
+            return "lost"
+        return "taken" if all(info.is_published() for info in self.answers) else "waiting"
 
 
 def kit_of(topic: str) -> str:
@@ -111,6 +116,7 @@ class Intake:
         self.ledger, self.send_ack, self.metrics = ledger, send_ack, metrics
         self.max_batch = max_batch
         self.waiting: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self.unsettled: deque[Answered] = deque()
 
     def deliver(self, inbound: Inbound, msg: mqtt.MQTTMessage) -> None:
         """paho's on_message (on the session's network thread, which counts its
@@ -132,9 +138,9 @@ class Intake:
         return batch
 
     def handle(self, batch: list[Delivery], stop: threading.Event) -> None:
-        """Record the batch, send its acks, and once the broker has them acknowledge the batch
-        to the broker (unless HQ is stopping while the database is away: then the broker keeps
-        it for the next run)."""
+        """Record the batch and send its acks; :meth:`settle` acknowledges it to the broker once
+        the broker has them (unless HQ is stopping while the database is away: then the broker
+        keeps it for the next run)."""
         links: list[Link] = []
         for delivery in batch:
             try:
@@ -148,14 +154,30 @@ class Intake:
             return
         self.metrics.recorded(links, acks)
         answers = [self.send_ack(kit_id, ack) for kit_id, ack in acks]
-        if not handed_over(answers, stop):
-            # Recorded, answers on their way: the broker sends the messages again (or the kits
-            # do), and they are answered again.
-            log.warning("the broker did not take %d answer(s) in time; their %d message(s) "
-                        "are left for the broker to send again", len(answers), len(batch))
-            return
-        for delivery in batch:
-            delivery.inbound.ack(delivery.connection, delivery.mid, delivery.qos)
+        self.unsettled.append(Answered(answers, batch, time.monotonic() + HANDOVER_S))
+        self.settle()
+
+    def settle(self) -> None:
+        """Acknowledge to the broker, in order, the batches whose answers it has."""
+        while self.unsettled and (state := self.unsettled[0].state()) != "waiting":
+            answered = self.unsettled.popleft()
+            if state == "lost":
+                # Recorded, answers on their way: the broker sends the messages again (or the
+                # kits do), and they are answered again.
+                log.warning("the broker did not take %d answer(s) in time; their %d "
+                            "message(s) are left for it to send again", len(answered.answers),
+                            len(answered.batch))
+                continue
+            for delivery in answered.batch:
+                delivery.inbound.ack(delivery.connection, delivery.mid, delivery.qos)
+
+    def finish(self, timeout: float) -> None:
+        """At a stop: settle what can be within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        self.settle()
+        while self.unsettled and time.monotonic() < deadline:
+            time.sleep(SETTLE_S)
+            self.settle()
 
     def release_overdue(self) -> None:
         try:

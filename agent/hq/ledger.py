@@ -62,8 +62,10 @@ class Ledger:
         """Central stock per SKU: the manifest's ``qty`` is what all kits may sell together."""
         with self.db.transaction() as tx:
             for item in manifest.items:
-                tx.execute("INSERT INTO stock (sku, qty) VALUES (?, ?) ON CONFLICT (sku) "
-                           "DO UPDATE SET qty = excluded.qty", (item.sku, item.qty))
+                tx.execute("INSERT INTO stock (sku, qty, name, price_cents) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (sku) DO UPDATE SET qty = excluded.qty, "
+                           "name = excluded.name, price_cents = excluded.price_cents",
+                           (item.sku, item.qty, item.name, item.price_cents))
 
     def record(self, kit_id: str, message: dict[str, Any],
                now: float | None = None) -> list[Ack]:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from agent.core.manifest import Manifest
+from agent.hq.allocations import Allocations
 from agent.hq.group import AdoptedSession, Group
-from agent.hq.intake import Inbound, Intake
+from agent.hq.heard import Heard
+from agent.hq.intake import SETTLE_S, Inbound, Intake
 from agent.hq.ledger import HOLD_S, Ledger
 from agent.hq.metrics import Metrics
 from agent.uplink.mqtt import Will, new_client
@@ -37,6 +40,8 @@ RECEIVE_MAXIMUM = 1000
 """Messages the broker may send a session before the first is acknowledged: what one batch can
 take (the broker's own limit may be lower: Mosquitto's ``max_inflight_messages``)."""
 TICK_S = 0.5
+STOP_SETTLE_S = 3.0
+"""At a stop, how long the answers sent may take to reach the broker before HQ disconnects."""
 
 
 def status_topic(topic_prefix: str, shared_group: str, client_id: str) -> str:
@@ -75,6 +80,24 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         return client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
     intake = Intake(ledger, send_ack, metrics)
+    allocations, heard = Allocations(ledger.db), Heard(topic_prefix)
+    answers: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    republish = threading.Event()
+
+    def allocate() -> None:
+        """The kits' answers recorded, the moves moved on, their manifests published."""
+        try:
+            while not answers.empty():
+                allocations.answered(*answers.get_nowait())
+            heard.flush(ledger.db)
+            publish = allocations.published() if republish.is_set() else []
+            republish.clear()
+            publish += allocations.step()
+        except ledger.db.transient as exc:
+            log.warning("the ledger is not reachable (%s); allocations wait", exc)
+            return
+        for kit_id, payload in publish:
+            client.publish(f"{topic_prefix}/{kit_id}/manifest", payload, qos=1, retain=True)
 
     def session(session_id: str, will: Will | None = None) -> mqtt.Client:
         """A client of the persistent session ``session_id`` (clean start off, so the broker
@@ -85,6 +108,20 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         paho = built.paho
         inbound = Inbound(paho)
         paho.on_message = lambda c, u, msg: intake.deliver(inbound, msg)
+
+        # What is not an order (kits' answers to their manifests, statuses, telemetry) is
+        # taken as it comes and acknowledged at once, on any session that carries it.
+        def answer(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+            answers.put((msg.topic.split("/")[-3], msg.payload))
+            c.ack(msg.mid, msg.qos)
+
+        def kit_said(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+            heard.take(msg.topic, msg.payload, time.time())
+            c.ack(msg.mid, msg.qos)
+
+        paho.message_callback_add(f"{topic_prefix}/+/manifest/answer", answer)
+        for topic in ("status", "telemetry/power"):
+            paho.message_callback_add(f"{topic_prefix}/+/{topic}", kit_said)
         built.connect_async()
         return paho
 
@@ -130,7 +167,10 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         # persistence has forgotten the session (and says so: no session present).
         log.info("HQ connected (session %s); subscribing %s",
                  "resumed" if flags.session_present else "new", subscription)
-        client.subscribe(subscription, qos=1)
+        client.subscribe([(subscription, 1), (f"{topic_prefix}/+/manifest/answer", 1),
+                          (f"{topic_prefix}/+/status", 1),
+                          (f"{topic_prefix}/+/telemetry/power", 0)])
+        republish.set()  # the kits' manifests, retained, in case the broker forgot them
         # After the subscription (the broker takes a client's packets in order): a kit that
         # hears it knows its sales from now on reach HQ, and sends again what HQ has not
         # answered.
@@ -150,15 +190,19 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     try:
         tick = time.monotonic() + TICK_S
         while not stop.is_set():
-            batch = intake.take(max(tick - time.monotonic(), 0.0))
+            wait = SETTLE_S if intake.unsettled else max(tick - time.monotonic(), 0.0)
+            batch = intake.take(wait)
             if batch:
                 intake.handle(batch, stop)
+            intake.settle()
             if time.monotonic() >= tick:
                 intake.release_overdue()
+                allocate()
                 if group is not None:
                     group.step(time.monotonic())
                 tick = time.monotonic() + TICK_S
     finally:
+        intake.finish(STOP_SETTLE_S)
         if watcher is not None:
             watcher.loop_stop()
             watcher.disconnect()
