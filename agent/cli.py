@@ -257,9 +257,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from agent.ops.watch import watch
 
     parse_config({"mqtt": {"url": args.broker}}, source="--broker")
+    if wrong := [url for url in args.hq_url if not url.startswith(("http://", "https://"))]:
+        return _fail(f"--hq-url {wrong[0]!r}: expected http://host:port (dropkit hq --http-port)")
     password = MqttConfig(password_file=args.password_file or "").password("--password-file")
     watch(args.broker, topic_prefix=args.topic_prefix, once_after=args.once,
-          username=args.username or "", password=password, ca_file=args.ca_file or "")
+          username=args.username or "", password=password, ca_file=args.ca_file or "",
+          hq_urls=args.hq_url)
     return 0
 
 
@@ -414,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--topic-prefix", default="dropkit")
     watch.add_argument("--once", type=float, metavar="SECONDS",
                        help="listen this long, print the table once and exit")
+    watch.add_argument("--hq-url", action="append", default=[], metavar="URL",
+                       help="an HQ instance's HTTP address (dropkit hq --http-port) whose "
+                            "/metrics to show; again for each instance")
     watch.add_argument("--username")
     watch.add_argument("--password-file")
     watch.add_argument("--ca-file")

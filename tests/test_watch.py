@@ -1,14 +1,20 @@
 """``dropkit watch``'s board (:class:`agent.ops.watch.Board`): what it shows of each kit from the
-messages it saw, in plain words when that may no longer hold, and the table it renders (through
-rich, to text; not a terminal)."""
+messages it saw, in plain words when that may no longer hold, what HQ's instances' ``/metrics``
+say (``--hq-url``), and the table it renders (through rich, to text; not a terminal)."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 
 from rich.console import Console
 
+from agent.ops.harness import Broker, Hq, free_port, wait_for
+from agent.ops.hqview import HqPoller, HqSample, parse_metrics
 from agent.ops.watch import STALE_S, Board
+from tests.hq_helpers import fleet
 
 
 def event(board: Board, kit: str, now: float, **fields: object) -> None:
@@ -109,3 +115,94 @@ def test_garbage_changes_nothing_but_when_the_kit_was_heard() -> None:
     [row] = board.rows(3.0)
     assert (row.status, row.alerts, row.queue_depth, row.last_seen) == \
         ("online", "", "?", "1 s ago")
+
+
+# -- HQ's /metrics in the board (--hq-url) -------------------------------------------------------
+
+# The example of the text format's documentation (Prometheus, "Exposition formats"), as written.
+PROMETHEUS_EXAMPLE = "\n".join([
+    "# HELP http_requests_total The total number of HTTP requests.",
+    "# TYPE http_requests_total counter",
+    'http_requests_total{method="post",code="200"} 1027 1395066363000',
+    'http_requests_total{method="post",code="400"}    3 1395066363000',
+    "",
+    "# Escaping in label values:",
+    r'msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:\n'
+    r'\"FILE.TXT\""} 1.458255915e9',
+    "",
+    "# Minimalistic line:",
+    "metric_without_timestamp_and_labels 12.47",
+    "",
+    "# A weird metric from before the epoch:",
+    'something_weird{problem="division by zero"} +Inf -3982045', ""])
+
+
+def test_the_text_format_is_read_as_its_documentation_writes_it() -> None:
+    samples = parse_metrics(PROMETHEUS_EXAMPLE)
+    assert samples["http_requests_total"] == [({"method": "post", "code": "200"}, 1027.0),
+                                              ({"method": "post", "code": "400"}, 3.0)]
+    assert samples["msdos_file_access_time_seconds"] == [
+        ({"path": "C:\\DIR\\FILE.TXT", "error": 'Cannot find file:\n"FILE.TXT"'}, 1.458255915e9)]
+    assert samples["metric_without_timestamp_and_labels"] == [({}, 12.47)]
+    assert samples["something_weird"] == [({"problem": "division by zero"}, float("inf"))]
+    assert parse_metrics("garbage here\nno_value\nx{a=\"1\"} not-a-number\n") == {}
+
+
+def test_the_board_shows_what_each_hq_instance_says(tmp_path: Path) -> None:
+    """A real ``dropkit hq`` serving /metrics, kits' messages through a real broker (one kit's
+    second link ahead of its first: recorded and held, not answered), the poller reading it;
+    then HQ stopped."""
+    import paho.mqtt.client as mqtt
+
+    broker = Broker(tmp_path / "broker").start()
+    port = free_port()
+    hq = Hq(broker, tmp_path / "hq.db")
+    hq.extra_args = ["--http-port", str(port), "--hold-s", "300"]
+    hq.start()
+    kits = fleet("kit", 2, 3, lambda k, s: ("ZINE-07", 800))
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    for payload in kits[0][1]:
+        sender.publish("dropkit/kit-00000/orders", payload, qos=1).wait_for_publish(10)
+    sender.publish("dropkit/kit-00001/orders", kits[1][1][1], qos=1).wait_for_publish(10)
+    board = Board("mqtt://test", [HqSample(f"http://127.0.0.1:{port}")])
+    board.connected(time.time())
+    for kit_id in ("kit-00000", "kit-00001"):
+        board.take(f"dropkit/{kit_id}/status", b"online", time.time())
+    poller = HqPoller([sample.url for sample in board.hq_metrics])
+    board.hq_metrics = poller.samples
+    rounds = threading.Semaphore(0)
+    poller.changed = rounds.release
+    poller.start()
+    try:
+        def says(text: str) -> bool:
+            assert rounds.acquire(timeout=10), "the poller goes round"
+            return text in board.hq_lines(time.time())[1]
+
+        wait_for(lambda: says("4 messages, 3 acks, 0 rejections, 0 duplicates, 0 garbage; "
+                              "held 1, missing 0, faults 0; lag at most"), 20,
+                 "HQ's counts on the board")
+        rows = {row.kit_id: row.at_hq for row in board.rows(time.time())}
+        assert rows["kit-00000"].startswith("lag ") and rows["kit-00001"].endswith(" s, held 1"), \
+            rows
+        text = rendered(board, time.time())
+        assert "at HQ" in text and f"HQ http://127.0.0.1:{port}: ledger up; 4 messages" in text
+        assert hq.stop() == 0
+        wait_for(lambda: says("NOT ANSWERING"), 20, "HQ stopped, said plainly")
+        assert "last answered" in board.hq_lines(time.time())[1]
+    finally:
+        poller.stop()
+        sender.loop_stop()
+        broker.stop()
+
+
+def test_watch_takes_only_an_http_address_for_hq() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "agent", "watch", "--hq-url", "file:///etc/passwd",
+                           "--once", "0"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "dropkit: --hq-url 'file:///etc/passwd': "
+                                                 "expected http://host:port (dropkit hq "
+                                                 "--http-port)\n")

@@ -2,7 +2,8 @@
 
 It subscribes to every kit's ``status``, ``telemetry/power`` and ``events``, and to HQ's
 instances' statuses (``hq/#``), and shows, per kit: its status, the source feeding it, battery
-percent, mode, queue depth, when it was last heard and what waits for someone.
+percent, mode, queue depth, when it was last heard and what waits for someone; with
+``--hq-url``, what each HQ instance's ``/metrics`` says (:mod:`agent.ops.hqview`).
 
 What it shows is only what it last heard, so it says plainly when that may no longer hold: while
 the watcher has lost the broker (every kit is then ``unknown``), for a kit not heard since the
@@ -30,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.ops.hqview import HqPoller, HqSample
 from agent.uplink.mqtt import new_client
 
 STALE_S = 30.0
@@ -74,14 +76,18 @@ class Row:
     queue_depth: str
     last_seen: str
     alerts: str
+    at_hq: str = ""
+    """What HQ's instances (``--hq-url``) say of the kit: its lag, messages held, gaps, faults."""
 
 
 class Board:
     """What the watcher knows of each kit and of HQ, from the messages it has seen, and
     whether it has the broker."""
 
-    def __init__(self, broker: str = "") -> None:
+    def __init__(self, broker: str = "", hq: list[HqSample] | None = None) -> None:
         self.broker = broker
+        self.hq_metrics = hq or []
+        """Each HQ instance's ``/metrics`` (:class:`agent.ops.hqview.HqPoller` keeps them)."""
         self.kits: dict[str, KitView] = {}
         self.hq: dict[str, str] = {}
         """Each HQ instance's status (``dropkit-hq``, or ``group/client-id``)."""
@@ -183,14 +189,20 @@ class Board:
             status, fresh = f"stale ({heard})", False
         else:
             status, fresh = kit.status, True
+        at_hq = "; ".join(said for sample in self.hq_metrics if (said := sample.kit(kit_id)))
         return Row(kit_id, status, fresh, kit.feeding, kit.battery, kit.power_state, kit.mode,
-                   kit.queue_depth, f"{ago:.0f} s ago", "; ".join(kit.alerts))
+                   kit.queue_depth, f"{ago:.0f} s ago", "; ".join(kit.alerts), at_hq)
 
     def hq_line(self) -> str:
+        """HQ's instances' statuses on the broker."""
         with self.lock:
             return "HQ: " + (", ".join(f"{name} {status}"
                                        for name, status in sorted(self.hq.items())) or
                              "no instance heard")
+
+    def hq_lines(self, now: float) -> list[str]:
+        """:meth:`hq_line`, then a line per instance's ``/metrics``."""
+        return [self.hq_line(), *(sample.line(now) for sample in self.hq_metrics)]
 
     def table(self, now: float) -> Any:
         from rich.table import Table
@@ -198,15 +210,17 @@ class Board:
         headline = self.headline(now)
         style = "bold red" if headline.startswith("BROKER LOST") else ""
         table = Table(title=f"dropkit: kits on the broker\n[{style or 'default'}]{headline}[/]",
-                      caption=self.hq_line())
-        for column in ("kit", "status", "feeding", "battery", "power", "mode", "queue",
-                       "last seen", "alerts"):
+                      caption="\n".join(self.hq_lines(now)))
+        columns = ["kit", "status", "feeding", "battery", "power", "mode", "queue", "last seen",
+                   "alerts"] + (["at HQ"] if self.hq_metrics else [])
+        for column in columns:
             table.add_column(column)
         for row in self.rows(now):
             colour = "green" if row.fresh and row.status == "online" else \
                 "yellow" if not row.fresh else "red"
-            table.add_row(row.kit_id, f"[{colour}]{row.status}[/]", row.feeding, row.battery,
-                          row.power_state, row.mode, row.queue_depth, row.last_seen, row.alerts,
+            cells = [row.kit_id, f"[{colour}]{row.status}[/]", row.feeding, row.battery,
+                     row.power_state, row.mode, row.queue_depth, row.last_seen, row.alerts]
+            table.add_row(*cells, *([row.at_hq] if self.hq_metrics else []),
                           style="" if row.fresh else "dim")
         return table
 
@@ -233,12 +247,15 @@ def listen(board: Board, broker: str, *, topic_prefix: str = "dropkit", username
 
 
 def watch(broker: str, *, topic_prefix: str = "dropkit", once_after: float | None = None,
-          username: str = "", password: str = "", ca_file: str = "") -> None:
-    """Show the table live until Ctrl-C; with ``once_after``, print it once after that long."""
+          username: str = "", password: str = "", ca_file: str = "",
+          hq_urls: list[str] | None = None) -> None:
+    """Show the table live until Ctrl-C; with ``once_after``, print it once after that long.
+    ``hq_urls``: HQ instances whose ``/metrics`` to show."""
     from rich.console import Console
     from rich.live import Live
 
-    board = Board(broker)
+    poller = HqPoller(hq_urls or []).start()
+    board = Board(broker, poller.samples)
     client = listen(board, broker, topic_prefix=topic_prefix, username=username,
                     password=password, ca_file=ca_file)
     try:
@@ -253,5 +270,6 @@ def watch(broker: str, *, topic_prefix: str = "dropkit", once_after: float | Non
     except KeyboardInterrupt:
         pass
     finally:
+        poller.stop()
         client.loop_stop()
         client.disconnect()
