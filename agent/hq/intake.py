@@ -117,6 +117,7 @@ class Intake:
         self.max_batch = max_batch
         self.waiting: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self.unsettled: deque[Answered] = deque()
+        self.ledger_s = 0.0  # seconds spent in the ledger's transactions (the stop's log line)
 
     def deliver(self, inbound: Inbound, msg: mqtt.MQTTMessage) -> None:
         """paho's on_message (on the session's network thread, which counts its
@@ -193,7 +194,7 @@ class Intake:
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                return self.ledger.record_many(links)
+                return self._timed(links)
             except self.ledger.db.transient as exc:
                 wait = backoff.next()
                 log.warning("the ledger is not reachable (%s); trying again in %.1f s", exc, wait)
@@ -213,3 +214,10 @@ class Intake:
                         return None
                     acks += one
                 return acks
+
+    def _timed(self, links: list[Link]) -> list[tuple[str, Ack]]:
+        began = time.monotonic()
+        try:
+            return self.ledger.record_many(links)
+        finally:
+            self.ledger_s += time.monotonic() - began
