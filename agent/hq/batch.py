@@ -11,12 +11,15 @@ nothing it read of those kits can change under it.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from agent.core.clock import now_iso
 from agent.hq.sql import Row, Tx
+
+log = logging.getLogger("dropkit.hq")
 
 
 class Batch:
@@ -48,6 +51,7 @@ class Batch:
         self._new_sales: list[tuple[Any, ...]] = []
         self._sold: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+        self.said: list[tuple[Any, ...]] = []  # log lines (format, args) for after the commit
 
     # The chains: each kit's next seq and the hash before it.
     def chain(self, kit_id: str) -> tuple[int, str]:
@@ -138,6 +142,12 @@ class Batch:
         for name, n in sorted(self.counts.items()):
             tx.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) "
                        "DO UPDATE SET value = counters.value + excluded.value", (name, n))
+
+    def say(self) -> None:
+        """The batch's log lines, once it committed."""
+        for line in self.said:
+            log.info(*line)
+        self.said.clear()
 
 
 LINK_COLUMNS = ("kit_id", "seq", "type", "order_id", "hash", "received_at", "fault", "verified")

@@ -145,7 +145,9 @@ class Intake:
         links: list[Link] = []
         for delivery in batch:
             try:
-                links.append(parse(kit_of(delivery.topic), json.loads(delivery.payload)))
+                link = parse(kit_of(delivery.topic), json.loads(delivery.payload))
+                link.own_faults  # noqa: B018 -- hashed here, not inside the ledger's transaction
+                links.append(link)
             except (ValueError, RecursionError) as exc:
                 self.metrics.count("garbage")
                 log.warning("ignored garbage on %s (%s): %r", delivery.topic, exc,
