@@ -124,12 +124,13 @@ class Batch:
             tx.insert_rows("links", LINK_COLUMNS, self._new_links)
         if self._chains_changed:
             tx.set_chains([(kit, *self.chains[kit]) for kit in sorted(self._chains_changed)])
+        # Held rows are only ever written under their kit's lock, so the batch knows them
+        # all: what it takes it deletes, what it holds is new (no conflict to allow for).
         if self._unheld:
-            tx.executemany("DELETE FROM held WHERE kit_id = ? AND seq = ?", self._unheld)
+            tx.delete_keys("held", self._unheld, ("kit_id", "seq"), ("text", "bigint"))
         still_held = [row for row in self._new_held if (row[0], row[1]) in self.held]
         if still_held:
-            tx.executemany("INSERT INTO held VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                           still_held)
+            tx.insert_rows("held", HELD_COLUMNS, still_held)
         if self._faults:
             tx.executemany("INSERT INTO faults (kit_id, seq, hash, type, order_id, reason, "
                            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -150,6 +151,7 @@ class Batch:
         self.said.clear()
 
 
+HELD_COLUMNS = ("kit_id", "seq", "message", "held_at")
 LINK_COLUMNS = ("kit_id", "seq", "type", "order_id", "hash", "received_at", "fault", "verified")
 SALE_COLUMNS = ("kit_id", "order_id", "seq", "total_cents", "lines", "result", "reason",
                 "trace_id", "received_at", "sold_at", "clock_synced")
