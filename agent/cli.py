@@ -5,45 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent.clihq import add_hq
+from agent.clitools import fail as _fail
+from agent.clitools import missing_extra as _missing_extra
 from agent.config import Config, ConfigError, load_config
-
-
-def _fail(message: str) -> int:
-    print(f"dropkit: {message}", file=sys.stderr)
-    return 2
-
-
-def _missing_extra(command: str, extra: str) -> str:
-    """Empty when the packages of dropkit's ``extra`` are installed, else the one line that
-    says what to install. The extra's list is the installed dropkit's own metadata (its
-    pyproject.toml); dropkit run from a source tree without it is not checked."""
-    from importlib import metadata
-
-    try:
-        requires = metadata.requires("dropkit") or []
-    except metadata.PackageNotFoundError:
-        return ""
-    missing = []
-    for requirement in requires:
-        spec, _, marker = requirement.partition(";")
-        if re.search(rf"""extra\s*==\s*["']{re.escape(extra)}["']""", marker):
-            name = re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0]
-            try:
-                metadata.distribution(name)
-            except metadata.PackageNotFoundError:
-                missing.append(name)
-    if not missing:
-        return ""
-    return (f"dropkit {command} needs the {extra} extra (missing {', '.join(missing)}): "
-            f"pip install 'dropkit[{extra}]'")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -138,7 +111,6 @@ STORE_FILES = ("dropkit.db", "dropkit.db-wal", "dropkit.db-shm", "dropkit.identi
 
 def cmd_store_reset(args: argparse.Namespace) -> int:
     """Set the store's files aside (never deleted), so the next start is a new kit."""
-    import time
 
     config = load_config(args.config, required=args.config is not None)
     state_dir = _state_dir(args, config)
@@ -158,44 +130,6 @@ def cmd_store_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_hq(args: argparse.Namespace) -> int:
-    if missing := _missing_extra("hq", "hq"):
-        return _fail(missing)
-    from agent.config import MqttConfig, parse_config
-    from agent.core.manifest import read_manifest
-    from agent.hq.ledger import HOLD_S
-    from agent.hq.server import run_hq
-
-    # The broker URL is checked by the same rule as the kit's [mqtt] url.
-    parse_config({"mqtt": {"url": args.broker}}, source="--broker")
-    password = MqttConfig(password_file=args.password_file or "").password("--password-file")
-    run_hq(args.broker, args.db, stock=read_manifest(args.stock) if args.stock else None,
-           hold_s=HOLD_S if args.hold_s is None else args.hold_s,
-           client_id=args.client_id, shared_group=args.shared_group,
-           topic_prefix=args.topic_prefix, username=args.username or "", password=password,
-           ca_file=args.ca_file or "", http_port=args.http_port, http_host=args.http_host)
-    return 0
-
-
-def cmd_hq_report(args: argparse.Namespace) -> int:
-    if missing := _missing_extra("hq report", "hq"):
-        return _fail(missing)
-    from agent.hq.ledger import Ledger
-    from agent.hq.sql import is_postgresql
-
-    if not is_postgresql(args.db) and not Path(args.db).exists():
-        return _fail(f"{args.db}: no HQ ledger here")
-    ledger = Ledger(args.db)
-    try:
-        lines = ledger.report()
-    finally:
-        ledger.close()
-    for line in lines:
-        print(line)
-    print(f"{len(lines)} mismatch(es)" if lines else "no mismatches")
-    return 1 if lines else 0
-
-
 def cmd_watch(args: argparse.Namespace) -> int:
     if missing := _missing_extra("watch", "ops"):
         return _fail(missing)
@@ -203,9 +137,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from agent.ops.watch import watch
 
     parse_config({"mqtt": {"url": args.broker}}, source="--broker")
+    if wrong := [url for url in args.hq_url if not url.startswith(("http://", "https://"))]:
+        return _fail(f"--hq-url {wrong[0]!r}: expected http://host:port (dropkit hq --http-port)")
     password = MqttConfig(password_file=args.password_file or "").password("--password-file")
     watch(args.broker, topic_prefix=args.topic_prefix, once_after=args.once,
-          username=args.username or "", password=password, ca_file=args.ca_file or "")
+          username=args.username or "", password=password, ca_file=args.ca_file or "",
+          hq_urls=args.hq_url)
     return 0
 
 
@@ -311,37 +248,16 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("path")
     check.set_defaults(func=cmd_config_check)
 
-    hq = sub.add_parser("hq", help="the reference reconciler: central ledger and acks")
-    hq.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    hq.add_argument("--db", default="hq.db", help="the central ledger: a SQLite file, or "
-                                                  "postgresql://user@host/dbname")
-    hq.add_argument("--stock", help="central stock: a manifest whose qty is for all kits")
-    hq.add_argument("--client-id", default="dropkit-hq",
-                    help="MQTT client id; the broker keeps its session by this id")
-    hq.add_argument("--shared-group", default="",
-                    help="share the orders among HQ instances in this group")
-    hq.add_argument("--topic-prefix", default="dropkit")
-    hq.add_argument("--hold-s", type=float, metavar="SECONDS",
-                    help="how long a message ahead of a missing receipt link waits for it "
-                         "(default 5)")
-    hq.add_argument("--http-port", type=int, metavar="PORT",
-                    help="serve receipts (/r/KIT/SEQ/HASH) and /metrics on this port")
-    hq.add_argument("--http-host", default="127.0.0.1",
-                    help="address to serve them on (default 127.0.0.1)")
-    hq.add_argument("--username")
-    hq.add_argument("--password-file")
-    hq.add_argument("--ca-file")
-    hq.set_defaults(func=cmd_hq)
-    hq_sub = hq.add_subparsers(dest="hq_command")
-    report = hq_sub.add_parser("report", help="list rejected sales and receipt chain gaps")
-    report.add_argument("--db", default="hq.db", help="as for dropkit hq")
-    report.set_defaults(func=cmd_hq_report)
+    add_hq(sub)
 
     watch = sub.add_parser("watch", help="remote ops: a live table of every kit on the broker")
     watch.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
     watch.add_argument("--topic-prefix", default="dropkit")
     watch.add_argument("--once", type=float, metavar="SECONDS",
                        help="listen this long, print the table once and exit")
+    watch.add_argument("--hq-url", action="append", default=[], metavar="URL",
+                       help="an HQ instance's HTTP address (dropkit hq --http-port) whose "
+                            "/metrics to show; again for each instance")
     watch.add_argument("--username")
     watch.add_argument("--password-file")
     watch.add_argument("--ca-file")

@@ -100,3 +100,67 @@ def tls_broker(workdir: Path, certs: Path, *settings: str) -> Broker:
         f"cafile {certs}/ca.crt", f"certfile {certs}/server.crt", f"keyfile {certs}/server.key",
         *settings]) + "\n")
     return broker
+
+
+class SlowReturnProxy:
+    """A TCP proxy on a free loopback port to ``broker`` that passes what the client sends at
+    once and what the broker sends back ``delay_s`` late: so the broker's PUBACKs reach the
+    client late, and a client that waits for them (or paho's in-flight window does) waits."""
+
+    def __init__(self, broker: Broker, delay_s: float) -> None:
+        import socket
+
+        self.broker, self.delay_s = broker, delay_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.broker.port))
+            late: queue.Queue[tuple[float, bytes]] = queue.Queue()
+            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, late), daemon=True).start()
+            threading.Thread(target=self._send_late, args=(late, client), daemon=True).start()
+
+    def _pipe(self, source: Any, sink: Any, late: queue.Queue | None) -> None:
+        try:
+            while data := source.recv(65536):
+                if late is None:
+                    sink.sendall(data)
+                else:
+                    late.put((time.monotonic() + self.delay_s, data))
+        except OSError:
+            pass
+        finally:
+            if late is not None:
+                late.put((0.0, b""))
+            for sock in (source, sink):
+                sock.close()
+
+    @staticmethod
+    def _send_late(late: queue.Queue, sink: Any) -> None:
+        while True:
+            due, data = late.get()
+            if not data:
+                return
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # the delay this proxy is for
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()

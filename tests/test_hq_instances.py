@@ -7,9 +7,11 @@ are refused), and the report has nothing else to say."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -121,4 +123,80 @@ def test_three_instances_on_one_postgresql_survive_a_kill_9(tmp_path: Path) -> N
         for hq in hqs:
             if hq.proc and hq.proc.poll() is None:
                 assert hq.stop() == 0
+    broker.stop()
+
+
+CHAOS_KITS, CHAOS_SALES = 16, 100
+
+
+def test_every_sale_answered_while_instances_are_killed_again_and_again(tmp_path: Path) -> None:
+    """Three instances, each killed with SIGKILL and started again, again and again, while the
+    kits sell (sometimes two or all three down at once; sessions adopted, taken back and adopted
+    again), on a broker that sends HQ up to 1000 messages before an acknowledgement: a kit that
+    never sends a sale twice still gets an answer for every one, each sale recorded once. A
+    message acknowledged to the broker before it was recorded and its answer handed to the
+    broker, on any session an instance drains, is lost here for good."""
+    broker = Broker(tmp_path / "broker")
+    broker.conf.write_text(broker.conf.read_text() + "max_inflight_messages 1000\n")
+    broker.start()
+    stock = write_manifest(tmp_path / "stock.toml",
+                           [(f"SKU-{k:02}", "item", 100, 10_000) for k in range(CHAOS_KITS)])
+    kits = fleet("kit", CHAOS_KITS, CHAOS_SALES, per_kit_sku)
+    total = CHAOS_KITS * CHAOS_SALES
+    with postgres_database() as url:
+        hqs = [instance(broker, url, stock, f"hq-{n}").start(wait=False) for n in range(3)]
+        for hq in hqs:
+            hq.wait_connected()
+        every_run = list(hqs)
+        sellers = Fleet(broker)
+        selling = threading.Event()
+        selling.set()
+
+        def sell() -> None:
+            for first in range(1, CHAOS_SALES + 1, 5):  # bursts of five of each kit's
+                sellers.publish(kits, range(first, first + 5))
+                time.sleep(0.8)  # the pace of a drop, so that the kills land mid-stream
+            selling.clear()
+
+        def chaos(n: int) -> None:
+            """Up 1.5 to 5 s, SIGKILL, down 0.5 to 4 s (adopted after 2 s), again."""
+            pace = random.Random(n)
+            while selling.is_set():
+                time.sleep(pace.uniform(1.5, 5.0))
+                hqs[n].kill()
+                time.sleep(pace.uniform(0.5, 4.0))
+                hqs[n] = instance(broker, url, stock, f"hq-{n}").start()
+                every_run.append(hqs[n])
+
+        threads = [threading.Thread(target=sell)] + [
+            threading.Thread(target=chaos, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        kills = len(every_run) - 3
+        adoptions = sum("adopting the session" in line for hq in every_run for line in hq.log)
+        try:
+            wait_for(lambda: sellers.answered() == total, 120, "every sale answered")
+        except AssertionError as exc:
+            with sellers.lock:
+                answered = {order for _, order in sellers.answers}
+            missing = [f"{kit_id}-order-{seq:04}" for kit_id, _ in kits
+                       for seq in range(1, CHAOS_SALES + 1)
+                       if f"{kit_id}-order-{seq:04}" not in answered]
+            recorded = {order for (order,) in query_ledger(url, "SELECT order_id FROM sales")}
+            raise AssertionError(
+                f"{exc}: {sellers.answered()} of {total} answered through {kills} kills and "
+                f"{adoptions} adoptions; unanswered {missing[:10]}, of which HQ recorded "
+                f"{[order for order in missing if order in recorded][:10]}") from None
+        assert all(results == {"accepted"} for results in sellers.answers.values())
+        rows = query_ledger(url, "SELECT kit_id, count(*), count(DISTINCT seq), max(seq) "
+                                 "FROM sales GROUP BY kit_id ORDER BY kit_id")
+        assert rows == [(kit_id, CHAOS_SALES, CHAOS_SALES, CHAOS_SALES) for kit_id, _ in kits]
+        assert query_ledger(url, "SELECT count(*) FROM held") == [(0,)]
+        assert query_ledger(url, "SELECT count(*) FROM faults") == [(0,)]
+        print(f"{total} sales answered through {kills} kills and {adoptions} adoptions")
+        sellers.client.loop_stop()
+        for hq in hqs:
+            assert hq.stop() == 0
     broker.stop()

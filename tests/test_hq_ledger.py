@@ -17,7 +17,9 @@ from agent.core.clock import Moment
 from agent.core.manifest import parse_manifest
 from agent.core.orders import OrderRequest, place_order, refund_order
 from agent.core.receipts import GENESIS_HASH, canonical_json, chain_hash
+from agent.hq.allocations import CENTRAL, Allocations, Refused
 from agent.hq.ledger import Ledger
+from agent.hq.schema import MIGRATIONS, VERSION_TABLE
 from agent.ops.harness import query_ledger
 from tests.core.sales_helpers import KIT, at, open_db, sell
 from tests.hq_helpers import kit_messages
@@ -206,6 +208,48 @@ def test_a_ledger_from_before_the_schema_version_is_migrated(tmp_path: Path) -> 
     second = kit_messages(kit_store(tmp_path, 2))[1]
     assert ledger.record(KIT, second)[0]["result"] == "accepted"  # #1's hash unknown: on its own
     ledger.close()
-    assert query_ledger(str(tmp_path / "hq.db"), "SELECT version FROM ledger_schema") == [(3,)]
+    assert query_ledger(str(tmp_path / "hq.db"), "SELECT version FROM ledger_schema") == \
+        [(len(MIGRATIONS),)]
     assert report(str(tmp_path / "hq.db"))[1][0] == (
         "rejected: kit kit-test order order-0001 (receipt #1, sold at an unknown time): old")
+
+
+def ledger_at_version(target: str, version: int, *rows: str) -> None:
+    """A ledger as an HQ of schema ``version`` left it: its migrations' own statements, the
+    version recorded, then ``rows``."""
+    statements = [VERSION_TABLE, *(s for m in MIGRATIONS[:version] for s in m),
+                  f"INSERT INTO ledger_schema (version) VALUES ({version})", *rows]
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target) as conn:  # one transaction, committed at the end
+            for statement in statements:
+                conn.execute(statement)
+        return
+    db = sqlite3.connect(target)
+    with db:
+        for statement in statements:
+            db.execute(statement)
+    db.close()
+
+
+def test_a_ledger_at_version_3_takes_allocations_after_its_migration(
+        tmp_path: Path, hq_ledger: str) -> None:
+    """An HQ from before allocations (ledger version 3) with sales on it: the new HQ migrates it
+    to 4, keeps its stock and sales, and moves units from its central stock."""
+    ledger_at_version(hq_ledger, 3, "INSERT INTO stock (sku, qty, sold) VALUES ('ZINE-07', 10, 1)")
+    ledger = Ledger(hq_ledger)
+    try:
+        assert ledger.record(KIT, kit_messages(kit_store(tmp_path, 1))[0])[0]["result"] == \
+            "accepted"
+        allocations = Allocations(ledger.db)
+        with pytest.raises(Refused, match="central stock has 10 not given to a kit, 11 asked"):
+            allocations.request(CENTRAL, "kit-a", "ZINE-07", 11)
+        move = allocations.move(allocations.request(CENTRAL, "kit-a", "ZINE-07", 5))
+        assert move is not None and move["state"] == "pending"
+    finally:
+        ledger.close()
+    assert query_ledger(hq_ledger, "SELECT version FROM ledger_schema") == [(len(MIGRATIONS),)]
+    assert len(MIGRATIONS) == 4
+    assert query_ledger(hq_ledger, "SELECT sku, qty, sold, name FROM stock") == \
+        [("ZINE-07", 10, 2, "")]

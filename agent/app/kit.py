@@ -209,7 +209,8 @@ class Kit(WebCalls):
                                      publish=self.events.publish,
                                      health=lambda view: self.coordinator.update(uplink=view),
                                      telemetry=self.telemetry, spawn=self.spawn,
-                                     relayed=self.coordinator.outbox_changed),
+                                     relayed=self.coordinator.outbox_changed,
+                                     allocation=self.take_allocation),
                                  password=self.config.mqtt.password(self.config.source))
         self.supervisor.start("storage_watch", self.storage.run)
         self.supervisor.start("holds", self.hold_sweep.run)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.core import holds, outbox, printjobs
+from agent.core.allocation import take_allocation
 from agent.core.clock import Moment
 from agent.core.errors import Refusal
 from agent.core.manifest import (
@@ -150,6 +151,10 @@ class Orders:
 
     async def load_manifest(self, manifest: Manifest, source: str) -> bool:
         return await self.store.write(lambda db: apply_manifest(db, manifest, source, self._now()))
+
+    async def take_allocation(self, seq: int, manifest: Manifest) -> dict[str, Any]:
+        """HQ's allocation number ``seq``, by the rule of a staff load; the answer for HQ."""
+        return await self.store.write(lambda db: take_allocation(db, seq, manifest, self._now()))
 
     async def take_up_file(self, manifest: Manifest, path: str) -> ManifestConflict | None:
         """The configured file at a start: applied when it changed (see :func:`apply_file`)."""

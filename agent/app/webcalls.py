@@ -149,11 +149,27 @@ class WebCalls:
 
     async def load_manifest(self, manifest: Any) -> dict[str, Any]:
         changed = await self.sales.load_manifest(manifest, "staff")
+        return {"changed": changed, **await self._manifest_changed()}
+
+    async def take_allocation(self, seq: int, manifest: Any) -> dict[str, Any]:
+        """HQ's allocation (the uplink's call), by the rule of a staff load; the answer for HQ
+        (:func:`agent.core.allocation.take_allocation`)."""
+        answer = await self.sales.take_allocation(seq, manifest)
+        if answer.pop("changed"):
+            log.info("manifest %s from HQ's allocation #%d", manifest.version, seq)
+            await self._manifest_changed()
+        elif answer["result"] == "refused":
+            log.warning("HQ's allocation #%d refused: below what is sold or held: %s", seq,
+                        ", ".join(f"{sku} ({n['taken']}, allocated {n['qty']})"
+                                  for sku, n in sorted(answer["conflict"].items())))
+        return answer
+
+    async def _manifest_changed(self) -> dict[str, Any]:
         view = await self._manifest_loaded()
         self.events.publish("manifest", {"version": view["version"], "hash": view["hash"]})
         view.pop("conflict")
         self._stock_changed()
-        return {"changed": changed, **view}
+        return view
 
     def listen(self) -> AbstractContextManager[asyncio.Queue[Event | None]]:
         return self.events.listen()

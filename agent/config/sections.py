@@ -77,7 +77,7 @@ class MqttConfig:
     session_expiry_s: int = field(default=86400, metadata=ranged("an integer", 0, 4294967295))
     keepalive_s: int = field(default=30, metadata=ranged("an integer", 5, 3600))
     reconnect_min_s: float = field(default=0.5, metadata=seconds(0.05, 60))
-    reconnect_max_s: float = field(default=30.0, metadata=seconds(0.1, 3600))
+    reconnect_max_s: float = field(default=5.0, metadata=seconds(0.1, 3600))
     telemetry_interval_s: float = field(default=10.0, metadata=seconds(0.1, 3600))
     inflight_window: int = field(default=32, metadata=ranged("an integer", 1, 1000))
     ack_wait_s: float = field(default=0.3, metadata=seconds(0, 10))

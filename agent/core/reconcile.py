@@ -6,7 +6,8 @@
   event; after ``refund_after`` seconds it becomes ``refund_due`` (staff see it and mark it
   refunded through the refund endpoint).
 - A relayed sale with no ack after ``resend_after`` seconds is sent again (a broker that lost it
-  after its PUBACK must not lose the sale); HQ drops repeats by order id.
+  after its PUBACK must not lose the sale); HQ drops repeats by order id. And every unanswered
+  sale is sent again at once when HQ announces itself online (:func:`resend_unanswered`).
 
 Every age here is in kit seconds (:mod:`agent.core.clock`), which a wall clock set back or
 forward does not move.
@@ -130,12 +131,29 @@ def sweep(db: sqlite3.Connection, kit_id: str, at: Moment, *, mismatch_after: fl
                        "detail": "HQ has not settled this sale"})
     for event in events:
         outbox.record_event(db, event, kit_id, now)
-    for row in _lost_sales(db, ks, resend_after):
-        # Back to queued: relayed again once the broker has the new copy.
-        db.execute("INSERT INTO outbox (kind, key, payload, created_at) SELECT 'sale', key, "
-                   "payload, ? FROM outbox WHERE id = (SELECT sale_msg_id FROM orders "
-                   "WHERE order_id = ?)", (now, row["order_id"]))
-        db.execute("UPDATE orders SET status = 'queued', resends = resends + 1 "
-                   "WHERE order_id = ?", (row["order_id"],))
+    _send_again(db, [row["order_id"] for row in _lost_sales(db, ks, resend_after)], now)
     note_seen(db, at, every_ks=SEEN_EVERY_KS)
     return events
+
+
+def resend_unanswered(db: sqlite3.Connection, at: Moment) -> int:
+    """HQ said it is online (it came back, or this connection found it there): every relayed
+    sale it has not answered is sent again now, not ``resend_after`` later. A broker that
+    restarted without its persistence, or that had HQ's session expire, passed those sales to
+    nobody; a copy HQ already has is answered again. Returns how many go again."""
+    rows = db.execute("SELECT order_id FROM orders WHERE status = 'relayed' ORDER BY seq")
+    order_ids = [row["order_id"] for row in rows]
+    _send_again(db, order_ids, at.iso)
+    return len(order_ids)
+
+
+def _send_again(db: sqlite3.Connection, order_ids: list[str], now: str) -> None:
+    """A new copy of each sale into the outbox; the sale is queued again until the broker has
+    the copy."""
+    for order_id in order_ids:
+        # The sale's own message, found by the order's sale_msg_id (no index over every key).
+        db.execute("INSERT INTO outbox (kind, key, payload, created_at) SELECT 'sale', key, "
+                   "payload, ? FROM outbox WHERE id = (SELECT sale_msg_id FROM orders "
+                   "WHERE order_id = ?)", (now, order_id))
+        db.execute("UPDATE orders SET status = 'queued', resends = resends + 1 "
+                   "WHERE order_id = ?", (order_id,))

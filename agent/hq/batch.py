@@ -11,12 +11,15 @@ nothing it read of those kits can change under it.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from agent.core.clock import now_iso
 from agent.hq.sql import Row, Tx
+
+log = logging.getLogger("dropkit.hq")
 
 
 class Batch:
@@ -48,6 +51,7 @@ class Batch:
         self._new_sales: list[tuple[Any, ...]] = []
         self._sold: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+        self.said: list[tuple[Any, ...]] = []  # log lines (format, args) for after the commit
 
     # The chains: each kit's next seq and the hash before it.
     def chain(self, kit_id: str) -> tuple[int, str]:
@@ -120,12 +124,13 @@ class Batch:
             tx.insert_rows("links", LINK_COLUMNS, self._new_links)
         if self._chains_changed:
             tx.set_chains([(kit, *self.chains[kit]) for kit in sorted(self._chains_changed)])
+        # Held rows are only ever written under their kit's lock, so the batch knows them
+        # all: what it takes it deletes, what it holds is new (no conflict to allow for).
         if self._unheld:
-            tx.executemany("DELETE FROM held WHERE kit_id = ? AND seq = ?", self._unheld)
+            tx.delete_keys("held", self._unheld, ("kit_id", "seq"), ("text", "bigint"))
         still_held = [row for row in self._new_held if (row[0], row[1]) in self.held]
         if still_held:
-            tx.executemany("INSERT INTO held VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                           still_held)
+            tx.insert_rows("held", HELD_COLUMNS, still_held)
         if self._faults:
             tx.executemany("INSERT INTO faults (kit_id, seq, hash, type, order_id, reason, "
                            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -139,7 +144,14 @@ class Batch:
             tx.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) "
                        "DO UPDATE SET value = counters.value + excluded.value", (name, n))
 
+    def say(self) -> None:
+        """The batch's log lines, once it committed."""
+        for line in self.said:
+            log.info(*line)
+        self.said.clear()
 
+
+HELD_COLUMNS = ("kit_id", "seq", "message", "held_at")
 LINK_COLUMNS = ("kit_id", "seq", "type", "order_id", "hash", "received_at", "fault", "verified")
 SALE_COLUMNS = ("kit_id", "order_id", "seq", "total_cents", "lines", "result", "reason",
                 "trace_id", "received_at", "sold_at", "clock_synced")

@@ -1,9 +1,14 @@
 """From the broker to the ledger in batches (:class:`Intake`): paho's network threads hand each
 ``orders`` message over, and one thread records what is waiting in one transaction, then
-publishes the acks, and only then acknowledges the messages to the broker (paho's manual ack).
+publishes the acks, waits until the broker has them all, and only then acknowledges the
+messages to the broker (paho's manual ack), each on the connection it came by (:class:`Inbound`).
 
 So a crash anywhere repeats work rather than losing it: a message the broker has not seen
-acknowledged comes again, and the ledger answers it again.
+acknowledged comes again, and the ledger answers it again. Two ways it was not so: paho holds
+a publish back while its in-flight window (20) is full but sends an acknowledgement at once, so
+the broker could have a batch's acknowledgements and not most of its answers when HQ died; and
+an acknowledgement for a message from an earlier connection would have gone out on the next
+one, where a broker that forgot the session numbers other messages from 1 again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,17 +36,70 @@ log = logging.getLogger("dropkit.hq")
 
 MAX_BATCH = 500
 """Messages in one transaction at most (the broker's window to HQ bounds what waits anyway)."""
+HANDOVER_S = 10.0
+"""How long a batch's answers may take to reach the broker; after that its messages are left
+unacknowledged (the broker sends them again, or the kits do)."""
+SETTLE_S = 0.005
+"""How often the intake looks for a batch's answers to have reached the broker while one waits
+(a PUBACK on loopback takes well under a millisecond)."""
+
+
+class Inbound:
+    """One paho client that takes ``orders``, its connections counted: a message is
+    acknowledged to the broker only while the connection it came by lasts.
+
+    paho numbers a closed connection's end (``on_socket_close``) before it clears what it had
+    queued to send and connects again, and an acknowledgement is queued under the same lock, so
+    one queued in time goes with the old connection and none goes out on the next.
+    """
+
+    def __init__(self, paho: mqtt.Client) -> None:
+        self.paho = paho
+        self.connection = 0
+        self._lock = threading.Lock()
+        paho.on_socket_close = self._closed
+
+    def _closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        with self._lock:
+            self.connection += 1
+
+    def ack(self, connection: int, mid: int, qos: int) -> bool:
+        """Acknowledge message ``mid`` of ``connection``; False when that connection is over."""
+        with self._lock:
+            if connection != self.connection:
+                return False
+            self.paho.ack(mid, qos)
+            return True
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One message from the broker, to be acknowledged on the session it came by."""
+    """One message from the broker, to be acknowledged on the connection it came by."""
 
-    client: mqtt.Client
+    inbound: Inbound
+    connection: int
     mid: int
     qos: int
     topic: str
     payload: bytes
+
+
+@dataclass
+class Answered:
+    """A recorded batch whose answers are on their way to the broker: its messages are
+    acknowledged once the broker has every answer (meanwhile the next batch is recorded)."""
+
+    answers: list[mqtt.MQTTMessageInfo]
+    batch: list[Delivery]
+    deadline: float
+
+    def state(self) -> str:
+        """``taken`` (the broker has every answer), ``waiting``, or ``lost`` (one was published
+        while the broker was away, or the deadline passed): then its messages are left for the
+        broker (or the kits) to send again."""
+        if any(info.rc != 0 for info in self.answers) or time.monotonic() > self.deadline:
+            return "lost"
+        return "taken" if all(info.is_published() for info in self.answers) else "waiting"
 
 
 def kit_of(topic: str) -> str:
@@ -51,15 +111,19 @@ def kit_of(topic: str) -> str:
 class Intake:
     """The one thread that writes the ledger: batches in, acks out."""
 
-    def __init__(self, ledger: Ledger, send_ack: Callable[[str, Ack], object],
+    def __init__(self, ledger: Ledger, send_ack: Callable[[str, Ack], mqtt.MQTTMessageInfo],
                  metrics: Metrics, max_batch: int = MAX_BATCH) -> None:
         self.ledger, self.send_ack, self.metrics = ledger, send_ack, metrics
         self.max_batch = max_batch
         self.waiting: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self.unsettled: deque[Answered] = deque()
+        self.ledger_s = 0.0  # seconds spent in the ledger's transactions (the stop's log line)
 
-    def deliver(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
-        """paho's on_message (on the session's network thread)."""
-        self.waiting.put(Delivery(client, msg.mid, msg.qos, msg.topic, msg.payload))
+    def deliver(self, inbound: Inbound, msg: mqtt.MQTTMessage) -> None:
+        """paho's on_message (on the session's network thread, which counts its
+        connections)."""
+        self.waiting.put(Delivery(inbound, inbound.connection, msg.mid, msg.qos, msg.topic,
+                                  msg.payload))
 
     def take(self, timeout: float) -> list[Delivery]:
         """What is waiting, up to ``max_batch``; waits up to ``timeout`` for the first."""
@@ -75,12 +139,15 @@ class Intake:
         return batch
 
     def handle(self, batch: list[Delivery], stop: threading.Event) -> None:
-        """Record the batch, send its acks, then acknowledge it to the broker (unless HQ is
-        stopping while the database is away: then the broker keeps it for the next run)."""
+        """Record the batch and send its acks; :meth:`settle` acknowledges it to the broker once
+        the broker has them (unless HQ is stopping while the database is away: then the broker
+        keeps it for the next run)."""
         links: list[Link] = []
         for delivery in batch:
             try:
-                links.append(parse(kit_of(delivery.topic), json.loads(delivery.payload)))
+                link = parse(kit_of(delivery.topic), json.loads(delivery.payload))
+                link.own_faults  # noqa: B018 -- hashed here, not inside the ledger's transaction
+                links.append(link)
             except (ValueError, RecursionError) as exc:
                 self.metrics.count("garbage")
                 log.warning("ignored garbage on %s (%s): %r", delivery.topic, exc,
@@ -89,10 +156,31 @@ class Intake:
         if acks is None:
             return
         self.metrics.recorded(links, acks)
-        for kit_id, ack in acks:
-            self.send_ack(kit_id, ack)
-        for delivery in batch:
-            delivery.client.ack(delivery.mid, delivery.qos)
+        answers = [self.send_ack(kit_id, ack) for kit_id, ack in acks]
+        self.unsettled.append(Answered(answers, batch, time.monotonic() + HANDOVER_S))
+        self.settle()
+
+    def settle(self) -> None:
+        """Acknowledge to the broker, in order, the batches whose answers it has."""
+        while self.unsettled and (state := self.unsettled[0].state()) != "waiting":
+            answered = self.unsettled.popleft()
+            if state == "lost":
+                # Recorded, answers on their way: the broker sends the messages again (or the
+                # kits do), and they are answered again.
+                log.warning("the broker did not take %d answer(s) in time; their %d "
+                            "message(s) are left for it to send again", len(answered.answers),
+                            len(answered.batch))
+                continue
+            for delivery in answered.batch:
+                delivery.inbound.ack(delivery.connection, delivery.mid, delivery.qos)
+
+    def finish(self, timeout: float) -> None:
+        """At a stop: settle what can be within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        self.settle()
+        while self.unsettled and time.monotonic() < deadline:
+            time.sleep(SETTLE_S)
+            self.settle()
 
     def release_overdue(self) -> None:
         try:
@@ -108,7 +196,7 @@ class Intake:
         backoff = Backoff(0.5, 10.0)
         while True:
             try:
-                return self.ledger.record_many(links)
+                return self._timed(links)
             except self.ledger.db.transient as exc:
                 wait = backoff.next()
                 log.warning("the ledger is not reachable (%s); trying again in %.1f s", exc, wait)
@@ -128,3 +216,10 @@ class Intake:
                         return None
                     acks += one
                 return acks
+
+    def _timed(self, links: list[Link]) -> list[tuple[str, Ack]]:
+        began = time.monotonic()
+        try:
+            return self.ledger.record_many(links)
+        finally:
+            self.ledger_s += time.monotonic() - began

@@ -62,8 +62,10 @@ class Ledger:
         """Central stock per SKU: the manifest's ``qty`` is what all kits may sell together."""
         with self.db.transaction() as tx:
             for item in manifest.items:
-                tx.execute("INSERT INTO stock (sku, qty) VALUES (?, ?) ON CONFLICT (sku) "
-                           "DO UPDATE SET qty = excluded.qty", (item.sku, item.qty))
+                tx.execute("INSERT INTO stock (sku, qty, name, price_cents) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (sku) DO UPDATE SET qty = excluded.qty, "
+                           "name = excluded.name, price_cents = excluded.price_cents",
+                           (item.sku, item.qty, item.name, item.price_cents))
 
     def record(self, kit_id: str, message: dict[str, Any],
                now: float | None = None) -> list[Ack]:
@@ -83,6 +85,7 @@ class Ledger:
                 self._record(batch, link, now, effects)
             acks = self._decide(batch, effects)
             batch.flush()
+        batch.say()  # after the commit: no lock is held while the lines are written
         return acks
 
     def release_overdue(self, now: float | None = None) -> list[tuple[str, Ack]]:
@@ -104,6 +107,7 @@ class Ledger:
                 self._apply_held(batch, kit_id, first[0], None, effects)
                 released += self._decide(batch, effects)
                 batch.flush()
+            batch.say()
         return released
 
     def _record(self, batch: Batch, link: Link, now: float, effects: list[Effect]) -> None:
@@ -183,8 +187,8 @@ class Ledger:
                "received_at": now_iso(), "sold_at": str(message.get("created_at", "")),
                "clock_synced": int(message.get("clock_synced") is not False)}
         batch.add_sale(row)
-        log.info("kit %s order %s %s%s trace %s", link.kit_id, link.order_id, result,
-                 f" ({reason})" if reason else "", row["trace_id"] or "-")
+        batch.said.append(("kit %s order %s %s%s trace %s", link.kit_id, link.order_id, result,
+                           f" ({reason})" if reason else "", row["trace_id"] or "-"))
         return row
 
     @staticmethod

@@ -18,6 +18,7 @@ body signed.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,20 @@ class Link:
     def body(self) -> str | None:
         """What the link was hashed from, if the kit sent it (kits before 0.2 did not)."""
         return self.message["receipt"].get("body")
+
+    @functools.cached_property
+    def own_faults(self) -> tuple[str, str] | None:
+        """What is wrong with the link by itself: its hash over what it says it was hashed
+        from, and its contents (each '' when right); None for an old kit's link, which has
+        nothing to check it by. Computed once (HQ's intake asks before the ledger's
+        transaction, so no lock is held while it hashes)."""
+        receipt = self.message["receipt"]
+        body, claimed_prev = receipt.get("body"), receipt.get("prev")
+        if body is None or claimed_prev is None:
+            return None
+        if chain_hash(claimed_prev, body) != self.hash:
+            return "its hash does not match its contents", ""
+        return "", _contents_fault(self, body)
 
 
 def _int(value: Any, name: str, least: int = 0) -> int:
@@ -95,15 +110,20 @@ def link_fault(link: Link, prev_hash: str | None) -> str:
     """
     if link.seq == 1:
         prev_hash = GENESIS_HASH
-    receipt = link.message["receipt"]
-    body, claimed_prev = receipt.get("body"), receipt.get("prev")
-    if body is None or claimed_prev is None:
+    faults = link.own_faults
+    if faults is None:
         return ""  # an old kit's message: nothing to check it by (counted as unverified)
-    if chain_hash(claimed_prev, body) != link.hash:
-        return "its hash does not match its contents"
-    if prev_hash and claimed_prev != prev_hash:
+    hash_fault, contents_fault = faults
+    if hash_fault:
+        return hash_fault
+    if prev_hash and link.message["receipt"]["prev"] != prev_hash:
         return ("does not chain to the link before it as HQ holds it (the chain was forked or "
                 "rewritten)")
+    return contents_fault
+
+
+def _contents_fault(link: Link, body: str) -> str:
+    """Whether the signed body names this link and says what the message says."""
     try:
         signed = json.loads(body)
     except ValueError:

@@ -37,4 +37,21 @@ MIGRATIONS: list[list[str]] = [
      "type TEXT NOT NULL, order_id TEXT NOT NULL, reason TEXT NOT NULL, "
      "received_at TEXT NOT NULL, PRIMARY KEY (kit_id, seq, hash))",
      "CREATE INDEX links_of_order ON links (kit_id, order_id)"],
+    # 4: allocations: what central stock each kit is given (its manifest from HQ), the
+    # manifest last published to each kit and its answer, moves between kits, and what HQ
+    # last heard of each kit (status, telemetry) for the preflight.
+    ["ALTER TABLE stock ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+     "ALTER TABLE stock ADD COLUMN price_cents BIGINT NOT NULL DEFAULT 0",
+     "CREATE TABLE allocations (kit_id TEXT NOT NULL, sku TEXT NOT NULL, qty BIGINT NOT NULL, "
+     "PRIMARY KEY (kit_id, sku))",
+     "CREATE TABLE kit_manifests (kit_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
+     "payload TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', "
+     "sent_at TEXT NOT NULL, answered_at TEXT NOT NULL DEFAULT '')",
+     "CREATE TABLE moves (id BIGINT PRIMARY KEY, from_kit TEXT NOT NULL, to_kit TEXT NOT NULL, "
+     "sku TEXT NOT NULL, qty BIGINT NOT NULL, state TEXT NOT NULL, seq BIGINT NOT NULL DEFAULT 0,"
+     " reason TEXT NOT NULL DEFAULT '', requested_at TEXT NOT NULL, "
+     "done_at TEXT NOT NULL DEFAULT '')",
+     "CREATE TABLE kits (kit_id TEXT PRIMARY KEY, status TEXT NOT NULL DEFAULT '', "
+     "status_at DOUBLE PRECISION NOT NULL DEFAULT 0, heard_at DOUBLE PRECISION NOT NULL "
+     "DEFAULT 0, queue_depth BIGINT, mode TEXT NOT NULL DEFAULT '')"],
 ]

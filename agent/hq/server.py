@@ -5,22 +5,26 @@ publishes each kit's ack: ``{"order_id", "result": "accepted" | "rejected", "rea
 "trace_id"}``.
 
 An ack is published only after the ledger has committed, and the message is acknowledged to the
-broker (paho's manual ack) only after that, so a crash anywhere repeats work rather than losing
-it. Several instances may share the load (``--shared-group``): see :class:`~agent.hq.group.Group`.
+broker (paho's manual ack) only once the broker has the ack, so a crash anywhere repeats work
+rather than losing it. Several instances may share the load (``--shared-group``): see
+:class:`~agent.hq.group.Group`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from agent.core.manifest import Manifest
+from agent.hq.allocations import Allocations
 from agent.hq.group import AdoptedSession, Group
-from agent.hq.intake import Intake
+from agent.hq.heard import Heard
+from agent.hq.intake import SETTLE_S, Inbound, Intake
 from agent.hq.ledger import HOLD_S, Ledger
 from agent.hq.metrics import Metrics
 from agent.uplink.mqtt import Will, new_client
@@ -36,6 +40,19 @@ RECEIVE_MAXIMUM = 1000
 """Messages the broker may send a session before the first is acknowledged: what one batch can
 take (the broker's own limit may be lower: Mosquitto's ``max_inflight_messages``)."""
 TICK_S = 0.5
+STOP_SETTLE_S = 3.0
+"""At a stop, how long the answers sent may take to reach the broker before HQ disconnects."""
+
+
+def status_topic(topic_prefix: str, shared_group: str, client_id: str) -> str:
+    """Where an HQ instance says ``online`` (retained, at every connection) and ``offline``
+    (its will, and at an orderly stop): ``<prefix>/hq/<client id>``, or in a shared group
+    ``<prefix>/hq/<group>/<client id>``. Kits listen to ``<prefix>/hq/#``.
+
+        >>> status_topic("dropkit", "", "dropkit-hq"), status_topic("dropkit", "hq", "hq-1")
+        ('dropkit/hq/dropkit-hq', 'dropkit/hq/hq/hq-1')
+    """
+    return f"{topic_prefix}/hq/{shared_group + '/' if shared_group else ''}{client_id}"
 
 
 def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float = HOLD_S,
@@ -56,13 +73,31 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     subscription = f"{topic_prefix}/+/orders"
     if shared_group:
         subscription = f"$share/{shared_group}/{subscription}"
-    statuses = f"{topic_prefix}/hq/{shared_group}/"
+    statuses = status_topic(topic_prefix, shared_group, "")
     metrics = Metrics()
 
-    def send_ack(kit_id: str, ack: dict[str, Any]) -> None:
-        client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
+    def send_ack(kit_id: str, ack: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        return client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
     intake = Intake(ledger, send_ack, metrics)
+    allocations, heard = Allocations(ledger.db), Heard(topic_prefix)
+    answers: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    republish = threading.Event()
+
+    def allocate() -> None:
+        """The kits' answers recorded, the moves moved on, their manifests published."""
+        try:
+            while not answers.empty():
+                allocations.answered(*answers.get_nowait())
+            heard.flush(ledger.db)
+            publish = allocations.published() if republish.is_set() else []
+            republish.clear()
+            publish += allocations.step()
+        except ledger.db.transient as exc:
+            log.warning("the ledger is not reachable (%s); allocations wait", exc)
+            return
+        for kit_id, payload in publish:
+            client.publish(f"{topic_prefix}/{kit_id}/manifest", payload, qos=1, retain=True)
 
     def session(session_id: str, will: Will | None = None) -> mqtt.Client:
         """A client of the persistent session ``session_id`` (clean start off, so the broker
@@ -71,16 +106,36 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
                            username=username, password=password, ca_file=ca_file, will=will,
                            manual_ack=True, receive_maximum=RECEIVE_MAXIMUM)
         paho = built.paho
-        paho.on_message = lambda c, u, msg: intake.deliver(c, msg)
-        if group is not None:
-            # Every session of the group (an adopted one too) carries the status subscription;
-            # a status is not an order: acknowledged at once.
-            def status(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-                group.seen(msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace"))
-                c.ack(msg.mid, msg.qos)
-            paho.message_callback_add(statuses + "+", status)
+        inbound = Inbound(paho)
+        paho.on_message = lambda c, u, msg: intake.deliver(inbound, msg)
+
+        # What is not an order (kits' answers to their manifests, statuses, telemetry) is
+        # taken as it comes and acknowledged at once, on any session that carries it.
+        def answer(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+            answers.put((msg.topic.split("/")[-3], msg.payload))
+            c.ack(msg.mid, msg.qos)
+
+        def kit_said(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+            heard.take(msg.topic, msg.payload, time.time())
+            c.ack(msg.mid, msg.qos)
+
+        paho.message_callback_add(f"{topic_prefix}/+/manifest/answer", answer)
+        for topic in ("status", "telemetry/power"):
+            paho.message_callback_add(f"{topic_prefix}/+/{topic}", kit_said)
         built.connect_async()
         return paho
+
+    def watch_the_group(group: Group) -> mqtt.Client:
+        """The group's statuses on a connection of their own (a new session each time): on an
+        orders session they would wait behind its backlog, and an instance back for seconds
+        would still look offline, its session taken from it again and again."""
+        built = new_client(broker, username=username, password=password, ca_file=ca_file)
+        built.paho.on_connect = lambda c, u, f, rc, p: c.subscribe(statuses + "+", qos=1)
+        built.paho.on_message = lambda c, u, msg: group.seen(
+            msg.topic.rsplit("/", 1)[-1], msg.payload.decode("utf-8", "replace"))
+        built.connect_async()
+        built.paho.loop_start()
+        return built.paho
 
     def adopt(peer: str) -> AdoptedSession:
         adopted_client = session(peer)
@@ -101,19 +156,24 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         return adopted
 
     group = Group(client_id, adopt) if shared_group else None
-    # In a shared group the will tells the others that this instance is offline.
-    client = session(client_id, Will(statuses + client_id, "offline") if group else None)
+    # The will tells the kits (and the group's other instances) that this instance is offline.
+    client = session(client_id, Will(statuses + client_id, "offline"))
 
     def connected(client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("broker refused HQ: %s", reason_code)
             return
+        # Subscribed again at every connection: a broker that restarted without its
+        # persistence has forgotten the session (and says so: no session present).
         log.info("HQ connected (session %s); subscribing %s",
                  "resumed" if flags.session_present else "new", subscription)
-        if group is None:
-            client.subscribe(subscription, qos=1)
-            return
-        client.subscribe([(subscription, 1), (statuses + "+", 1)])
+        client.subscribe([(subscription, 1), (f"{topic_prefix}/+/manifest/answer", 1),
+                          (f"{topic_prefix}/+/status", 1),
+                          (f"{topic_prefix}/+/telemetry/power", 0)])
+        republish.set()  # the kits' manifests, retained, in case the broker forgot them
+        # After the subscription (the broker takes a client's packets in order): a kit that
+        # hears it knows its sales from now on reach HQ, and sends again what HQ has not
+        # answered.
         client.publish(statuses + client_id, "online", qos=1, retain=True)
 
     client.on_connect = connected
@@ -126,25 +186,34 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
 
         web = serve(ledger, metrics, http_host, http_port)
     client.loop_start()
+    watcher = watch_the_group(group) if group is not None else None
     try:
         tick = time.monotonic() + TICK_S
         while not stop.is_set():
-            batch = intake.take(max(tick - time.monotonic(), 0.0))
+            wait = SETTLE_S if intake.unsettled else max(tick - time.monotonic(), 0.0)
+            batch = intake.take(wait)
             if batch:
                 intake.handle(batch, stop)
+            intake.settle()
             if time.monotonic() >= tick:
                 intake.release_overdue()
+                allocate()
                 if group is not None:
                     group.step(time.monotonic())
                 tick = time.monotonic() + TICK_S
     finally:
+        intake.finish(STOP_SETTLE_S)
+        if watcher is not None:
+            watcher.loop_stop()
+            watcher.disconnect()
         if group is not None:
             group.close()
-        # With a will (in a shared group) the broker publishes it: this instance is offline.
+        # The broker publishes the will: this instance is offline.
         client.disconnect(ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
         client.loop_stop()
         if web is not None:
             web.close()
         ledger.close()
-        log.info("HQ stopped (%d messages in %d batches)", metrics.value("messages"),
-                 metrics.value("batches"))
+        log.info("HQ stopped (%d messages in %d batches, %.1f s in the ledger, %.1f s of CPU)",
+                 metrics.value("messages"), metrics.value("batches"), intake.ledger_s,
+                 time.process_time())

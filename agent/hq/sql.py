@@ -92,6 +92,20 @@ class Tx:
                 [value for key in part for value in key]).fetchall()
         return found
 
+    def delete_keys(self, table: str, keys: Sequence[tuple[Any, ...]],
+                    key_columns: Sequence[str], key_types: Sequence[str]) -> None:
+        """``DELETE`` the rows whose ``key_columns`` are one of ``keys``: one statement on
+        PostgreSQL (an array per key column, as :meth:`select_keys`)."""
+        names = ", ".join(key_columns)
+        if not self.postgresql:
+            self.conn.executemany(f"DELETE FROM {table} WHERE ({names}) = "
+                                  f"({', '.join('?' * len(key_columns))})", keys)
+            return
+        arrays = ", ".join(f"%s::{kind}[]" for kind in key_types)
+        self.conn.execute(f"DELETE FROM {table} WHERE ({names}) IN (SELECT * FROM "
+                          f"unnest({arrays}))",
+                          [list(column) for column in zip(*keys, strict=True)])
+
     def insert_rows(self, table: str, columns: Sequence[str],
                     rows: Sequence[Sequence[Any]]) -> None:
         """Plain inserts of many rows: PostgreSQL's ``COPY`` (one stream, no statement per

@@ -14,7 +14,7 @@ import json
 from importlib import resources
 from typing import Any
 
-NAMES = ("acks", "events", "orders", "telemetry-power")
+NAMES = ("acks", "events", "manifest", "manifest-answer", "orders", "telemetry-power")
 
 
 @functools.cache

@@ -13,6 +13,9 @@ offline.
     >>> times.sent("ord-2", now=1.0)
     >>> times.healthy(limit_s=1.0, now=3.0)       # ord-2 has waited 2 s already
     False
+    >>> times.restart(now=3.0)                     # HQ came back: ord-2 went again
+    >>> times.healthy(limit_s=1.0, now=3.5), times.p95()
+    (True, None)
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class AckTimes:
             return None
         self._answers.append((now, now - sent))
         return now - sent
+
+    def restart(self, now: float) -> None:
+        """HQ came (back) and the sales still waiting went to it again: judge HQ afresh, from
+        the answers to come and those waits counted from ``now``, not from an outage it had
+        nothing to do with."""
+        self._answers.clear()
+        self._sent_at = dict.fromkeys(self._sent_at, now)
 
     def p95(self) -> float | None:
         """The p95 of the answers kept, None before any."""

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-RECONNECT_S = (0.5, 30.0)
-"""paho's own reconnect (the network thread of HQ and watch): 0.5 s, doubling up to 30 s. The
-kit reconnects by itself instead, with :class:`agent.backoff.Backoff` and jitter."""
+RECONNECT_S = (0.5, 2.0)
+"""paho's own reconnect (the network thread of HQ and watch): 0.5 s, doubling up to 2 s, so HQ
+is back within 2 s of its broker (they are a few clients, not a fleet). The kit reconnects by
+itself instead, with :class:`agent.backoff.Backoff` and jitter."""
 
 
 @dataclass(frozen=True)

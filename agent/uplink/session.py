@@ -23,7 +23,9 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
+from agent.core.allocation import parse_allocation
 from agent.core.clock import Moment
+from agent.core.manifest import ManifestError
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
@@ -60,7 +62,8 @@ class UplinkOutputs:
     - ``health(view)``: the uplink as ``/api/health`` shows it, at every change;
     - ``telemetry()``: the ``telemetry/power`` payload less ``ts`` and ``seq``;
     - ``spawn(part, job)``: run a short job the kit tracks, as part of ``part``;
-    - ``relayed()``: messages left the outbox (the broker acknowledged them).
+    - ``relayed()``: messages left the outbox (the broker acknowledged them);
+    - ``allocation(seq, manifest)``: take HQ's allocation; the answer for HQ.
     """
 
     publish: Callable[[str, dict[str, Any]], object]
@@ -68,6 +71,7 @@ class UplinkOutputs:
     telemetry: Callable[[], Awaitable[dict[str, Any]]]
     spawn: Callable[[str, Coroutine[Any, Any, object]], object]
     relayed: Callable[[], object]
+    allocation: Callable[[int, Any], Awaitable[dict[str, Any]]]
 
 
 class Uplink(PahoOnLoop):
@@ -277,7 +281,9 @@ class Uplink(PahoOnLoop):
         self._connected_at = time.monotonic()
         self.connects += 1
         log.info("uplink connected to %s:%d", self.host, self.port)
-        self.client.subscribe(f"{self.prefix}/acks", qos=1)
+        # HQ's instances say online/offline under hq/ (retained; docs/mqtt.md).
+        self.client.subscribe([(f"{self.prefix}/acks", 1), (f"{self.prefix}/manifest", 1),
+                               (f"{self.config.topic_prefix}/hq/#", 1)])
         self.client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
         if self.config.ha_discovery:
             from agent.uplink.discovery import discovery_messages
@@ -302,6 +308,13 @@ class Uplink(PahoOnLoop):
 
     def _message(self, client, userdata, message) -> None:
         topic, payload = message.topic, message.payload
+        if topic.startswith(f"{self.config.topic_prefix}/hq/"):
+            if payload == b"online":
+                self.out.spawn("reconcile", self._hq_online())
+            return
+        if topic == f"{self.prefix}/manifest" and payload:  # HQ's allocation (retained)
+            self.out.spawn("reconcile", self._allocation(payload))
+            return
         if topic != f"{self.prefix}/acks":
             return
         try:
@@ -331,6 +344,28 @@ class Uplink(PahoOnLoop):
         for future in self._waiters.pop(ack.order_id, []):
             if not future.done():
                 future.set_result(view)
+
+    async def _hq_online(self) -> None:
+        """HQ is (back) online: what it has not answered goes to it again now, and its
+        answers are timed afresh (:meth:`AckTimes.restart`)."""
+        again = await self.store.write(lambda db: reconcile.resend_unanswered(db, self.moment()))
+        if again:
+            log.info("HQ is online: %d unanswered sale(s) sent again", again)
+        self._ack_times.restart(time.monotonic())
+        self._update_health()
+        self.wake()
+
+    async def _allocation(self, payload: bytes) -> None:
+        """HQ's allocation for this kit, taken by the rule of a staff load; the answer back."""
+        try:
+            seq, manifest = parse_allocation(payload)
+        except ManifestError as exc:
+            self.garbage += 1
+            log.warning("ignored an allocation from HQ (%s): %r", exc, payload[:100])
+            return
+        answer = await self.out.allocation(seq, manifest)
+        if self.connected:  # else answered when the broker sends it again at the next connect
+            self.client.publish(f"{self.prefix}/manifest/answer", json.dumps(answer), qos=1)
 
     async def _publish_telemetry(self) -> None:
         while True:

@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from agent.core.orders import void_order
-from agent.core.reconcile import Ack, _lost_sales, apply_ack, parse_ack, sweep
+from agent.core.reconcile import Ack, _lost_sales, apply_ack, parse_ack, resend_unanswered, sweep
 from tests.core.sales_helpers import KIT, at, moment, relay, sell
 
 FAR = 10**9  # seconds: a threshold that is never reached in the test
@@ -225,6 +225,24 @@ def test_a_settled_sale_is_never_resent(db: sqlite3.Connection) -> None:
     run_sweep(db, 10_000, resend_after=10)
     assert len(sale_messages(db, "order-0001")) == 1
     assert order(db, "order-0001")["status"] == "reconciled"
+
+
+def test_hq_online_sends_every_unanswered_relayed_sale_again_at_once(
+        db: sqlite3.Connection) -> None:
+    for n in (1, 2, 3, 4):
+        sell(db, f"order-000{n}", 0)
+    for n in (1, 2, 3):
+        relay(db, f"order-000{n}", 1)
+    apply_ack(db, ack("order-0002"), KIT, moment(2))
+    # One second after they went: far from resend_after, but HQ just said it is online.
+    assert resend_unanswered(db, moment(2)) == 2
+    assert [len(sale_messages(db, f"order-000{n}")) for n in (1, 2, 3, 4)] == [2, 1, 2, 1]
+    assert [order(db, f"order-000{n}")["status"] for n in (1, 2, 3, 4)] == \
+        ["queued", "reconciled", "queued", "queued"]
+    assert order(db, "order-0001")["resends"] == 1
+    # Queued copies wait for the broker: HQ saying it again sends nothing more.
+    assert resend_unanswered(db, moment(3)) == 0
+    assert events(db) == []
 
 
 # -- _lost_sales: evidence that HQ will never answer -------------------------------------------
