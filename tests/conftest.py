@@ -43,6 +43,44 @@ class Kit(SimKit):
                            headers=self.staff if staff else None)
 
 
+SHARED_SCOPES = ("package", "module", "class")
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The group of tests ``item`` runs with on one worker under pytest-xdist, or None: the VM
+    tests share the cached image (the first of them may build it) and a module's boots; the
+    tests of a module that share a module's fixture share its state (a kit the tests fuzz in
+    turn, then one test recounts what they sold)."""
+    if item.get_closest_marker("vm") is not None:
+        return "vm"
+    if any(defs[-1].scope in SHARED_SCOPES for defs in item._fixtureinfo.name2fixturedefs.values()):
+        return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (./run-tests), each test of a group is sent to the worker
+    that runs the group, one after another; the largest group (the VM tests) starts first.
+
+    pytest-xdist reads the group off the test's id, ``path::name@group``, which it sets by
+    assigning ``item._nodeid``; pytest 9 keeps the id in ``item._id`` instead, so it is set
+    here, and checked, lest the tests of a group run apart unnoticed."""
+    if not config.getoption("loadgroup", default=False):  # set on the workers
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        group = xdist_group(item)
+        if group is None:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+        grouped = f"{item.nodeid.split('@')[0]}@{group}"
+        item._id = NodeId.parse(grouped)  # type: ignore[attr-defined]
+        if item.nodeid != grouped:
+            raise pytest.UsageError(f"cannot group {item.nodeid} with {group} for pytest-xdist")
+
+
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """Brokers, HQs and kits a test started are gone after it, even when it failed (those of

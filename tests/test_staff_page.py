@@ -243,9 +243,13 @@ def test_a_locked_till_follows_the_stock_and_staff_get_a_ticketed_stream(kit: Ki
     page.locator("[data-sku=VINYL-LTD]").filter(has_text="7 left").wait_for(timeout=10000)
     assert tickets == [kit.url + "/api/events"]
     page.locator("#token").fill(kit.token)
-    page.get_by_role("button", name="Unlock").click()
-    page.wait_for_function("() => document.querySelectorAll('#orders li').length === 1")
-    wait_for(lambda: any("?ticket=" in url for url in tickets), 10, "the staff stream opened")
+    # Waited on by Playwright, whose calls are what deliver the page's request events (a loop
+    # that sleeps between looks at ``tickets`` would not see a request made after the click).
+    with page.expect_request(lambda request: "/api/events?ticket=" in request.url,
+                             timeout=10000):
+        page.get_by_role("button", name="Unlock").click()
+        page.wait_for_function("() => document.querySelectorAll('#orders li').length === 1")
+    assert any("?ticket=" in url for url in tickets), tickets
     other = kit.place([{"sku": "PIN-LOGO", "qty": 1}]).data["order_id"]
     page.locator(f"#orders li[data-order-id='{other}']").wait_for(timeout=10000)
     assert len(tickets) >= 2 and "?ticket=" in tickets[-1] and kit.token not in tickets[-1]

@@ -11,7 +11,8 @@ import pytest
 
 from tests.vm.vmboot import BootResult, boot, build_or_reuse_image
 
-pytestmark = pytest.mark.vm
+# The first VM test to ask for the image builds it when it is not cached (minutes).
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
 HERE = Path(__file__).resolve().parent
 # guest.py: the VM's helpers (the gpio-sim chip).
 CHECKS = [HERE / "kernel_drivers.py", HERE / "agent_devices.py", HERE / "guest.py"]
