@@ -8,6 +8,12 @@ share=/mnt/vmshare
 console() { echo "VMTEST: $*" >/dev/console; }
 
 mkdir -p "$share"
+# The share's virtio channel can come after this unit starts ("no channels available for device
+# vmshare"): wait for the 9p driver to list its tag (NUL-ended), for at most a minute.
+for _ in $(seq 120); do
+  grep -qsa vmshare /sys/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag && break
+  sleep 0.5
+done
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 vmshare "$share"; then
   console "no 9p share"
   systemctl poweroff --no-block
