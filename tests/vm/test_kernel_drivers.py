@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.vmboot import BootResult, boot, build_or_reuse_image
+from tests.vm.images import build_or_reuse_image
+from tests.vm.vmboot import BootResult, boot
 
 pytestmark = pytest.mark.vm
 HERE = Path(__file__).resolve().parent
