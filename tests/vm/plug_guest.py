@@ -28,6 +28,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -100,6 +101,10 @@ def ready(channel: Channel) -> dict[str, Any]:
         "agent_start_to_ready_s": seconds(agent["ActiveEnterTimestampMonotonic"])
         - seconds(agent["ExecMainStartTimestampMonotonic"]),
         "restarts_before_ready": int(agent["NRestarts"]),
+        # Why each earlier start of this boot ended: "timeout" (TimeoutStartSec, an emulator
+        # too slow for it), or a crash ("exit-code", "signal", "watchdog", "core-dump").
+        "failed_starts": re.findall(r"Failed with result '([\w-]+)'", run(
+            "journalctl", "-b", "-u", AGENT, "--no-pager", "-o", "cat", check=False).stdout),
         "write_cache": Path("/sys/block/vda/queue/write_cache").read_text().strip(),
     }
     channel.say(f"READY {json.dumps(figures)}")
