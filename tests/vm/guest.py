@@ -165,6 +165,13 @@ def identity() -> dict[str, str]:
             "machine_id": Path("/etc/machine-id").read_text().strip()}
 
 
+def failed_starts() -> list[str]:
+    """Why each earlier start of the agent in this boot ended: "timeout" (TimeoutStartSec, an
+    emulator too slow for it), or a failure ("exit-code", "signal", "watchdog", "core-dump")."""
+    journal = run("journalctl", "-b", "-u", AGENT, "--no-pager", "-o", "cat", check=False).stdout
+    return re.findall(r"Failed with result '([\w-]+)'", journal)
+
+
 def boot_timings() -> dict[str, Any]:
     # Blocks, without polling, until the boot's own start jobs (the agent's among them) are done.
     run("systemctl", "is-system-running", "--wait", check=False)
@@ -183,6 +190,7 @@ def boot_timings() -> dict[str, Any]:
         "agent_start_to_ready_s": seconds(agent["ActiveEnterTimestampMonotonic"])
         - seconds(agent["ExecMainStartTimestampMonotonic"]),
         "restarts_before_ready": int(agent["NRestarts"]),
+        "failed_starts": failed_starts(),
         "firstboot": firstboot,
     }
     console(f"{AGENT} READY {timings['kernel_to_ready_s']:.1f} s after kernel start "

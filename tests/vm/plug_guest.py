@@ -3,8 +3,8 @@
 The host writes ``plan.json`` to the share before each boot; this script, run by the VM's test
 runner as root with the kit's interpreter:
 
-1. waits for the agent's READY (its unit active: ``Type=notify``) and says so on the line
-   channel with the boot's figures: ``READY {json}``;
+1. waits for the boot to finish and the agent's READY (its unit active: ``Type=notify``) and
+   says so on the line channel with the boot's figures: ``READY {json}``;
 2. reads the store as the kit left it after the cut (read-only, beside the running agent):
    every order id, the sale links per order, the receipt chain verified as
    ``dropkit receipts verify`` does, the stock sold against the order lines, SQLite's
@@ -28,24 +28,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import sqlite3
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from guest import (  # beside this script in the VM
-    AGENT,
-    STAFF_TOKEN,
-    agent_health,
-    agent_ready,
-    run,
-    save,
-    seconds,
-    unit_properties,
-    wait_until,
-)
+from guest import STAFF_TOKEN, agent_health, boot_timings, save, wait_until  # beside this script
 
 from agent.core import receipts
 from agent.core.orders import sale_matches_order
@@ -91,22 +80,8 @@ def connect() -> http.client.HTTPConnection:
 
 
 def ready(channel: Channel) -> dict[str, Any]:
-    wait_until(agent_ready, 300, f"READY from {AGENT}")
-    agent = unit_properties(AGENT, "ActiveEnterTimestampMonotonic",
-                            "ExecMainStartTimestampMonotonic", "NRestarts")
-    userspace = run("systemctl", "show", "--property=UserspaceTimestampMonotonic").stdout
-    figures = {
-        "kernel_to_ready_s": seconds(agent["ActiveEnterTimestampMonotonic"]),
-        "kernel_to_userspace_s": seconds(userspace.split("=", 1)[1]),
-        "agent_start_to_ready_s": seconds(agent["ActiveEnterTimestampMonotonic"])
-        - seconds(agent["ExecMainStartTimestampMonotonic"]),
-        "restarts_before_ready": int(agent["NRestarts"]),
-        # Why each earlier start of this boot ended: "timeout" (TimeoutStartSec, an emulator
-        # too slow for it), or a crash ("exit-code", "signal", "watchdog", "core-dump").
-        "failed_starts": re.findall(r"Failed with result '([\w-]+)'", run(
-            "journalctl", "-b", "-u", AGENT, "--no-pager", "-o", "cat", check=False).stdout),
-        "write_cache": Path("/sys/block/vda/queue/write_cache").read_text().strip(),
-    }
+    figures = {**boot_timings(),
+               "write_cache": Path("/sys/block/vda/queue/write_cache").read_text().strip()}
     channel.say(f"READY {json.dumps(figures)}")
     return figures
 
