@@ -15,9 +15,11 @@ runner as root with the kit's interpreter:
    kit must answer 200 for an order it kept and 201 for one it did not; each answer is a line
    ``RETRY id status``, and ``RETRIED NN`` ends them;
 4. then orders without pause from ``plan["clients"]`` clients until the plug is pulled, each 2xx
-   answer written to the line channel the moment it came: ``OK id status``. Client ``c`` of
-   boot ``b`` sends ``plug-bb-c-nnnnnn`` in order and the next only after an answer, so the
-   store must hold, per client, an unbroken run of ids from 0.
+   answer written to the line channel the moment it came: ``OK id status``. Every order is a
+   sale at the till (the staff token, from the kit's own loopback): without it the kit takes a
+   customer's reservation, which holds stock but has no receipt until staff take its payment.
+   Client ``c`` of boot ``b`` sends ``plug-bb-c-nnnnnn`` in order and the next only after an
+   answer, so the store must hold, per client, an unbroken run of ids from 0.
 
 A final boot (``plan["final"]``) stops after step 3 and reads the store again
 (``store-NN-final.json``), and the runner powers the VM off.
@@ -93,8 +95,7 @@ def sell_the_plug_manifest() -> None:
         _, manifest = request(connection, "GET", "/api/manifest")
         if manifest.get("version") != MANIFEST["version"]:
             status, answer = request(connection, "PUT", "/api/staff/manifest",
-                                     json.dumps(MANIFEST).encode(),
-                                     STAFF_TOKEN.read_text().strip())
+                                     json.dumps(MANIFEST).encode(), staff_token())
             if status != 200:
                 raise RuntimeError(f"manifest refused: {status} {answer}")
     finally:
@@ -143,12 +144,23 @@ def retries(groups: dict[str, int], orders: list[str]) -> list[str]:
             for sequence in range(confirmed + 1, stored.get(client, -1) + 2)]
 
 
+def staff_token() -> str:
+    return STAFF_TOKEN.read_text().strip()
+
+
+def sell(connection: http.client.HTTPConnection, order_id: str,
+         token: str) -> tuple[int, dict[str, Any]]:
+    """One sale at the till: the staff token makes the order a sale, not a reservation."""
+    return request(connection, "POST", "/api/orders", order_body(order_id), token)
+
+
 def retry(channel: Channel, order_ids: list[str]) -> None:
     connection = connect()
+    token = staff_token()
     try:
         for order_id in order_ids:
-            status, answer = request(connection, "POST", "/api/orders", order_body(order_id))
-            if status not in (200, 201):
+            status, answer = sell(connection, order_id, token)
+            if status not in (200, 201) or not answer.get("receipt"):
                 channel.say(f"REFUSED {order_id} {status} {json.dumps(answer)}")
                 continue
             channel.say(f"RETRY {order_id} {status}")
@@ -158,10 +170,11 @@ def retry(channel: Channel, order_ids: list[str]) -> None:
 
 def client(channel: Channel, boot: int, number: int) -> None:
     connection = connect()
+    token = staff_token()
     for sequence in range(1_000_000):
         order_id = f"plug-{boot:02d}-{number}-{sequence:06d}"
-        status, answer = request(connection, "POST", "/api/orders", order_body(order_id))
-        if status != 201:
+        status, answer = sell(connection, order_id, token)
+        if status != 201 or not answer.get("receipt"):  # a reservation has no receipt
             # Not a power cut (that would end this process): the kit refused a plain sale.
             channel.say(f"REFUSED {order_id} {status} {json.dumps(answer)}")
             return
