@@ -115,13 +115,18 @@ class RunningVm:
 
 
 def launch(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Path | None = None,
-           workdir: Path | None = None, line_channel: bool = False) -> RunningVm:
+           workdir: Path | None = None, line_channel: bool = False,
+           kernel_options: Sequence[str] = (), cpus: int = 2, memory_mb: int = 1024,
+           bare: bool = False) -> RunningVm:
     """Start the image and have it run ``script`` (bash, as root) once it is up.
 
     ``files`` are copied beside the script (the share is the script's working directory).
     Without ``disk`` the image boots as a snapshot and nothing it writes is kept. With
     ``line_channel`` the guest may write lines to ``lines.GUEST_PORT`` for the host to read as
-    they come (``RunningVm.lines``).
+    they come (``RunningVm.lines``). ``kernel_options`` go on the kernel's command line after
+    the image's own (``systemd.unit=...``, say). ``cpus`` and ``memory_mb`` size the guest;
+    ``bare`` leaves out QEMU's default devices (VGA, floppy, CD-ROM, parallel port), which the
+    guest's kernel and udev would otherwise probe and drive at every boot.
     """
     ensure_host_tools(boot_tools(image.arch))
     workdir = workdir or Path(tempfile.mkdtemp(prefix="dropkit-vm-"))
@@ -137,9 +142,12 @@ def launch(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Pat
     accel = "tcg" if image.arch.foreign else os.environ.get("DROPKIT_VM_ACCEL", "tcg")
     command = [
         image.arch.qemu, *image.arch.qemu_options, "-accel", accel,
-        "-smp", "2", "-m", "1024", "-display", "none", "-monitor", "none", "-no-reboot",
+        *(("-nodefaults", "-vga", "none") if bare else ()),
+        "-smp", str(cpus), "-m", str(memory_mb), "-display", "none", "-monitor", "none",
+        "-no-reboot",
         "-serial", f"file:{workdir / 'console.log'}", "-kernel", str(image.kernel),
-        "-initrd", str(image.initrd), "-append", image.arch.kernel_command_line,
+        "-initrd", str(image.initrd),
+        "-append", " ".join([image.arch.kernel_command_line, *kernel_options]),
         "-drive", f"{drive},if=none,id=root", "-device", "virtio-blk-pci,drive=root",
         # A new machine each boot: only what the disk keeps may carry the kit's identity over.
         "-uuid", str(uuid.uuid4()),
