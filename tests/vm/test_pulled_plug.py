@@ -1,27 +1,29 @@
 """The pulled plug: QEMU killed at random moments while clients in the VM sell, the same disk
 booted again, and every sale a client saw confirmed is still in the store.
 
-One persistent disk (a qcow2 overlay with ``cache=none``: a kill is a power cut, see
-``vmboot.DISK_CACHE``) boots ``CUTS + 1`` times. Each boot runs ``plug_guest.py``: READY, the
-store read as the cut left it, the orders that may have been in flight retried, then four
-clients ordering without pause, each confirmation on the line channel the moment the kit
+Each kit's persistent disk (a qcow2 overlay with ``cache=none``: a kill is a power cut, see
+``vmboot.DISK_CACHE``) boots once per cut and once more. Each boot runs ``plug_guest.py``:
+READY, the store read as the cut left it, the orders that may have been in flight retried, then
+four clients ordering without pause, each confirmation on the line channel the moment the kit
 answered. The host kills QEMU (SIGKILL) at a seeded random moment: one cut in four during the
 boot, the others a few seconds into the selling. The boots that are cut go straight to the kit
 (``KIT_ONLY``: the agent and what it is ordered after, on one emulated core). The last boot, the
-kit's whole boot to multi-user.target, is not cut: it retries what the
-last cut left in flight and reads the store once more, which must then hold exactly the orders
-confirmed. ``DROPKIT_PLUG_SEED`` replays a run (the seed is printed), ``DROPKIT_PLUG_CUTS``
-sets the number of cuts (fewer than 10 fails the run). Run apart with ``pytest -m vm -s``: it
-prints a line per boot.
+kit's whole boot to multi-user.target, is not cut: it retries what the last cut left in flight
+and reads the store once more, which must then hold exactly the orders confirmed.
+
+``DROPKIT_PLUG_CUTS`` sets the number of cuts (fewer than 10 fails the run), shared out between
+``DROPKIT_PLUG_KITS`` kits (2) cut side by side, each on a disk of its own.
+``DROPKIT_PLUG_SEED`` replays a run (the seed is printed; kit k draws from seed + k). Run apart
+with ``pytest -m vm -s``: it prints a line per boot.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import random
 import re
-import resource
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,9 @@ HERE = Path(__file__).resolve().parent
 GUEST_FILES = [HERE / "plug_guest.py", HERE / "guest.py"]
 SCRIPT = "exec /opt/dropkit/venv/bin/python plug_guest.py\n"
 CUTS = int(os.environ.get("DROPKIT_PLUG_CUTS", "10"))
+# Kits cut side by side, each on a disk of its own with CUTS shared out: a one-core guest is one
+# host CPU, and a CI machine's two would otherwise take turns idling.
+KITS = int(os.environ.get("DROPKIT_PLUG_KITS", "2"))
 SEED = int(os.environ.get("DROPKIT_PLUG_SEED") or secrets.randbelow(2**32))
 BOOT_CUTS = 0.25  # the share of cuts that come during the boot
 SELLING_S = (0.5, 3.0)  # a cut while selling: this long after the boot's first sale
@@ -77,7 +82,7 @@ class Boot:
     ready: dict[str, Any] | None = None
     ready_s: float | None = None  # host seconds from launch to the READY line
     store_s: float | None = None  # host seconds from launch to the store read (STORE line)
-    cpu_s: float | None = None  # QEMU's CPU time for the boot (user and system)
+    cpu_s: float | None = None  # QEMU's CPU time up to the cut (user and system)
     store: dict[str, Any] | None = None  # as the cut before left it
     final_store: dict[str, Any] | None = None
     retried: dict[str, int] = field(default_factory=dict)  # order id: HTTP status
@@ -99,6 +104,7 @@ class Boot:
 
 @dataclass
 class Campaign:
+    kit: int
     seed: int
     boots: list[Boot]
     confirmed: set[str]
@@ -148,7 +154,6 @@ def run_boot(image: VmImage, disk: Path, workdir: Path, boot: Boot, final: bool)
     share.mkdir(parents=True)
     (share / "plan.json").write_text(json.dumps(
         {"boot": boot.number, "groups": boot.groups, "clients": CLIENTS, "final": final}))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     vm = launch(image, SCRIPT, files=GUEST_FILES, disk=disk, workdir=workdir, line_channel=True,
                 kernel_options=() if final else KIT_ONLY, **GUEST)
     assert vm.lines is not None
@@ -165,8 +170,7 @@ def run_boot(image: VmImage, disk: Path, workdir: Path, boot: Boot, final: bool)
                               - (time.monotonic() - vm.started))
         boot.cut_s = vm.pull_plug()
     boot.result = vm.wait(READY_TIMEOUT_S + FINAL_STEPS_S)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    boot.cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    boot.cpu_s = vm.cpu_s
     read_lines(boot, boot.result.lines)
     for name, attribute in ((f"store-{boot.number:02d}.json", "store"),
                             (f"store-{boot.number:02d}-final.json", "final_store")):
@@ -174,9 +178,10 @@ def run_boot(image: VmImage, disk: Path, workdir: Path, boot: Boot, final: bool)
             setattr(boot, attribute, json.loads((share / name).read_text()))
 
 
-def run_campaign(image: VmImage, workdir: Path) -> Campaign:
-    rng = random.Random(SEED)
-    print(f"\npulled plug: seed {SEED} (DROPKIT_PLUG_SEED={SEED} replays it), {CUTS} cuts")
+def run_campaign(image: VmImage, workdir: Path, kit: int, cuts: int) -> Campaign:
+    seed = SEED + kit
+    rng = random.Random(seed)
+    workdir.mkdir()
     disk = persistent_disk(image, workdir / "kit.qcow2")
     confirmed: set[str] = set()
     last_confirmed: dict[str, int] = {}  # client: its last order seen confirmed (-1: none)
@@ -184,8 +189,8 @@ def run_campaign(image: VmImage, workdir: Path) -> Campaign:
     boots: list[Boot] = []
     typical_ready_s = 40.0
     started = time.monotonic()
-    for number in range(CUTS + 1):
-        final = number == CUTS
+    for number in range(cuts + 1):
+        final = number == cuts
         cut = "" if final else ("boot" if rng.random() < BOOT_CUTS else "selling")
         planned = (rng.uniform(0.3, 1.0) * typical_ready_s if cut == "boot"
                    else rng.uniform(*SELLING_S) if cut else None)
@@ -205,11 +210,11 @@ def run_campaign(image: VmImage, workdir: Path) -> Campaign:
             confirmed.add(order_id)
         if boot.ready_s is not None:
             typical_ready_s = boot.ready_s
-        print(describe(boot))
+        print(f"kit {kit} {describe(boot)}")
         if boot.ready is None and boot.cut != "boot":
-            return Campaign(SEED, boots, confirmed, time.monotonic() - started,
+            return Campaign(kit, seed, boots, confirmed, time.monotonic() - started,
                             f"boot {number} never reached READY")
-    return Campaign(SEED, boots, confirmed, time.monotonic() - started)
+    return Campaign(kit, seed, boots, confirmed, time.monotonic() - started)
 
 
 def describe(boot: Boot) -> str:
@@ -236,8 +241,8 @@ def describe(boot: Boot) -> str:
 
 def summary(campaign: Campaign) -> dict[str, Any]:
     """The run's figures, boot by boot (``campaign.json`` beside the boots' logs)."""
-    return {"seed": campaign.seed, "seconds": campaign.seconds, "aborted": campaign.aborted,
-            "confirmed": len(campaign.confirmed), "boots": [{
+    return {"kit": campaign.kit, "seed": campaign.seed, "seconds": campaign.seconds,
+            "aborted": campaign.aborted, "confirmed": len(campaign.confirmed), "boots": [{
                 "boot": boot.number, "cut": boot.cut, "planned_cut_s": boot.planned_cut_s,
                 "cut_s": boot.cut_s, "stage_at_cut": boot.stage_at_cut, "ready": boot.ready,
                 "ready_s": boot.ready_s, "store_s": boot.store_s, "cpu_s": boot.cpu_s,
@@ -251,20 +256,33 @@ def summary(campaign: Campaign) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory: pytest.TempPathFactory) -> Campaign:
+def campaigns(tmp_path_factory: pytest.TempPathFactory) -> list[Campaign]:
+    """Every kit's campaign, run side by side (``KITS`` threads, a QEMU each)."""
     try:
         image = build_or_reuse_image()
     except VmSetupError as exc:
         pytest.fail(str(exc), pytrace=False)
     workdir = tmp_path_factory.mktemp("plug")
-    done = run_campaign(image, workdir)
-    (workdir / "campaign.json").write_text(json.dumps(summary(done), indent=2))
-    cuts = done.cuts
-    sold = sum(len(boot.sold) for boot in done.boots)
-    print(f"pulled plug: {len(cuts)} cuts in {done.seconds:.0f} s "
-          f"({done.seconds / max(1, len(done.boots)):.0f} s a boot), {sold} sales confirmed "
-          f"while selling, {len(done.confirmed)} orders confirmed in all; seed {done.seed}")
+    shares = [CUTS // KITS + (kit < CUTS % KITS) for kit in range(KITS)]
+    print(f"\npulled plug: seed {SEED} (DROPKIT_PLUG_SEED={SEED} replays it), {CUTS} cuts "
+          f"on {KITS} kits side by side ({', '.join(map(str, shares))})")
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(KITS) as pool:
+        done = list(pool.map(lambda kit: run_campaign(
+            image, workdir / f"kit-{kit}", kit, shares[kit]), range(KITS)))
+    seconds = time.monotonic() - started
+    (workdir / "campaign.json").write_text(json.dumps([summary(kit) for kit in done], indent=2))
+    boots = [boot for kit in done for boot in kit.boots]
+    print(f"pulled plug: {sum(len(kit.cuts) for kit in done)} cuts in {seconds:.0f} s on "
+          f"{KITS} kits ({sum(kit.seconds for kit in done) / len(boots):.0f} s a boot), "
+          f"{sum(len(boot.sold) for boot in boots)} sales confirmed while selling, "
+          f"{sum(len(kit.confirmed) for kit in done)} orders confirmed in all; seed {SEED}")
     return done
+
+
+@pytest.fixture(params=range(KITS), ids=lambda kit: f"kit{kit}")
+def campaign(campaigns: list[Campaign], request: pytest.FixtureRequest) -> Campaign:
+    return campaigns[request.param]
 
 
 def stores(campaign: Campaign) -> list[tuple[Boot, dict[str, Any]]]:
@@ -274,13 +292,16 @@ def stores(campaign: Campaign) -> list[tuple[Boot, dict[str, Any]]]:
 
 def failure_context(campaign: Campaign, boot: Boot) -> str:
     console = boot.result.console[-3000:] if boot.result else ""
-    return (f"seed {campaign.seed}, boot {boot.number}; refused {boot.refused}; "
-            f"console:\n{console}")
+    return (f"kit {campaign.kit} (seed {campaign.seed}), boot {boot.number}; refused "
+            f"{boot.refused}; console:\n{console}")
 
 
-def test_ten_cuts_or_more_and_sales_before_each_cut_while_selling(campaign: Campaign) -> None:
+def test_ten_cuts_or_more_in_all(campaigns: list[Campaign]) -> None:
+    assert sum(len(campaign.cuts) for campaign in campaigns) >= 10
+
+
+def test_sales_before_each_cut_while_selling(campaign: Campaign) -> None:
     assert not campaign.aborted, campaign.aborted
-    assert len(campaign.cuts) >= 10
     selling = [boot for boot in campaign.cuts if boot.cut == "selling"]
     assert all(boot.sold for boot in selling), [boot.number for boot in selling if not boot.sold]
     assert all(not boot.refused for boot in campaign.boots), [

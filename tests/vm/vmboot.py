@@ -80,9 +80,16 @@ class RunningVm:
     started: float
     lines: LineChannel | None = None
     pulled_at: float | None = field(default=None, init=False)
+    cpu_s: float | None = field(default=None, init=False)  # QEMU's CPU time when pulled
+
+    def cpu_seconds(self) -> float:
+        """QEMU's CPU time so far (user and system), while it runs."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def pull_plug(self) -> float:
         """Kill QEMU (SIGKILL): the machine loses power. Seconds since launch."""
+        self.cpu_s = self.cpu_seconds()
         self.process.kill()
         self.pulled_at = time.monotonic() - self.started
         self.process.wait()
