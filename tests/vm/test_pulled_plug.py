@@ -58,8 +58,9 @@ CLIENTS = 4
 # logind, the getty), which keep nothing of the kit's. The last boot is the kit's whole boot.
 KIT_ONLY = ("systemd.unit=basic.target", "systemd.wants=dropkit-agent.service",
             "systemd.wants=vmtest-runner.service")
-# A Pi Zero 2 W's memory, one emulated core (half the CPU time of two under software
-# emulation, and no cross-CPU code patching for TCG to race on), no VGA or other default devices.
+# A Pi Zero 2 W's memory, one emulated core (a sixth less CPU time a cut than two under software
+# emulation, and no cross-CPU code patching for TCG to race on), no VGA or other default devices
+# (python -m tests.vm.cut_cost measures these choices).
 GUEST = {"cpus": 1, "memory_mb": 512, "bare": True}
 ORDER_ID = re.compile(r"plug-(\d\d)-(\d)-(\d{6})")
 
