@@ -12,20 +12,12 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-checkout=$(cd "$here/.." && pwd)
 pi_gen=$(realpath "$1")
 work=$(realpath -m "${2:-/var/tmp/dropkit-pi}")
 stage=$work/stage-dropkit
-files=$stage/00-dropkit/files
 
 [ -x "$pi_gen/build.sh" ] || { echo "build-pi-image: no pi-gen at $pi_gen" >&2; exit 2; }
-rm -rf "$stage"
-mkdir -p "$work"
-cp -r "$here/pi-gen/stage-dropkit" "$stage"
-mkdir -p "$files/image" "$files/dist"
-cp -r "$here/provision.sh" "$here/files" "$files/image/"
-cp -r "$checkout/systemd" "$files/"
-"$here/build-wheel.sh" "$files/dist"
+"$here/assemble-stage.sh" "$stage"
 
 # The admin account exists for SSH with a key; its password is random and shown nowhere, and
 # pi-gen's first-boot rename wizard stays off so the console shows the kit's setup instead.

@@ -1,7 +1,9 @@
 """python-escpos, imported on first use with its import side effects kept in check.
 
 Its capabilities pickle goes to a fixed cache directory, no temporary directory is left behind
-and the root logger is left unconfigured (see :mod:`hw.printer`).
+and the root logger is left unconfigured (see :mod:`hw.printer`). A pickle that cannot be read
+is removed and made again: python-escpos opens it for writing before it has the data, so a power
+cut soon after the first start leaves it empty, and the library would fail on it at every start.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import functools
 import logging
 import os
+import platform
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -30,21 +34,47 @@ def load_escpos(cache_dir: Path | None = None) -> ModuleType:
     return _import_escpos()
 
 
+def capabilities_pickle() -> Path:
+    """The file python-escpos keeps its parsed printer database in (named as the library does)."""
+    return (Path(os.environ[_ESCPOS_PICKLE_DIR_ENV])
+            / f"{platform.python_version()}.capabilities.pickle")
+
+
 @functools.cache
 def _import_escpos() -> ModuleType:
     Path(os.environ[_ESCPOS_PICKLE_DIR_ENV]).mkdir(parents=True, exist_ok=True)
+    spoilt = ""
     with (_ESCPOS_IMPORT_LOCK, _root_logger_left_unconfigured(),
           _empty_temporary_directories_removed()):
-        import escpos.constants
-        import escpos.exceptions
-        import escpos.magicencode
-        import escpos.printer
+        try:
+            _import_escpos_modules()
+        except Exception as exc:  # an unreadable pickle fails the import with any error
+            pickle = capabilities_pickle()
+            if not pickle.exists():
+                raise
+            spoilt = f"{pickle} ({type(exc).__name__}: {exc})"
+            pickle.unlink()
+            for name in [name for name in sys.modules if name.partition(".")[0] == "escpos"]:
+                del sys.modules[name]
+            _import_escpos_modules()
+    if spoilt:
+        logging.getLogger(__name__).warning(
+            "python-escpos could not read its capabilities pickle %s, as a power cut while it "
+            "was written leaves it: made again", spoilt)
+    import escpos.printer
     # The transports call logging.info() and logging.error(), which configure the root logger
     # when it has no handler yet; a named logger takes the same calls without that side effect.
     transport_log = logging.getLogger("escpos.printer")
     for transport in (escpos.printer.network, escpos.printer.serial, escpos.printer.usb):
         transport.logging = transport_log
     return escpos
+
+
+def _import_escpos_modules() -> None:
+    import escpos.constants
+    import escpos.exceptions
+    import escpos.magicencode
+    import escpos.printer  # noqa: F401
 
 
 @contextlib.contextmanager

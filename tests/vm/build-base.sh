@@ -1,11 +1,14 @@
 #!/bin/bash
 # The base of the VM test image, built once and cached by the harness: Debian trixie (minbase)
 # with the kernel, systemd and udev, which is what a Raspberry Pi OS Lite card starts from, plus
-# gpio-sim built out of tree because Debian's kernel leaves CONFIG_GPIO_SIM out.
-# Usage: build-base.sh OUT_DIR   (needs root and the Debian mirror; writes OUT_DIR/rootfs)
+# the kernel modules the in-VM checks need that Debian's kernel leaves out, built out of tree.
+# Usage: build-base.sh ARCH OUT_DIR   (ARCH: amd64 or arm64; needs root and the Debian mirror;
+# writes OUT_DIR/rootfs). A foreign ARCH's programs run through qemu-user (binfmt_misc, set up
+# by the harness), so arm64 builds on an amd64 host, slowly.
 set -euo pipefail
 
-out=$(realpath "$1")
+arch=$1
+out=$(realpath "$2")
 root=$out/rootfs
 build=$out/build # a copy of the rootfs with compiler and kernel source, never shipped
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -17,37 +20,63 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The modules the in-VM checks need and Debian's kernel leaves out (gpio-sim on every
+# architecture, i2c-stub on arm64), built out of tree against the kernel's own source and
+# headers, in a throwaway copy of the root that has a compiler.
+build_modules() { # build_modules MODULE...
+  local kernel_version series source_tarball work module
+  # shellcheck disable=SC2016 # a dpkg-query format, not a shell expression
+  kernel_version=$(chroot "$root" dpkg-query -W -f '${Version}' "linux-image-$kernel")
+  series=$(cut -d. -f1,2 <<<"$kernel")
+  cp -a "$root" "$build"
+  cp /etc/resolv.conf "$build/etc/resolv.conf"
+  mount -t proc proc "$build/proc"
+  chroot "$build" sh -c "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -qy --no-install-recommends linux-headers-$kernel \
+    linux-source-$series=$kernel_version make gcc xz-utils >/dev/null"
+  source_tarball=$(ls "$build"/usr/src/linux-source-*.tar.xz)
+  mkdir -p "$root/lib/modules/$kernel/updates"
+  for module in "$@"; do
+    work=$build/root/$module
+    mkdir -p "$work"
+    case $module in
+      gpio-sim)
+        # gpio-sim needs irq_sim, which Debian also leaves out: link it into the module, and
+        # use the exported generic_handle_irq() where irq_sim calls the unexported
+        # irq_to_desc().
+        tar -xJf "$source_tarball" -C "$work" --wildcards --strip-components=3 \
+          '*/drivers/gpio/gpio-sim.c' '*/drivers/gpio/gpiolib.h' '*/kernel/irq/irq_sim.c'
+        mv "$work/gpio-sim.c" "$work/gpio-sim-main.c"
+        sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' \
+          "$work/irq_sim.c"
+        printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-main.o irq_sim.o\n' >"$work/Kbuild"
+        ;;
+      i2c-stub)
+        tar -xJf "$source_tarball" -C "$work" --wildcards --strip-components=3 \
+          '*/drivers/i2c/i2c-stub.c'
+        printf 'obj-m := i2c-stub.o\n' >"$work/Kbuild"
+        ;;
+    esac
+    chroot "$build" make -s -C "/usr/src/linux-headers-$kernel" "M=/root/$module" modules
+    cp "$work/$module.ko" "$root/lib/modules/$kernel/updates/"
+  done
+  chroot "$root" depmod -a "$kernel"
+}
+
 started=$SECONDS
-debootstrap --variant=minbase --include=linux-image-amd64,systemd-sysv,udev,kmod \
+debootstrap --arch="$arch" --variant=minbase --include="linux-image-$arch,systemd-sysv,udev,kmod" \
   trixie "$root" "$mirror" >"$out/debootstrap.log"
 echo "base: debootstrap $((SECONDS - started)) s"
 
 kernel=$(ls "$root/lib/modules")
-# shellcheck disable=SC2016 # a dpkg-query format, not a shell expression
-kernel_version=$(chroot "$root" dpkg-query -W -f '${Version}' "linux-image-$kernel")
-series=$(cut -d. -f1,2 <<<"$kernel")
-cp -a "$root" "$build"
-cp /etc/resolv.conf "$build/etc/resolv.conf"
-mount -t proc proc "$build/proc"
-chroot "$build" sh -c "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive \
-  apt-get install -qy --no-install-recommends linux-headers-$kernel \
-  linux-source-$series=$kernel_version make gcc xz-utils >/dev/null"
-
-# gpio-sim needs irq_sim, which Debian also leaves out: link it into the module, and use the
-# exported generic_handle_irq() where irq_sim calls the unexported irq_to_desc().
-source_tarball=$(ls "$build"/usr/src/linux-source-*.tar.xz)
-work=$build/root/gpio-sim
-mkdir -p "$work"
-tar -xJf "$source_tarball" -C "$work" --wildcards --strip-components=3 \
-  '*/drivers/gpio/gpio-sim.c' '*/drivers/gpio/gpiolib.h' '*/kernel/irq/irq_sim.c'
-mv "$work/gpio-sim.c" "$work/gpio-sim-main.c"
-sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' "$work/irq_sim.c"
-printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-main.o irq_sim.o\n' >"$work/Kbuild"
-chroot "$build" make -s -C "/usr/src/linux-headers-$kernel" M=/root/gpio-sim modules
-mkdir -p "$root/lib/modules/$kernel/updates"
-cp "$work/gpio-sim.ko" "$root/lib/modules/$kernel/updates/"
-chroot "$root" depmod -a "$kernel"
-echo "base: gpio-sim module $((SECONDS - started)) s"
+missing=()
+for module in gpio-sim i2c-stub; do
+  [ -n "$(find "$root/lib/modules/$kernel" -name "$module.ko*")" ] || missing+=("$module")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  build_modules "${missing[@]}"
+  echo "base: ${missing[*]} built $((SECONDS - started)) s"
+fi
 
 # An initramfs with only what mounts the root (virtio disk, ext4) unpacks in a fraction of the
 # time of Debian's "most" under software emulation.

@@ -1,10 +1,11 @@
 """Inside the VM test image: the boot test's checks, and helpers for more in-VM checks.
 
 The host puts this file on the 9p share and runs it with the kit's own interpreter
-(``/opt/dropkit/venv/bin/python guest.py first-boot|second-boot``) as root; it writes what it
-found to ``result.json`` beside itself for ``test_vm_boot.py`` and prints the figures to the
-console. Other in-VM checks can import the helpers: the agent's unit state, a command run in the
-agent's own sandbox, and the kernel's simulated devices (i2c-stub, uinput, gpio-sim).
+(``/opt/dropkit/venv/bin/python guest.py first-boot|second-boot|ready``) as root; it writes
+what it found to ``result.json`` beside itself for ``test_vm_boot.py`` (``ready``: for
+``test_arm64.py``) and prints the figures to the console. Other in-VM checks can import the
+helpers: the agent's unit state, a command run in the agent's own sandbox, and the kernel's
+simulated devices (i2c-stub, uinput, gpio-sim).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ SHIPPED_UNITS = ("dropkit-agent.service", "dropkit-firstboot.service", "dropkit-
                  "dropkit-portal.service")
 CONFIG = Path("/etc/dropkit/agent.toml")
 STAFF_TOKEN = Path("/etc/dropkit/staff-token")
+# The pi-gen stage's Pi settings (a Debian root has no firmware partition: the image build makes
+# this file for the stage to fill).
+PI_CONFIG = Path("/boot/firmware/config.txt")
 AP_PROFILE = Path("/etc/NetworkManager/system-connections/dropkit-ap.nmconnection")
 HEALTH_URL_HOST, HEALTH_PORT = "127.0.0.1", 8080
 RESULT = Path(__file__).with_name("result.json")
@@ -161,6 +165,13 @@ def identity() -> dict[str, str]:
             "machine_id": Path("/etc/machine-id").read_text().strip()}
 
 
+def failed_starts() -> list[str]:
+    """Why each earlier start of the agent in this boot ended: "timeout" (TimeoutStartSec, an
+    emulator too slow for it), or a failure ("exit-code", "signal", "watchdog", "core-dump")."""
+    journal = run("journalctl", "-b", "-u", AGENT, "--no-pager", "-o", "cat", check=False).stdout
+    return re.findall(r"Failed with result '([\w-]+)'", journal)
+
+
 def boot_timings() -> dict[str, Any]:
     # Blocks, without polling, until the boot's own start jobs (the agent's among them) are done.
     run("systemctl", "is-system-running", "--wait", check=False)
@@ -179,6 +190,7 @@ def boot_timings() -> dict[str, Any]:
         "agent_start_to_ready_s": seconds(agent["ActiveEnterTimestampMonotonic"])
         - seconds(agent["ExecMainStartTimestampMonotonic"]),
         "restarts_before_ready": int(agent["NRestarts"]),
+        "failed_starts": failed_starts(),
         "firstboot": firstboot,
     }
     console(f"{AGENT} READY {timings['kernel_to_ready_s']:.1f} s after kernel start "
@@ -286,8 +298,9 @@ def access_point() -> dict[str, Any]:
     return dict(zip(fields, done.stdout.splitlines(), strict=False))
 
 
-def save(result: dict[str, Any]) -> None:
-    with RESULT.open("w") as out:
+def save(result: dict[str, Any], path: Path = RESULT) -> None:
+    """``result`` as JSON on the share, on the host's disk before this returns."""
+    with path.open("w") as out:
         json.dump(result, out, indent=2)
         out.flush()
         os.fsync(out.fileno())
@@ -297,7 +310,18 @@ def first_boot() -> int:
     result = {"timings": boot_timings(), "health": agent_health(), "identity": identity()}
     result["kill_9"] = kill_9()
     result.update(devices=devices(), security=security(), verify=verify(), portal=portal(),
-                  access_point=access_point())
+                  access_point=access_point(), pi_config=PI_CONFIG.read_text().splitlines())
+    save(result)
+    return 0
+
+
+def ready() -> int:
+    """The boot to READY and the health inside the VM, with where the boot's time went."""
+    result = {"timings": boot_timings(), "health": agent_health(), "identity": identity(),
+              "machine": os.uname().machine, "pi_config": PI_CONFIG.read_text().splitlines(),
+              "systemd_analyze": run("systemd-analyze", "time", check=False).stdout,
+              "critical_chain": run("systemd-analyze", "critical-chain", "--no-pager", AGENT,
+                                    check=False).stdout}
     save(result)
     return 0
 
@@ -317,4 +341,5 @@ def second_boot() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit({"first-boot": first_boot, "second-boot": second_boot}[sys.argv[1]]())
+    sys.exit({"first-boot": first_boot, "second-boot": second_boot,
+              "ready": ready}[sys.argv[1]]())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.vmboot import CHECKOUT, VmSetupError, ensure_host_tools
+from tests.vm.images import CHECKOUT, VmSetupError, ensure_host_tools
 
 
 def shell_scripts() -> list[Path]:

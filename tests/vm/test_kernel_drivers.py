@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.vmboot import BootResult, boot, build_or_reuse_image
+from tests.vm.images import build_or_reuse_image
+from tests.vm.vmboot import BootResult, boot
 
 # The first VM test to ask for the image builds it when it is not cached (minutes).
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.vmboot import boot, build_or_reuse_image, persistent_disk
+from tests.vm.images import build_or_reuse_image, persistent_disk
+from tests.vm.vmboot import boot
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
 HERE = Path(__file__).resolve().parent

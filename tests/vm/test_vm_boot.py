@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.vm.vmboot import (
-    BootResult,
-    VmImage,
-    VmSetupError,
-    boot,
-    build_or_reuse_image,
-    persistent_disk,
-)
+from tests.vm.images import VmImage, VmSetupError, build_or_reuse_image, persistent_disk
+from tests.vm.vmboot import BootResult, boot
 
 # Building the image uncached takes minutes; the first test to ask for it pays.
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
@@ -120,6 +114,11 @@ def test_kernel_devices_are_there_for_the_agent(first_boot: GuestRun) -> None:
     assert [opened[nodes[name]["path"]] for name in ("i2c", "gpiochip", "scanner")] == ["ok"] * 3
     # World-writable, but not a device the agent uses: its device policy refuses it.
     assert opened["/dev/net/tun"] == "EPERM"
+
+
+def test_the_pi_gen_stage_made_the_image(first_boot: GuestRun) -> None:
+    """The image's kit came from the dropkit pi-gen stage's own scripts, Pi settings included."""
+    assert "dtparam=i2c_arm=on" in first_boot.result["pi_config"]
 
 
 def test_units_pass_systemd_analyze_verify(first_boot: GuestRun) -> None:

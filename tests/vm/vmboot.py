@@ -1,28 +1,24 @@
-"""The VM test image, built or reused, and booted under QEMU with systemd as init.
+"""Boot a VM test image under QEMU with systemd as init, run a host script in it, or pull
+its plug.
 
-The image is Debian trixie (amd64) made into a kit by ``image/provision.sh``, the script the
-Raspberry Pi image runs, plus a runner that executes a script from the host once the VM boots
-(``vmtest-runner.sh``; files cross through a 9p share, the VM has no network). It is cached under
-``/var/cache/dropkit-vm`` (``$DROPKIT_VM_CACHE``) in two layers, each keyed by a hash of what goes
-into it: the base (debootstrap and the gpio-sim module, which rarely change) and the image (the
-base plus provisioning, units and the dropkit source).
+The image (``images.py``) boots from its kernel and initramfs with the root on a virtio disk;
+files cross through a 9p share (the VM has no network), the serial console is a log, and an
+optional line channel (``lines.py``) brings what the guest writes to the host as it writes it.
 
 In a test::
 
-    image = build_or_reuse_image()
+    image = build_or_reuse_image()          # or build_or_reuse_image(arch="arm64")
     result = boot(image, "modprobe i2c-stub chip_addr=0x40 && ls /dev/i2c-*")
     result.output, result.returncode, result.console
 
 From a shell, as root (the script's output is printed and its exit status returned)::
 
-    .venv/bin/python -m tests.vm.vmboot [--file PATH]... [--disk DISK.qcow2] SCRIPT
+    .venv/bin/python -m tests.vm.vmboot [--arch arm64] [--file PATH]... [--disk DISK.qcow2] SCRIPT
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -31,45 +27,33 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-HERE = CHECKOUT / "tests" / "vm"
-CACHE = Path(os.environ.get("DROPKIT_VM_CACHE", "/var/cache/dropkit-vm"))
-# Host commands and the Debian packages that bring them.
-BUILD_TOOLS = {"debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs"}
-BOOT_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils"}
-KERNEL_COMMAND_LINE = (
-    "root=/dev/vda rw console=ttyS0 init=/lib/systemd/systemd panic=-1 "
-    # Kernel messages cost dearly over an emulated serial port; systemd's status lines stay.
-    "quiet systemd.show_status=1 mitigations=off"
+from tests.vm.images import (
+    ARCHES,
+    VmImage,
+    VmSetupError,
+    boot_tools,
+    build_or_reuse_image,
+    ensure_host_tools,
+    persistent_disk,
 )
+from tests.vm.lines import Line, LineChannel
+
+# The persistent disk (a qcow2 overlay) and its cache mode, chosen so that killing QEMU is a
+# faithful power cut (docs/deploy.md, "The pulled plug"). What the guest's own page cache held
+# dies with QEMU in any mode. cache=none: the guest sees a volatile write cache, so ext4 and
+# SQLite must flush, as on an SD card, and each flush is honoured down to the host's disk; QEMU
+# writes with O_DIRECT and keeps qcow2's cluster tables in its own memory until the guest's
+# next flush, so writes into new clusters since the last flush die with QEMU as a volatile
+# cache's would (writes over allocated clusters do reach the host: more lenient than a card).
+# Not cache=unsafe (flushes dropped: a kill loses data the guest had flushed), and not
+# writethrough/directsync (no volatile cache: the guest's flushes would go untested).
+DISK_CACHE = "cache=none,aio=native"
 SHARE_TAG = "vmshare"  # vmtest-runner.sh mounts this tag
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-class VmSetupError(RuntimeError):
-    """The host cannot build or boot the VM; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class VmImage:
-    directory: Path
-
-    @property
-    def kernel(self) -> Path:
-        return self.directory / "vmlinuz"
-
-    @property
-    def initrd(self) -> Path:
-        return self.directory / "initrd.img"
-
-    @property
-    def disk(self) -> Path:
-        return self.directory / "root.img"
 
 
 @dataclass(frozen=True)
@@ -82,140 +66,76 @@ class BootResult:
     seconds: float  # QEMU's wall time, boot to power-off
     timed_out: bool
     share: Path  # the 9p share: the script may leave files here
+    lines: tuple[Line, ...] = ()  # what the guest wrote to the line channel (lines.py)
+    pulled: bool = False  # QEMU was killed: the machine lost power
 
 
-def find_command(name: str) -> str | None:
-    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+@dataclass
+class RunningVm:
+    """A VM :func:`launch` started: wait for it to power off, or pull its plug."""
+
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    share: Path
+    started: float
+    lines: LineChannel | None = None
+    pulled_at: float | None = field(default=None, init=False)
+    cpu_s: float | None = field(default=None, init=False)  # QEMU's CPU time when pulled
+
+    def cpu_seconds(self) -> float:
+        """QEMU's CPU time so far (user and system), while it runs."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def pull_plug(self) -> float:
+        """Kill QEMU (SIGKILL): the machine loses power. Seconds since launch."""
+        self.cpu_s = self.cpu_seconds()
+        self.process.kill()
+        self.pulled_at = time.monotonic() - self.started
+        self.process.wait()
+        return self.pulled_at
+
+    def wait(self, timeout: float) -> BootResult:
+        """Until QEMU exits (killed when ``timeout`` runs out), then what the boot left."""
+        timed_out = False
+        try:
+            self.process.wait(timeout=max(0.0, timeout - (time.monotonic() - self.started)))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self.process.kill()
+            self.process.wait()
+        seconds = time.monotonic() - self.started
+        qemu_log = (self.workdir / "qemu.log").read_text(errors="replace")
+        if self.process.returncode not in (0, -9) or (
+                self.process.returncode == -9 and not timed_out and self.pulled_at is None):
+            raise VmSetupError(f"qemu failed (exit {self.process.returncode}): {qemu_log}")
+        lines = tuple(self.lines.drain()) if self.lines else ()
+        output = self.share / "output.log"
+        status = self.share / "rc"
+        console = (self.workdir / "console.log").read_text(errors="replace")
+        return BootResult(
+            output=output.read_text(errors="replace") if output.exists() else "",
+            returncode=int(status.read_text()) if status.exists() else None,
+            console=ANSI_ESCAPE.sub("", console).replace("\r", ""),
+            seconds=seconds, timed_out=timed_out, share=self.share, lines=lines,
+            pulled=self.pulled_at is not None)
 
 
-def ensure_host_tools(tools: dict[str, str]) -> None:
-    """Install the Debian packages behind missing commands (as root), or say which are needed."""
-    missing = sorted({package for command, package in tools.items() if not find_command(command)})
-    if not missing:
-        return
-    if os.geteuid() != 0 or not find_command("apt-get"):
-        raise VmSetupError(f"the VM tests need the Debian packages {' '.join(missing)}; as root: "
-                           f"apt-get install --no-install-recommends {' '.join(missing)}")
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-qqy", "--no-install-recommends", *missing]):
-        done = subprocess.run(command, env=environment, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise VmSetupError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-
-
-def _files_under(paths: Iterable[Path]) -> Iterator[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from (child for child in sorted(path.rglob("*")) if child.is_file()
-                        and "__pycache__" not in child.parts and child.suffix != ".pyc")
-        else:
-            yield path
-
-
-def digest(paths: Iterable[Path], *, salt: str = "") -> str:
-    """A short hash of the files' names (relative to the checkout) and contents."""
-    hasher = hashlib.sha256(salt.encode())
-    for path in _files_under(paths):
-        hasher.update(str(path.relative_to(CHECKOUT)).encode() + b"\0")
-        hasher.update(path.read_bytes() + b"\0")
-    return hasher.hexdigest()[:16]
-
-
-WHEEL_SOURCES = ("pyproject.toml", "README.md", "agent", "hw", "simulators")  # build-wheel.sh
-
-
-def base_key() -> str:
-    return digest([HERE / "build-base.sh"])
-
-
-def image_key() -> str:
-    return digest([HERE / "build-image.sh", HERE / "vmtest-runner.sh",
-                   HERE / "vmtest-runner.service", CHECKOUT / "image", CHECKOUT / "systemd",
-                   *(CHECKOUT / name for name in WHEEL_SOURCES)], salt=base_key())
-
-
-@contextmanager
-def _cache_lock() -> Iterator[None]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _run_logged(command: Sequence[str | Path], log: Path) -> None:
-    with log.open("w") as out:
-        done = subprocess.run([str(part) for part in command], stdout=out,
-                              stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        raise VmSetupError(f"{Path(command[0]).name} failed (exit {done.returncode}); "
-                           f"log in {log}:\n{tail}")
-
-
-def _build_layer(kind: str, key: str, build: Callable[[Path], None],
-                 say: Callable[[str], None]) -> Path:
-    """The cached ``CACHE/kind-key`` directory, built (and older ones of its kind removed)."""
-    final = CACHE / f"{kind}-{key}"
-    if final.is_dir():
-        return final
-    if os.geteuid() != 0:
-        raise VmSetupError(f"building the VM {kind} needs root (debootstrap, chroot, mount): "
-                           f"run the VM tests as root once to fill {CACHE}")
-    ensure_host_tools(BUILD_TOOLS)
-    partial = CACHE / f"{kind}-{key}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    started = time.monotonic()
-    say(f"vm: building the {kind} {key} (cache {CACHE})")
-    build(partial)
-    partial.rename(final)
-    for stale in CACHE.glob(f"{kind}-*"):
-        if stale != final:
-            shutil.rmtree(stale, ignore_errors=True)
-    say(f"vm: {kind} built in {time.monotonic() - started:.0f} s")
-    return final
-
-
-def build_wheel(out: Path) -> Path:
-    """The dropkit wheel, by the Pi image's own step (image/build-wheel.sh)."""
-    _run_logged(["env", f"PYTHON={sys.executable}", CHECKOUT / "image" / "build-wheel.sh", out],
-                out / "wheel.log")
-    (wheel,) = out.glob("dropkit-*.whl")
-    return wheel
-
-
-def build_or_reuse_image(say: Callable[[str], None] = print) -> VmImage:
-    """The current VM image, from the cache or built (a few minutes; needs root)."""
-    with _cache_lock():
-        base = _build_layer("base", base_key(), lambda out: _run_logged(
-            [HERE / "build-base.sh", out], out / "build.log"), say)
-
-        def build_image(out: Path) -> None:
-            wheel = build_wheel(out)
-            _run_logged([HERE / "build-image.sh", base / "rootfs", wheel, out],
-                        out / "build.log")
-            wheel.unlink()
-
-        return VmImage(_build_layer("image", image_key(), build_image, say))
-
-
-def persistent_disk(image: VmImage, path: Path) -> Path:
-    """A copy-on-write disk over the image that keeps what the VM writes, boot after boot."""
-    ensure_host_tools(BOOT_TOOLS)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                    str(image.disk), str(path)], check=True)
-    return path
-
-
-def boot(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Path | None = None,
-         workdir: Path | None = None, timeout: float = 300) -> BootResult:
-    """Boot the image, run ``script`` (bash, as root) once it is up, return when the VM is off.
+def launch(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Path | None = None,
+           workdir: Path | None = None, line_channel: bool = False,
+           kernel_options: Sequence[str] = (), cpus: int = 2, memory_mb: int = 1024,
+           bare: bool = False) -> RunningVm:
+    """Start the image and have it run ``script`` (bash, as root) once it is up.
 
     ``files`` are copied beside the script (the share is the script's working directory).
-    Without ``disk`` the image boots as a snapshot and nothing it writes is kept.
+    Without ``disk`` the image boots as a snapshot and nothing it writes is kept. With
+    ``line_channel`` the guest may write lines to ``lines.GUEST_PORT`` for the host to read as
+    they come (``RunningVm.lines``). ``kernel_options`` go on the kernel's command line after
+    the image's own (``systemd.unit=...``, say). ``cpus`` and ``memory_mb`` size the guest;
+    ``bare`` leaves out QEMU's default devices (VGA, floppy, CD-ROM, parallel port), which the
+    guest's kernel and udev would otherwise probe and drive at every boot.
     """
-    ensure_host_tools(BOOT_TOOLS)
+    ensure_host_tools(boot_tools(image.arch))
     workdir = workdir or Path(tempfile.mkdtemp(prefix="dropkit-vm-"))
     share = workdir / "share"
     share.mkdir(parents=True, exist_ok=True)
@@ -224,44 +144,56 @@ def boot(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Path 
         shutil.copy2(path, share / path.name)
     for stale in ("output.log", "rc"):
         (share / stale).unlink(missing_ok=True)
-    console = workdir / "console.log"
-    drive = (f"file={disk},format=qcow2,if=virtio" if disk
-             else f"file={image.disk},format=raw,if=virtio,snapshot=on")
+    drive = (f"file={disk},format=qcow2,{DISK_CACHE}" if disk
+             else f"file={image.disk},format=raw,snapshot=on")
+    accel = "tcg" if image.arch.foreign else os.environ.get("DROPKIT_VM_ACCEL", "tcg")
     command = [
-        "qemu-system-x86_64", "-accel", os.environ.get("DROPKIT_VM_ACCEL", "tcg"),
-        "-smp", "2", "-m", "1024", "-display", "none", "-monitor", "none", "-no-reboot",
-        "-serial", f"file:{console}", "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-append", KERNEL_COMMAND_LINE, "-drive", drive,
+        image.arch.qemu, *image.arch.qemu_options, "-accel", accel,
+        *(("-nodefaults", "-vga", "none") if bare else ()),
+        "-smp", str(cpus), "-m", str(memory_mb), "-display", "none", "-monitor", "none",
+        "-no-reboot",
+        "-serial", f"file:{workdir / 'console.log'}", "-kernel", str(image.kernel),
+        "-initrd", str(image.initrd),
+        "-append", " ".join([image.arch.kernel_command_line, *kernel_options]),
+        "-drive", f"{drive},if=none,id=root", "-device", "virtio-blk-pci,drive=root",
         # A new machine each boot: only what the disk keeps may carry the kit's identity over.
         "-uuid", str(uuid.uuid4()),
         # The kernel's entropy from the host, as a Pi's hardware RNG gives it.
         "-device", "virtio-rng-pci",
-        "-virtfs", f"local,path={share},mount_tag={SHARE_TAG},security_model=none",
+        "-fsdev", f"local,id=share,path={share},security_model=none",
+        "-device", f"virtio-9p-pci,fsdev=share,mount_tag={SHARE_TAG}",
         "-nic", "none",
     ]
-    started = time.monotonic()
-    timed_out = False
-    try:
-        subprocess.run(command, stdin=subprocess.DEVNULL, check=True, timeout=timeout,
-                       capture_output=True)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    except subprocess.CalledProcessError as exc:
-        raise VmSetupError(f"qemu failed (exit {exc.returncode}): {exc.stderr.decode()}") from None
-    seconds = time.monotonic() - started
-    output = share / "output.log"
-    status = share / "rc"
-    return BootResult(
-        output=output.read_text(errors="replace") if output.exists() else "",
-        returncode=int(status.read_text()) if status.exists() else None,
-        console=ANSI_ESCAPE.sub("", console.read_text(errors="replace")).replace("\r", ""),
-        seconds=seconds, timed_out=timed_out, share=share)
+    lines = LineChannel(workdir / "lines.sock", workdir / "lines.log") if line_channel else None
+    if lines:
+        command += lines.qemu_arguments()
+    with (workdir / "qemu.log").open("wb") as qemu_log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=qemu_log,
+                                   stderr=subprocess.STDOUT)
+    running = RunningVm(process, workdir, share, time.monotonic(), lines)
+    if lines:
+        try:
+            lines.accept(running.started)
+        except TimeoutError:
+            process.kill()
+            process.wait()
+            raise VmSetupError(f"qemu never connected its line channel: "
+                               f"{(workdir / 'qemu.log').read_text(errors='replace')}") from None
+    return running
+
+
+def boot(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Path | None = None,
+         workdir: Path | None = None, timeout: float = 300) -> BootResult:
+    """Boot the image, run ``script`` (bash, as root) once it is up, return when the VM is off
+    (see :func:`launch`)."""
+    return launch(image, script, files=files, disk=disk, workdir=workdir).wait(timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.vm.vmboot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", type=Path, help="bash script to run inside the VM as root")
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="amd64")
     parser.add_argument("--file", type=Path, action="append", default=[],
                         help="a file to put beside the script (repeatable)")
     parser.add_argument("--disk", type=Path, help="a qcow2 disk to keep state in across boots "
@@ -269,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
     try:
-        image = build_or_reuse_image(lambda line: print(line, file=sys.stderr))
+        image = build_or_reuse_image(lambda line: print(line, file=sys.stderr), arch=args.arch)
         if args.disk and not args.disk.exists():
             persistent_disk(image, args.disk.resolve())
         result = boot(image, args.script.read_text(), files=args.file,
