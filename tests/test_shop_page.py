@@ -120,7 +120,15 @@ def test_a_reservation_survives_a_wifi_drop_and_a_reload_and_is_paid_by_a_scan(
     item_left(phone, "VINYL-LTD", 8)
     ticket.locator("img").wait_for()
     shot(phone, "shop-reserved-phone")
-    ticket.locator("img").screenshot(path=str(tmp_path / "pickup-qr.png"))
+    # The page draws its tickets again each second (the countdown): an element screenshot
+    # can lose its img midway, so the picture is where the img is, measured in one look.
+    box = phone.evaluate("""(s) => {
+      const img = document.querySelector(s);
+      img.scrollIntoView({ block: "center" });
+      const r = img.getBoundingClientRect();
+      return { x: r.x, y: r.y, width: r.width, height: r.height };
+    }""", f"#tickets li[data-order-id='{sent_id}'] img")
+    phone.screenshot(path=str(tmp_path / "pickup-qr.png"), clip=box)
     scanned = decode_qr(zbarimg, tmp_path / "pickup-qr.png")
     assert scanned == f"PICKUP-{code}"
 
