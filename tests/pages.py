@@ -55,9 +55,27 @@ def shot(page: Any, name: str, *, full_page: bool = False) -> Path:
     return path
 
 
+# Sets ``window.staffStreamLive`` once the page's staff stream has sent its first event (the
+# kit's health): from then on the kit's events (a scan, an order) reach the page. Before it,
+# a scan the test makes is heard by nobody.
+STREAM_LIVE = """(() => {
+  if ("staffStreamLive" in window) return;
+  window.staffStreamLive = false;
+  const Native = window.EventSource;
+  window.EventSource = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("health", () => { window.staffStreamLive = true; });
+    }
+  };
+})();"""
+
+
 def open_till(page: Any, kit: Kit) -> None:
-    """The till at ``/till``, unlocked with the staff token."""
+    """The till at ``/till``, unlocked with the staff token, its staff stream open."""
+    page.add_init_script(STREAM_LIVE)
     page.goto(kit.url + "/till")
     page.locator("#token").fill(kit.token)
     page.get_by_role("button", name="Unlock").click()
     page.locator("#token-clear").wait_for()
+    page.wait_for_function("window.staffStreamLive === true", timeout=20000)

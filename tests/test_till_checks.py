@@ -87,13 +87,26 @@ def test_receipts_the_kit_is_unsure_of_are_reprinted_or_marked_checked(
     assert kit.request("GET", "/api/staff/print-jobs", staff=True).data == {"unsure": []}
 
 
+# The element is on screen below the sticky status strip, not under it: both measured at one
+# moment in the page (the list is drawn again whenever an event comes, between two looks).
+IN_VIEW = """(s) => {
+  const element = document.querySelector(s);
+  if (!element) return null;
+  const box = element.getBoundingClientRect();
+  const strip = document.getElementById("kit-status").getBoundingClientRect();
+  return box.height > 0 && strip.bottom <= box.top && box.bottom <= innerHeight;
+}"""
+
+
 def in_view(page, selector: str) -> bool:
-    """The element is on screen below the sticky status strip, not under it."""
-    box = page.locator(selector).bounding_box()
-    strip = page.locator("#kit-status").bounding_box()
-    assert box is not None and strip is not None
-    return strip["y"] + strip["height"] <= box["y"] and \
-        box["y"] + box["height"] <= page.viewport_size["height"]
+    seen = page.evaluate(IN_VIEW, selector)
+    assert seen is not None, f"no {selector} on the page"
+    return seen
+
+
+def scrolled_to(page, selector: str) -> None:
+    """Wait until the page has scrolled ``selector`` into view, below the status strip."""
+    page.wait_for_function(f"(s) => ({IN_VIEW})(s) === true", arg=selector, timeout=10000)
 
 
 def scan(kit: Kit, text: str) -> None:
@@ -112,9 +125,7 @@ def test_a_scanned_receipt_or_pickup_code_opens_its_order_highlighted(kit: Kit, 
     row = "#orders li.highlight[data-number='31']"
     page.locator(row).wait_for(timeout=10000)
     page.locator("#message").filter(has_text="Receipt scanned: order #31, paid cash").wait_for()
-    page.wait_for_function("(s) => { const r = document.querySelector(s)"
-                           ".getBoundingClientRect(); return r.top > 0 && "
-                           "r.bottom <= innerHeight; }", arg=row)
+    scrolled_to(page, row)
     assert in_view(page, row) and page.locator("#orders li.highlight").count() == 1
     shot(page, "till-receipt-scanned-phone")
     # An older one, not among them: opened at the top of the list.
@@ -123,17 +134,13 @@ def test_a_scanned_receipt_or_pickup_code_opens_its_order_highlighted(kit: Kit, 
     row = "#orders li.highlight[data-number='1']"
     page.locator(row).wait_for(timeout=10000)
     assert page.locator("#orders li").first.get_attribute("data-number") == "1"
-    page.wait_for_function("(s) => { const r = document.querySelector(s)"
-                           ".getBoundingClientRect(); return r.top > 0 && "
-                           "r.bottom <= innerHeight; }", arg=row)
+    scrolled_to(page, row)
     assert in_view(page, row) and page.locator("#orders li.highlight").count() == 1
     # A customer's pickup code off their phone: the reservation, highlighted, to be paid.
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     scan(kit, held["reservation"]["qr_text"])
     panel = f"#pickup.highlight[data-order-id='{held['order_id']}']"
     page.locator(panel).wait_for(timeout=10000)
-    page.wait_for_function("(s) => { const r = document.querySelector(s)"
-                           ".getBoundingClientRect(); return r.top > 0 && "
-                           "r.bottom <= innerHeight; }", arg=panel)
+    scrolled_to(page, panel)
     assert in_view(page, panel)
     shot(page, "till-pickup-scanned-phone")

@@ -232,12 +232,21 @@ def paper_out(s: Session) -> None:
     def sell() -> Answer:
         return kit.place([{"sku": "DRILL-TEE", "qty": 1}])
 
-    sales = [sell()]
-    done, took = s.within(lambda: len(printed()) == 1, 10, 0.05)
-    s.expect(sales[0].status == 201 and done, "a sale's receipt prints",
-             f"{sales[0].status}, {len(printed())} printed after {took:.2f} s")
     events = EventStream(kit)
     s.stack.callback(events.close)
+    s.within(lambda: events.find("health"), 10)  # the stream's first event: it hears the kit
+    sales = [sell()]
+    first = sales[0].data.get("order_id") if sales[0].status == 201 else None
+
+    def first_printed() -> bool:
+        # On paper, and the kit heard the printer answer after it: the paper pulled before
+        # that answer would leave the receipt rightly unsure ("paper_out right after it").
+        return len(printed()) == 1 and events.find("print_job", order_id=first,
+                                                   state="printed") is not None
+
+    done, took = s.within(first_printed, 10, 0.05)
+    s.expect(sales[0].status == 201 and done, "a sale's receipt prints",
+             f"{sales[0].status}, {len(printed())} printed after {took:.2f} s")
     s.sim("paper", level="out")
     s.note("the printer runs out of paper")
     sales += [sell() for _ in range(3)]
@@ -258,7 +267,15 @@ def paper_out(s: Session) -> None:
     done, took = s.within(lambda: len(printed()) >= len(hashes), 15, 0.05)
     s.expect(done, "the waiting receipts print with nobody touching anything",
              f"{len(printed())} of {len(hashes)} printed {took:.2f} s after")
-    time.sleep(1.0)  # a receipt printed twice would show by now
+    orders = [answer.data["order_id"] for answer in sales if answer.status == 201]
+
+    def settled(order_id: str) -> bool:
+        return any(events.find("print_job", order_id=order_id, state=state)
+                   for state in ("printed", "unsure"))
+
+    # Each receipt's send is over and recorded: the queue sends a job only while it is pending,
+    # so a receipt printed twice is on paper by now.
+    s.within(lambda: all(settled(order_id) for order_id in orders), 15, 0.05)
     copies = [printed().count(receipt) for receipt in hashes]
     s.expect(printed() == hashes, "each receipt printed once, in order of sale",
              f"{len(printed())} receipts, copies per sale {copies}")
