@@ -136,7 +136,9 @@ class Child:
 
     def _spawn_agent(self, *args: str) -> None:
         self._popen([sys.executable, "-m", "agent", *args], stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                    stderr=subprocess.STDOUT,
+                    # faulthandler: a SIGABRT (see stop) prints every thread's stack first.
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
         # Read its output all along, so the pipe never fills and blocks it.
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -161,11 +163,19 @@ class Child:
             self.proc.wait()
 
     def stop(self, timeout: float = 15) -> int:
-        """SIGTERM, then the exit code."""
+        """SIGTERM, then the exit code; :class:`WaitTimeout` with where it hung (every
+        thread's stack, for ``python -m agent`` children) when it outlasts ``timeout``."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait()
+            self._exited()
+            raise WaitTimeout(f"{self.proc.args[:4]} did not stop within {timeout} s of "
+                              f"SIGTERM; its last output:\n{''.join(self.log[-60:])}") from None
 
 
 class KitClient:
