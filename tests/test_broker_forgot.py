@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.ops.harness import Answer, Broker, Hq, SimKit, mosquitto_binary, wait_for, write_config
+from agent.ops.harness import Answer, Broker, Hq, SimKit, wait_for, write_config
 from agent.ops.watch import Board, Row, listen
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs mosquitto")
+pytestmark = pytest.mark.usefixtures("mosquitto")  # a skip, or a failure in CI
 
 SKU = "ZINE-07"  # in the demo manifest dropkit sim sells
 

@@ -30,6 +30,7 @@ def test_defaults_work_for_sim() -> None:
     ({"http": {"prot": 80}}, "[http] prot: unknown key; expected one of"),
     ({"htp": {}}, "[htp]: unknown section; expected one of http, kit, mqtt, nut, orders"),
     ({"kit": {"id": "has spaces"}}, "[kit] id: expected 1 to 64 letters"),
+    ({"kit": {"id": "hq"}}, "and not 'hq' (HQ's own topics"),
     ({"orders": {"max_qty": True}}, "[orders] max_qty: expected an integer from 1 to 10000"),
     ({"http": {"staff_token": "short"}}, "[http] staff_token: expected a token of at least 16"),
     ({"kit": "x"}, "[kit]: expected a table of keys, got 'x'"),

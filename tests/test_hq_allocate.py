@@ -22,14 +22,13 @@ from agent.ops.harness import (
     Broker,
     Hq,
     SimKit,
-    mosquitto_binary,
     wait_for,
     write_config,
     write_manifest,
 )
 from tests.mqtt_helpers import Listener
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs mosquitto")
+pytestmark = pytest.mark.usefixtures("mosquitto")  # a skip, or a failure in CI
 
 SKU = "ZINE-07"
 

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class KitConfig:
     id: str = field(default="", metadata=check(
-        "1 to 64 letters, digits, '-' or '_'",
-        lambda v: v == "" or (len(v) <= 64 and v.replace("-", "").replace("_", "").isalnum())))
+        "1 to 64 letters, digits, '-' or '_', and not 'hq' (HQ's own topics are <prefix>/hq/)",
+        lambda v: v == "" or (len(v) <= 64 and v != "hq"
+                              and v.replace("-", "").replace("_", "").isalnum())))
     name: str = "Drop kit"
     state_dir: str = "/var/lib/dropkit"
     storage_warn_mb: float = field(default=64.0,

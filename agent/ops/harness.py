@@ -172,7 +172,10 @@ class Child:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGABRT)
-            self.proc.wait()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:  # not even that: no chance to clean up
+                self.kill()
             self._exited()
             raise WaitTimeout(f"{self.proc.args[:4]} did not stop within {timeout} s of "
                               f"SIGTERM; its last output:\n{''.join(self.log[-60:])}") from None

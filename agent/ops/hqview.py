@@ -9,6 +9,7 @@ instance and per kit (what HQ holds of it, its lag, its refused links).
 
 from __future__ import annotations
 
+import http.client
 import re
 import threading
 import time
@@ -96,7 +97,7 @@ def fetch(sample: HqSample, now: float, timeout: float = 2.0) -> None:
         if len(text) > MAX_BYTES:
             raise ValueError(f"a page over {MAX_BYTES} bytes")
         sample.samples, sample.error, sample.at = parse_metrics(text.decode("utf-8")), "", now
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # a broken reply too
         sample.error = str(getattr(exc, "reason", "") or exc)[:80]
 
 

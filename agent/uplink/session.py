@@ -313,7 +313,7 @@ class Uplink(PahoOnLoop):
                 self.out.spawn("reconcile", self._hq_online())
             return
         if topic == f"{self.prefix}/manifest" and payload:  # HQ's allocation (retained)
-            self.out.spawn("reconcile", self._allocation(payload))
+            self.out.spawn("allocation", self._allocation(payload))
             return
         if topic != f"{self.prefix}/acks":
             return

@@ -234,7 +234,9 @@ def paper_out(s: Session) -> None:
 
     events = EventStream(kit)
     s.stack.callback(events.close)
-    s.within(lambda: events.find("health"), 10)  # the stream's first event: it hears the kit
+    heard, took = s.within(lambda: events.find("health"), 10)  # the stream's first event
+    s.require(heard, "the drill hears the kit's events", f"first event after {took:.1f} s"
+              if heard else "no event in 10 s")
     sales = [sell()]
     first = sales[0].data.get("order_id") if sales[0].status == 201 else None
 
@@ -275,7 +277,9 @@ def paper_out(s: Session) -> None:
 
     # Each receipt's send is over and recorded: the queue sends a job only while it is pending,
     # so a receipt printed twice is on paper by now.
-    s.within(lambda: all(settled(order_id) for order_id in orders), 15, 0.05)
+    done, took = s.within(lambda: all(settled(order_id) for order_id in orders), 15, 0.05)
+    s.require(done, "every receipt's send is over and recorded",
+              f"after {took:.1f} s" if done else "not within 15 s")
     copies = [printed().count(receipt) for receipt in hashes]
     s.expect(printed() == hashes, "each receipt printed once, in order of sale",
              f"{len(printed())} receipts, copies per sale {copies}")
