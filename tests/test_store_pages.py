@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import agent.store as store_module
+import agent.store.sqlite as store_module
 from agent.core import receipts
 from agent.core.clock import Moment, now_iso
 from agent.core.manifest import Item, Manifest, apply_manifest
 from agent.core.orders import OrderRequest, place_order, sale_matches_order
-from agent.store import PAGE_SIZE, Store
+from agent.store import MIGRATIONS, PAGE_SIZE, Store, migrate
 
 
 def page_size(path: Path) -> int:
@@ -116,7 +116,7 @@ def test_a_store_at_migration_6_gets_its_sales_message_pointers_at_7(tmp_path: P
     """Migration 7 (fewer pages) comes after the reservations (6): a store the shop left at 6
     keeps its reservations' tables, and each order learns its first sale message's id."""
     db = store_module.connect(tmp_path / "old.db")
-    for version, migration in enumerate(store_module.MIGRATIONS[:6], 1):
+    for version, migration in enumerate(MIGRATIONS[:6], 1):
         db.executescript(migration + f";PRAGMA user_version={version}")
     for seq, order_id in ((1, "ord-1"), (2, "ord-2")):
         db.execute("INSERT INTO receipts VALUES (?, 'sale', ?, '{}', ?, ?)",
@@ -128,7 +128,7 @@ def test_a_store_at_migration_6_gets_its_sales_message_pointers_at_7(tmp_path: P
         db.execute("INSERT INTO outbox (kind, key, payload, created_at) VALUES (?, ?, '{}', 't')",
                    (kind, key))  # the last: a resent copy of ord-1's sale
 
-    assert store_module.migrate(db) == len(store_module.MIGRATIONS) == 7
+    assert migrate(db) == len(MIGRATIONS) == 7
 
     assert [tuple(row) for row in db.execute(
         "SELECT order_id, sale_msg_id FROM orders ORDER BY seq")] == [("ord-1", 1), ("ord-2", 3)]

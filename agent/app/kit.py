@@ -55,7 +55,7 @@ STOP_TIMEOUT_S = 5.0
 UNWRITTEN_EVENTS = 100
 """Events for remote ops kept in memory while the store takes no writes (the oldest go)."""
 STORE_CODES = {"storage_full", "store_damaged", "store_lost"}
-"""The refusals of a store that takes no writes (:func:`agent.store.refusal`)."""
+"""The refusals of a store that takes no writes (:func:`agent.store.conditions.refusal`)."""
 SHUTDOWN_REFUSAL = "the kit is shutting down (battery critical); no new orders"
 RESUMED_REFUSAL = ("the kit was shutting down for its battery when it stopped; no new orders "
                    "until the battery recovers or mains is back")
