@@ -54,13 +54,21 @@ class HqSample:
     samples: Samples = field(default_factory=dict)
     error: str = ""
     at: float = 0.0  # when it last answered (wall clock), 0 before it did
+    _per_kit: dict[str, tuple[Samples, dict[str, float]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def total(self, name: str) -> float:
         return sum(value for _, value in self.samples.get(PREFIX + name, []))
 
     def per_kit(self, name: str) -> dict[str, float]:
-        return {labels.get("kit", ""): value
-                for labels, value in self.samples.get(PREFIX + name, [])}
+        """A per-kit metric by kit id, indexed once per page: ``watch`` asks it of every kit of
+        a fleet of thousands at each redraw."""
+        indexed = self._per_kit.get(name)
+        if indexed is None or indexed[0] is not self.samples:
+            indexed = self._per_kit[name] = (self.samples, {
+                labels.get("kit", ""): value for labels, value in
+                self.samples.get(PREFIX + name, [])})
+        return indexed[1]
 
     def line(self, now: float) -> str:
         """The instance in one line."""
