@@ -64,8 +64,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     that runs the group, one after another; the largest group (the VM tests) starts first.
 
     pytest-xdist reads the group off the test's id, ``path::name@group``, which it sets by
-    assigning ``item._nodeid``; pytest 9 keeps the id in ``item._id`` instead, so it is set
-    here, and checked, lest the tests of a group run apart unnoticed."""
+    assigning ``item._nodeid``; pytest 9.2 keeps the id in ``item._id`` instead, and the
+    grouping silently stops (pytest-xdist issue 1386; its proposed fix, pull request 1388, sets
+    the structured id the same way). Until a release has it, it is set here, and checked, lest
+    the tests of a group run apart unnoticed: the check turns a change of pytest's internals
+    into a usage error at collection rather than tests sharing a fixture on two workers."""
     if not config.getoption("loadgroup", default=False):  # set on the workers
         return
     from _pytest.nodeid import NodeId
