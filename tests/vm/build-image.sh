@@ -31,6 +31,7 @@ trap cleanup EXIT
 started=$SECONDS
 cp -a "$stage/rootfs" "$root"
 "$checkout/image/build-wheel.sh" "$root$staging"
+wheel=$(basename "$root$staging"/dropkit-*.whl)
 for target in proc dev; do
   mount --bind "/$target" "$root/$target"
   mounted+=("$root/$target")
@@ -39,7 +40,7 @@ done
 # Python): only dropkit itself is replaced; its dependencies are the stage's.
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$root" \
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --no-index \
-  --no-deps --force-reinstall "$staging"/dropkit-*.whl
+  --no-deps --force-reinstall "$staging/$wheel"
 for ((index = ${#mounted[@]} - 1; index >= 0; index--)); do umount "${mounted[index]}"; done
 mounted=()
 rm -rf "$root$staging"

@@ -1,12 +1,13 @@
 #!/bin/bash
-# The VM test image: the cached base (build-base.sh) made into a kit by the dropkit pi-gen stage,
-# assembled and run as the Raspberry Pi image build runs it (image/assemble-stage.sh, then the
-# stage's own scripts through run-pi-gen-stage.sh: image/provision.sh and the Pi settings), plus
-# the test runner (test image only) that runs the host's script from the 9p share at boot and
-# powers the VM off.
-# Usage: build-image.sh BASE_ROOTFS OUT_DIR   (needs root and the network; PYTHON: the
+# The stage layer of the VM test image: the cached base (build-base.sh) made into a kit by the
+# dropkit pi-gen stage, assembled and run as the Raspberry Pi image build runs it
+# (image/assemble-stage.sh, then the stage's own scripts through run-pi-gen-stage.sh:
+# image/provision.sh and the Pi settings), plus the test runner (test image only) that runs the
+# host's script from the 9p share at boot and powers the VM off. build-image.sh then puts the
+# checkout's dropkit wheel into a copy of it and makes the disk.
+# Usage: build-stage.sh BASE_ROOTFS OUT_DIR   (needs root and the network; PYTHON: the
 # interpreter whose pip builds the dropkit wheel)
-# Writes OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/root.img (ext4, the whole root).
+# Writes OUT_DIR/rootfs (the provisioned root), OUT_DIR/vmlinuz and OUT_DIR/initrd.img.
 set -euo pipefail
 
 base=$(realpath "$1")
@@ -23,7 +24,7 @@ cleanup() {
   for ((index = ${#mounted[@]} - 1; index >= 0; index--)); do
     umount -l "${mounted[index]}" 2>/dev/null || true
   done
-  rm -rf "$root" "$stage"
+  rm -rf "$stage"
 }
 trap cleanup EXIT
 mount_into_root() { # mount_into_root TYPE SOURCE TARGET [OPTIONS]
@@ -72,8 +73,4 @@ mounted=()
 kernel=$(ls "$root/lib/modules")
 cp "$root/boot/vmlinuz-$kernel" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kernel" "$out/initrd.img"
-size_mb=$(($(du -sm "$root" | cut -f1) + 400))
-rm -f "$out/root.img"
-truncate -s "${size_mb}M" "$out/root.img"
-mkfs.ext4 -q -F -L dropkit-root -d "$root" "$out/root.img"
-echo "image: done in $((SECONDS - started)) s (root $((size_mb - 400)) MB)"
+echo "stage: done in $((SECONDS - started)) s (root $(du -sm "$root" | cut -f1) MB)"

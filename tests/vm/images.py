@@ -3,9 +3,11 @@
 The image is Debian trixie (amd64, or arm64 as on a Pi) made into a kit by
 ``image/provision.sh``, the script the Raspberry Pi image runs, plus a runner that executes a
 script from the host once the VM boots (``vmtest-runner.sh``, booted by ``vmboot.py``). It is
-cached under ``/var/cache/dropkit-vm`` (``$DROPKIT_VM_CACHE``) in two layers per architecture,
-each keyed by a hash of what goes into it: the base (debootstrap and the gpio-sim module, which
-rarely change) and the image (the base plus provisioning, units and the dropkit source). An
+cached under ``/var/cache/dropkit-vm`` (``$DROPKIT_VM_CACHE``) in three layers per
+architecture, each keyed by a hash of what goes into it: the base (debootstrap and the gpio-sim
+module, which rarely change), the stage (the base provisioned by the dropkit pi-gen stage: its
+packages, the kit's virtualenv with its dependencies, units) and the image (the stage with this
+checkout's dropkit wheel installed, and the disk). An
 arm64 root is built on an amd64 host through qemu-user (binfmt_misc) and boots under
 ``qemu-system-aarch64 -M virt``, all in software.
 
@@ -157,6 +159,9 @@ def digest(paths: Iterable[Path], *, salt: str = "") -> str:
     return hasher.hexdigest()[:16]
 
 
+# What the stage installs beside dropkit's own code: the image's provisioning and units, and the
+# dependencies named in pyproject.toml. A change here runs the pi-gen stage again.
+STAGE_SOURCES = ("image", "systemd", "pyproject.toml")
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "agent", "hw", "simulators")  # build-wheel.sh
 
 
@@ -164,11 +169,15 @@ def base_key(arch: Arch) -> str:
     return digest([HERE / "build-base.sh"], salt=arch.name)
 
 
-def image_key(arch: Arch) -> str:
-    return digest([HERE / "build-image.sh", HERE / "run-pi-gen-stage.sh",
+def stage_key(arch: Arch) -> str:
+    return digest([HERE / "build-stage.sh", HERE / "run-pi-gen-stage.sh",
                    HERE / "vmtest-runner.sh", HERE / "vmtest-runner.service",
-                   CHECKOUT / "image", CHECKOUT / "systemd",
-                   *(CHECKOUT / name for name in WHEEL_SOURCES)], salt=base_key(arch))
+                   *(CHECKOUT / name for name in STAGE_SOURCES)], salt=base_key(arch))
+
+
+def image_key(arch: Arch) -> str:
+    return digest([HERE / "build-image.sh", CHECKOUT / "image" / "build-wheel.sh",
+                   *(CHECKOUT / name for name in WHEEL_SOURCES)], salt=stage_key(arch))
 
 
 @contextmanager
@@ -243,31 +252,41 @@ def _build_layer(arch: Arch, kind: str, key: str, build: Callable[[Path], None],
     return final
 
 
+def _stage_layer(arch: Arch, say: Callable[[str], None]) -> Path:
+    base = _build_layer(arch, "base", base_key(arch), lambda out: _run_logged(
+        [HERE / "build-base.sh", arch.name, out], out / "build.log"), say)
+    # The stage's wheel is built by this interpreter's pip (image/build-wheel.sh).
+    return _build_layer(arch, "stage", stage_key(arch), lambda out: _run_logged(
+        ["env", f"PYTHON={sys.executable}", HERE / "build-stage.sh", base / "rootfs", out],
+        out / "build.log"), say)
+
+
+def _image_layer(arch: Arch, stage: Path, say: Callable[[str], None]) -> VmImage:
+    image = _build_layer(arch, "image", image_key(arch), lambda out: _run_logged(
+        ["env", f"PYTHON={sys.executable}", HERE / "build-image.sh", stage, out],
+        out / "build.log"), say)
+    _hold(image)
+    return VmImage(image, arch)
+
+
 def build_or_reuse_image(say: Callable[[str], None] = print, *, arch: str = "amd64") -> VmImage:
-    """The current VM image, from the cache or built (minutes; needs root). The image stays
-    in the cache while this process runs."""
+    """The current VM image, from the cache or built (minutes, and for arm64 most of an hour
+    from nothing; needs root). The image stays in the cache while this process runs."""
     guest = ARCHES[arch]
     with _cache_lock(guest):
-        base = _build_layer(guest, "base", base_key(guest), lambda out: _run_logged(
-            [HERE / "build-base.sh", guest.name, out], out / "build.log"), say)
-
-        # The stage's wheel is built by this interpreter's pip (image/build-wheel.sh).
-        image = _build_layer(guest, "image", image_key(guest), lambda out: _run_logged(
-            ["env", f"PYTHON={sys.executable}", HERE / "build-image.sh", base / "rootfs", out],
-            out / "build.log"), say)
-        _hold(image)
-    return VmImage(image, guest)
+        return _image_layer(guest, _stage_layer(guest, say), say)
 
 
-def cached_image(arch: str) -> VmImage | None:
-    """The current image for ``arch`` if the cache has it, without building anything."""
+def cached_image(arch: str, say: Callable[[str], None] = print) -> VmImage | None:
+    """The current image for ``arch`` if the cache has it or its stage layer (then only this
+    checkout's wheel goes in, which is quick), without building the base or the stage."""
     guest = ARCHES[arch]
     with _cache_lock(guest):
         image = CACHE / f"{guest.name}-image-{image_key(guest)}"
-        if not image.is_dir():
-            return None
-        _hold(image)
-    return VmImage(image, guest)
+        stage = CACHE / f"{guest.name}-stage-{stage_key(guest)}"
+        if image.is_dir() or stage.is_dir():
+            return _image_layer(guest, stage, say)
+    return None
 
 
 def persistent_disk(image: VmImage, path: Path) -> Path:

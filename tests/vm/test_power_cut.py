@@ -39,6 +39,7 @@ def test_a_halt_for_power_runs_killpower_and_the_kit_comes_back(tmp_path: Path) 
     halted = boot(image, SCRIPT.format(mode="halt"), files=FILES, disk=disk,
                   workdir=tmp_path / "halt")
     print(halted.output)
+    assert not halted.timed_out, f"the halt for power did not end within {halted.seconds:.0f} s"
     assert "PASS agent on battery" in halted.output, halted.output or halted.console[-3000:]
     assert "FAIL" not in halted.output, halted.output
     assert halted.returncode is None, "the script finished: the agent did not power off"
@@ -49,6 +50,7 @@ def test_a_halt_for_power_runs_killpower_and_the_kit_comes_back(tmp_path: Path) 
     booted = boot(image, SCRIPT.format(mode="boot"), files=[*FILES, order], disk=disk,
                   workdir=tmp_path / "boot")
     print(booted.output)
+    assert not booted.timed_out, f"the boot after the cut did not end within {booted.seconds:.0f} s"
     assert booted.returncode == 0, (booted.output or "") + booted.console[-3000:]
     assert "FAIL" not in booted.output
     assert "the kit came back after the power cut" in booted.output
