@@ -24,7 +24,7 @@ from agent.core.manifest import Manifest
 from agent.hq.allocations import Allocations
 from agent.hq.group import AdoptedSession, Group
 from agent.hq.heard import Heard
-from agent.hq.intake import SETTLE_S, Delivery, Inbound, Intake
+from agent.hq.intake import Delivery, Inbound, Intake
 from agent.hq.ledger import HOLD_S, Ledger
 from agent.hq.metrics import Metrics
 from agent.uplink.mqtt import Will, new_client
@@ -188,6 +188,8 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         client.publish(statuses + client_id, "online", qos=1, retain=True)
 
     client.on_connect = connected
+    # The acks' PUBACKs wake the intake, which acknowledges a batch once its acks are there.
+    client.on_publish = lambda c, u, mid, reason_code, properties: intake.published(mid)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -201,8 +203,7 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     try:
         tick = time.monotonic() + TICK_S
         while not stop.is_set():
-            wait = SETTLE_S if intake.unsettled else max(tick - time.monotonic(), 0.0)
-            batch = intake.take(wait)
+            batch = intake.take(max(tick - time.monotonic(), 0.0))
             if batch:
                 intake.handle(batch, stop)
             intake.settle()
