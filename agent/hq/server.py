@@ -38,7 +38,8 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps an HQ session (and the orders for it) while nobody connects it."""
 RECEIVE_MAXIMUM = 1000
 """Messages the broker may send a session before the first is acknowledged: what one batch can
-take (the broker's own limit may be lower: Mosquitto's ``max_inflight_messages``)."""
+take (Mosquitto takes it as its window for the session; its ``max_inflight_messages`` is the
+window of a client that announces none)."""
 TICK_S = 0.5
 STOP_SETTLE_S = 3.0
 """At a stop, how long the answers sent may take to reach the broker before HQ disconnects."""
