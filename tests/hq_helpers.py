@@ -9,7 +9,7 @@ import contextlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +77,49 @@ def fleet(prefix: str, kits: int, sales: int, sku: Callable[[int, int], tuple[st
             prev = link
         out.append((kit_id, payloads))
     return out
+
+
+@contextlib.contextmanager
+def holding(url: str, sql: str, *args: Any) -> Iterator[None]:
+    """A transaction of the test's own on the PostgreSQL database at ``url`` that runs ``sql``
+    (``?`` placeholders; a ``SELECT ... FOR UPDATE`` or an advisory lock) and holds what it
+    locks until the block ends."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:  # not autocommit: the statement begins a transaction
+        conn.execute(sql.replace("?", "%s"), args)
+        yield
+        conn.rollback()
+
+
+def waiting_for_locks(url: str, query_start: str) -> list[int]:
+    """The backends' pids of the connections to the PostgreSQL database at ``url`` that wait
+    for a lock in a query starting with ``query_start``."""
+    import psycopg
+
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        return [pid for (pid,) in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+            "AND query LIKE %s ORDER BY pid", (url.rsplit("/", 1)[1], query_start + "%"))]
+
+
+def cut_off_when_blocked(url: str, query_start: str, timeout: float = 15,
+                         spare: Iterable[int] = ()) -> int:
+    """Wait for a connection to wait for a lock in a query that starts with ``query_start``
+    (:func:`waiting_for_locks`), then end it from the server's side, as a PostgreSQL restart
+    does (the client's statement fails with an OperationalError); its backend's pid. A pid in
+    ``spare`` (one cut off already, still listed for a moment) is left alone."""
+    import psycopg
+
+    from agent.ops.harness import wait_for
+
+    def cut() -> int | None:
+        pids = [pid for pid in waiting_for_locks(url, query_start) if pid not in spare]
+        if not pids:
+            return None
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+        return pids[0]
+
+    spare = set(spare)
+    return wait_for(cut, timeout, f"a query {query_start!r} waiting for a lock")

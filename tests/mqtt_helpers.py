@@ -3,6 +3,7 @@ listener that collects what the broker carries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import subprocess
@@ -105,19 +106,33 @@ def tls_broker(workdir: Path, certs: Path, *settings: str) -> Broker:
 class SlowReturnProxy:
     """A TCP proxy on a free loopback port to ``broker`` that passes what the client sends at
     once and what the broker sends back ``delay_s`` late: so the broker's PUBACKs reach the
-    client late, and a client that waits for them (or paho's in-flight window does) waits."""
+    client late, and a client that waits for them (or paho's in-flight window does) waits.
 
-    def __init__(self, broker: Broker, delay_s: float) -> None:
+    With ``pubacks_only`` the broker's side is split into MQTT packets and only its PUBACKs are
+    late (a broker slow to take a client's messages, quick to send it others). :meth:`cut`
+    drops the connections it carries, as a lost link does; the client connects again."""
+
+    def __init__(self, broker: Broker, delay_s: float, pubacks_only: bool = False) -> None:
         import socket
 
-        self.broker, self.delay_s = broker, delay_s
+        self.broker, self.delay_s, self.pubacks_only = broker, delay_s, pubacks_only
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self._carried: list[Any] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        """Close every connection carried now (both ends)."""
+        import socket
+
+        for sock in self._carried:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._carried.clear()
 
     def _accept(self) -> None:
         import socket
@@ -128,18 +143,33 @@ class SlowReturnProxy:
             except OSError:
                 return  # closed
             upstream = socket.create_connection(("127.0.0.1", self.broker.port))
+            self._carried += [client, upstream]
             late: queue.Queue[tuple[float, bytes]] = queue.Queue()
-            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, late), daemon=True).start()
-            threading.Thread(target=self._send_late, args=(late, client), daemon=True).start()
+            sending = threading.Lock()  # the late packets and the others, never interleaved
+            threading.Thread(target=self._pipe, args=(client, upstream, None, sending),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, late, sending),
+                             daemon=True).start()
+            threading.Thread(target=self._send_late, args=(late, client, sending),
+                             daemon=True).start()
 
-    def _pipe(self, source: Any, sink: Any, late: queue.Queue | None) -> None:
+    def _pipe(self, source: Any, sink: Any, late: queue.Queue | None,
+              sending: threading.Lock) -> None:
+        pending = b""
         try:
             while data := source.recv(65536):
                 if late is None:
                     sink.sendall(data)
-                else:
+                elif not self.pubacks_only:
                     late.put((time.monotonic() + self.delay_s, data))
+                else:
+                    packets, pending = mqtt_packets(pending + data)
+                    for packet in packets:
+                        if packet[0] >> 4 == PUBACK:
+                            late.put((time.monotonic() + self.delay_s, packet))
+                        else:
+                            with sending:
+                                sink.sendall(packet)
         except OSError:
             pass
         finally:
@@ -149,7 +179,7 @@ class SlowReturnProxy:
                 sock.close()
 
     @staticmethod
-    def _send_late(late: queue.Queue, sink: Any) -> None:
+    def _send_late(late: queue.Queue, sink: Any, sending: threading.Lock) -> None:
         while True:
             due, data = late.get()
             if not data:
@@ -158,9 +188,38 @@ class SlowReturnProxy:
             if wait > 0:
                 time.sleep(wait)  # the delay this proxy is for
             try:
-                sink.sendall(data)
+                with sending:
+                    sink.sendall(data)
             except OSError:
                 return
 
     def close(self) -> None:
         self.listener.close()
+
+
+PUBACK = 4  # the MQTT packet type in the first byte's high nibble
+
+
+def mqtt_packets(data: bytes) -> tuple[list[bytes], bytes]:
+    """The whole MQTT packets at the start of ``data``, and what is left of the next one.
+
+        >>> mqtt_packets(bytes([0x40, 2, 0, 1, 0x30, 5, 0]))
+        ([b'@\\x02\\x00\\x01'], b'0\\x05\\x00')
+    """
+    packets = []
+    while len(data) >= 2:
+        length, shift, at = 0, 0, 1
+        while at < len(data) and at <= 4:
+            byte = data[at]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            at += 1
+            if not byte & 0x80:
+                break
+        else:
+            break  # the length is not all here yet
+        if len(data) < at + length:
+            break
+        packets.append(data[:at + length])
+        data = data[at + length:]
+    return packets, data

@@ -7,6 +7,8 @@ published again as it was, and the preflight's verdict; the kit's side
 from __future__ import annotations
 
 import json
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +20,10 @@ from agent.hq.allocations import Allocations, Refused
 from agent.hq.heard import Heard
 from agent.hq.ledger import Ledger
 from agent.hq.preflight import preflight
-from agent.ops.harness import write_manifest
+from agent.ops.harness import query_ledger, write_manifest
+from agent.uplink.session import MAX_PACKET_BYTES
 from tests.core.sales_helpers import open_db, sell
-from tests.hq_helpers import fleet
+from tests.hq_helpers import cut_off_when_blocked, fleet, holding, postgres_database
 
 KIT_A, KIT_B = "kit-00000", "kit-00001"
 
@@ -159,6 +162,66 @@ def test_preflight_says_ready_only_when_every_kit_is_heard_applied_and_within_it
     assert result.text().splitlines()[-1] == "verdict: NOT READY (3 problem(s))"
 
 
+def test_a_move_whose_manifest_a_kit_could_not_take_is_refused(ledger: Ledger,
+                                                                 tmp_path: Path) -> None:
+    """A kit's manifest from HQ must fit in the largest packet the kit takes (the broker would
+    drop it for the kit, and the move would wait for an answer for ever): the move that would
+    make it bigger is refused, saying so, and nothing is published for it."""
+    names = [(f"LONG-{n:03}", f"Limited print no. {n}: " + "a long title " * 13, 500, 1)
+             for n in range(120)]
+    ledger.load_stock(read_manifest(write_manifest(tmp_path / "wide.toml", names)))
+    allocations = Allocations(ledger.db)
+    given = 0
+    for sku, *_ in names:
+        move = allocations.request("", KIT_A, sku, 1)
+        published = allocations.step()
+        if allocations.move(move)["state"] == "refused":
+            break
+        [(kit, payload)] = published
+        assert len(payload) + len(f"dropkit/{kit}/manifest") < MAX_PACKET_BYTES
+        answer(allocations, kit, payload)
+        assert allocations.step() == [] and allocations.move(move)["state"] == "done"
+        given += 1
+    else:
+        raise AssertionError("every move went through")
+    assert published == [] and 50 < given < 120
+    assert re.fullmatch(rf"kit {KIT_A}'s manifest would be 1\d{{4}} bytes with {given + 1} "
+                        rf"items: a kit takes a message of {MAX_PACKET_BYTES} bytes at most",
+                        allocations.move(move)["reason"]), allocations.move(move)["reason"]
+    assert len(allocations.published()[0][1]) < MAX_PACKET_BYTES
+
+
+def test_what_hq_heard_stays_to_be_written_when_the_ledger_fails(tmp_path: Path) -> None:
+    """The ledger's connection drops while HQ writes what it heard of the kits: it is written
+    at the next flush (a kit's ``offline`` is said once, and retained, so it would be lost)."""
+    with postgres_database() as url:
+        ledger = Ledger(url)
+        try:
+            heard = Heard("dropkit")
+            heard.take(f"dropkit/{KIT_A}/status", b"online", 10.0)
+            heard.flush(ledger.db)
+            heard.take(f"dropkit/{KIT_A}/status", b"offline", 20.0)
+            failed: list[BaseException] = []
+
+            def flush() -> None:
+                try:
+                    heard.flush(ledger.db)
+                except ledger.db.transient as exc:
+                    failed.append(exc)
+
+            with holding(url, "SELECT * FROM kits WHERE kit_id = ? FOR UPDATE", KIT_A):
+                flusher = threading.Thread(target=flush)
+                flusher.start()
+                cut_off_when_blocked(url, "INSERT INTO kits")
+                flusher.join(10)
+            assert len(failed) == 1, "the flush failed"
+            heard.flush(ledger.db)
+            assert query_ledger(url, "SELECT status, status_at FROM kits") == [("offline", 20.0)]
+            assert heard.changed() == []
+        finally:
+            ledger.close()
+
+
 def test_the_kit_takes_an_allocation_by_the_rule_of_a_staff_load(tmp_path: Path) -> None:
     db = open_db(tmp_path / "kit.db")
     for n in range(3):
@@ -174,7 +237,8 @@ def test_the_kit_takes_an_allocation_by_the_rule_of_a_staff_load(tmp_path: Path)
     assert (below["result"], below["changed"]) == ("refused", False)
     assert below["conflict"] == {"ZINE-07": {"taken": 3, "qty": 2}} and below["version"] == "hq-1"
     # Sent again (the broker does at every connection): answered as before, not applied.
-    assert take_allocation(db, *parse_allocation(allocation(2, 9)), "t") == below
+    assert take_allocation(db, *parse_allocation(allocation(2, 9)), "t") == {**below,
+                                                                           "again": True}
     assert take_allocation(db, *parse_allocation(allocation(1, 9)), "t")["seq"] == 2
     items = dict(db.execute("SELECT sku, allocated FROM items WHERE active = 1").fetchall())
     assert items == {"ZINE-07": 5}  # the pins were left out of HQ's manifest: not on sale

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.hq.intake import Delivery
+from agent.hq.server import RECEIVE_MAXIMUM
 from agent.ops.harness import Broker, Hq, wait_for
 from tests.hq_helpers import fleet
 from tests.mqtt_helpers import SlowReturnProxy
@@ -44,6 +45,35 @@ def test_a_batch_is_acknowledged_to_the_broker_only_once_its_answers_are_there(
     assert all(results == {"accepted"} for results in sellers.answers.values())
     assert hq.query("SELECT count(*), count(DISTINCT order_id) FROM sales") == \
         [(KITS * SALES, KITS * SALES)]
+    sellers.client.loop_stop()
+    assert hq.stop() == 0
+    proxy.close()
+    broker.stop()
+
+
+def test_a_broker_that_takes_answers_late_still_gets_every_message_acknowledged(
+        tmp_path: Path) -> None:
+    """The broker holds back its PUBACKs to HQ for 11 s (only those: it takes HQ's answers
+    late) while HQ holds a whole window of sales (its Receive Maximum, 1000). HQ once waited 10
+    s for a batch's answers, then left its messages unacknowledged "for the broker to send
+    again"; but a broker sends a message again only at the session's next connection, so on
+    this one the 1000 kept their places in the window for good, and HQ was sent nothing more
+    (the next sales never came). Every message must be acknowledged once its answers are
+    there, however late."""
+    broker = Broker(tmp_path / "broker").start()
+    proxy = SlowReturnProxy(broker, delay_s=0.0, pubacks_only=True)
+    hq = Hq(proxy, tmp_path / "hq.db").start()  # type: ignore[arg-type]
+    sellers = Fleet(broker)
+    kits = fleet("kit", RECEIVE_MAXIMUM // 20, 21, lambda k, s: ("SKU", 100))
+    proxy.delay_s = 11.0
+    sellers.publish(kits, range(1, 21))
+    wait_for(lambda: sellers.answered() > 0, 20, "the first answers")
+    proxy.delay_s = 0.0  # those held stay held: the proxy keeps their order
+    wait_for(lambda: sellers.answered() == RECEIVE_MAXIMUM, 30, "the window answered")
+    sellers.publish(kits, range(21, 22))
+    wait_for(lambda: sellers.answered() == RECEIVE_MAXIMUM + len(kits), 15,
+             "the sales after the window answered")
+    assert hq.query("SELECT count(*) FROM sales") == [(RECEIVE_MAXIMUM + len(kits),)]
     sellers.client.loop_stop()
     assert hq.stop() == 0
     proxy.close()

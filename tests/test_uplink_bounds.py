@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.uplink.session import MAX_ACK_BYTES, MAX_PACKET_BYTES
+from agent.uplink.fromhq import MAX_ACK_BYTES
+from agent.uplink.session import MAX_PACKET_BYTES
 from tests.conftest import new_order_id, write_manifest
 from tests.mqtt_helpers import Broker, Listener, kit_config, wait_for
 

@@ -155,10 +155,12 @@ class WebCalls:
         """HQ's allocation (the uplink's call), by the rule of a staff load; the answer for HQ
         (:func:`agent.core.allocation.take_allocation`)."""
         answer = await self.sales.take_allocation(seq, manifest)
+        # The broker sends the retained allocation again at every connection: said once.
+        again = answer.pop("again")
         if answer.pop("changed"):
             log.info("manifest %s from HQ's allocation #%d", manifest.version, seq)
             await self._manifest_changed()
-        elif answer["result"] == "refused":
+        elif answer["result"] == "refused" and not again:
             log.warning("HQ's allocation #%d refused: below what is sold or held: %s", seq,
                         ", ".join(f"{sku} ({n['taken']}, allocated {n['qty']})"
                                   for sku, n in sorted(answer["conflict"].items())))

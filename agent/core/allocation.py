@@ -29,13 +29,12 @@ from agent.core.manifest import (
 
 KEY = "hq_allocation"
 """``meta`` key: the answer to the last allocation taken (with its ``seq``)."""
-MAX_BYTES = 16384  # what the kit's MQTT session takes at most
 
 
 def parse_allocation(payload: bytes) -> tuple[int, Manifest]:
-    """``(seq, manifest)`` of HQ's message; ManifestError naming what is wrong."""
-    if len(payload) > MAX_BYTES:
-        raise ManifestError(f"an allocation of {len(payload)} bytes (at most {MAX_BYTES})")
+    """``(seq, manifest)`` of HQ's message; ManifestError naming what is wrong. (Its size is
+    bounded before: the kit's session reads no packet over 16 KiB, and HQ publishes no
+    manifest that would not fit.)"""
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError):
@@ -53,10 +52,11 @@ def take_allocation(db: sqlite3.Connection, seq: int, manifest: Manifest,
     """Take HQ's allocation number ``seq`` inside the caller's transaction; the answer for HQ:
     ``{"seq", "result": "applied" | "refused", "version", "hash", "conflict"}`` (``version`` and
     ``hash``: the manifest the kit sells now; ``conflict``: ``{sku: {"taken", "qty"}}`` when
-    refused) and ``changed`` (not sent: whether the kit's manifest changed)."""
+    refused), and, not sent, ``changed`` (whether the kit's manifest changed) and ``again``
+    (true for an allocation taken before: the answer is the one given then)."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (KEY,)).fetchone()
     if row is not None and json.loads(row[0])["seq"] >= seq:
-        return {**json.loads(row[0]), "changed": False}
+        return {**json.loads(row[0]), "changed": False, "again": True}
     try:
         changed = apply_manifest(db, manifest, "hq", now)
         result, conflict = "applied", None
@@ -69,4 +69,4 @@ def take_allocation(db: sqlite3.Connection, seq: int, manifest: Manifest,
               "hash": loaded["content_hash"] if loaded else None}
     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (KEY, json.dumps(answer)))
-    return {**answer, "changed": changed}
+    return {**answer, "changed": changed, "again": False}

@@ -7,7 +7,8 @@
   refunded through the refund endpoint).
 - A relayed sale with no ack after ``resend_after`` seconds is sent again (a broker that lost it
   after its PUBACK must not lose the sale); HQ drops repeats by order id. And every unanswered
-  sale is sent again at once when HQ announces itself online (:func:`resend_unanswered`).
+  sale is sent again at once when HQ comes online (:func:`resend_unanswered`; when, the
+  uplink decides: :mod:`agent.uplink.fromhq`).
 
 Every age here is in kit seconds (:mod:`agent.core.clock`), which a wall clock set back or
 forward does not move.
@@ -137,7 +138,7 @@ def sweep(db: sqlite3.Connection, kit_id: str, at: Moment, *, mismatch_after: fl
 
 
 def resend_unanswered(db: sqlite3.Connection, at: Moment) -> int:
-    """HQ said it is online (it came back, or this connection found it there): every relayed
+    """HQ came online (it came back, or this connection found it there): every relayed
     sale it has not answered is sent again now, not ``resend_after`` later. A broker that
     restarted without its persistence, or that had HQ's session expire, passed those sales to
     nobody; a copy HQ already has is answered again. Returns how many go again."""

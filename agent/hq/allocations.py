@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.core.clock import now_iso
 from agent.hq.sql import Database, Row, Tx
+from agent.uplink.session import MAX_PACKET_BYTES
 
 log = logging.getLogger("dropkit.hq")
 
@@ -33,6 +34,9 @@ CENTRAL = ""
 that no kit is given."""
 OPEN = ("pending", "releasing", "adding")
 MAX_ANSWER_BYTES = 4096
+PUBLISH_HEADER_BYTES = 16
+"""What an MQTT PUBLISH of a manifest takes beside its topic and payload, at most: its fixed
+header, the topic's length, the packet id and MQTT 5's properties' length."""
 
 
 class Refused(ValueError):
@@ -46,8 +50,8 @@ def _where(kit: str) -> str:
 class Allocations:
     """The allocations in the ledger's database."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, db: Database, topic_prefix: str = "dropkit") -> None:
+        self.db, self.topic_prefix = db, topic_prefix
 
     # -- asking for a move (the command) ------------------------------------------------------
 
@@ -152,7 +156,18 @@ class Allocations:
 
     def _offer(self, tx: Tx, move: Row, state: str, kit: str, sku: str, delta: int,
                out: list[tuple[str, str]]) -> bool:
-        payload = self._publish(tx, kit, {sku: delta})
+        payload = self._manifest(tx, kit, {sku: delta})
+        topic = f"{self.topic_prefix}/{kit}/manifest"
+        if len(topic) + len(payload) + PUBLISH_HEADER_BYTES > MAX_PACKET_BYTES:
+            # The broker would not send it to the kit (nor would the kit read it): the move
+            # would wait for an answer for ever.
+            items = len(manifest_of(payload)["items"])
+            back = " (its units went back to central stock)" if \
+                state == "adding" and move["from_kit"] != CENTRAL else ""
+            return self._end(tx, move, "refused", (
+                f"kit {kit}'s manifest would be {len(payload)} bytes with {items} items: a kit "
+                f"takes a message of {MAX_PACKET_BYTES} bytes at most{back}"))
+        self._sent(tx, kit, payload)
         seq = json.loads(payload)["seq"]
         tx.execute("UPDATE moves SET state = ?, seq = ? WHERE id = ?", (state, seq, move["id"]))
         out.append((kit, payload))
@@ -175,9 +190,16 @@ class Allocations:
         tx.execute("INSERT INTO allocations VALUES (?, ?, ?) ON CONFLICT (kit_id, sku) "
                    "DO UPDATE SET qty = allocations.qty + excluded.qty", (kit, sku, delta))
 
-    @staticmethod
-    def _publish(tx: Tx, kit: str, change: dict[str, int]) -> str:
+    @classmethod
+    def _publish(cls, tx: Tx, kit: str, change: dict[str, int]) -> str:
         """The kit's next manifest (its allocations, ``change`` added), recorded as sent."""
+        payload = cls._manifest(tx, kit, change)
+        cls._sent(tx, kit, payload)
+        return payload
+
+    @staticmethod
+    def _manifest(tx: Tx, kit: str, change: dict[str, int]) -> str:
+        """The kit's next manifest: its allocations, ``change`` added, numbered after the last."""
         qty = Counter({r["sku"]: r["qty"] for r in tx.all(
             "SELECT sku, qty FROM allocations WHERE kit_id = ?", (kit,))})
         qty.update(change)
@@ -187,13 +209,16 @@ class Allocations:
                  if r["sku"] in qty]
         last = tx.one("SELECT seq FROM kit_manifests WHERE kit_id = ?", (kit,))
         seq = (last["seq"] if last else 0) + 1
-        payload = json.dumps({"seq": seq, "manifest": {"version": f"hq-{seq}", "items": items}},
-                             separators=(",", ":"))
+        return json.dumps({"seq": seq, "manifest": {"version": f"hq-{seq}", "items": items}},
+                          separators=(",", ":"))
+
+    @staticmethod
+    def _sent(tx: Tx, kit: str, payload: str) -> None:
+        seq = json.loads(payload)["seq"]
         tx.execute("INSERT INTO kit_manifests (kit_id, seq, payload, state, sent_at) VALUES "
                    "(?, ?, ?, 'sent', ?) ON CONFLICT (kit_id) DO UPDATE SET seq = excluded.seq, "
                    "payload = excluded.payload, state = 'sent', detail = '', "
                    "sent_at = excluded.sent_at, answered_at = ''", (kit, seq, payload, now_iso()))
-        return payload
 
     def published(self) -> list[tuple[str, str]]:
         """Every kit's latest manifest: published again at each connection (a broker that

@@ -55,14 +55,13 @@ class Heard:
             self._changed.add(kit_id)
 
     def changed(self) -> list[tuple[Any, ...]]:
-        """The kits heard since the last call, as ``kits`` rows."""
+        """The kits heard since they were last written, as ``kits`` rows."""
         with self._lock:
-            rows = [(kit, *self._kits[kit]) for kit in sorted(self._changed)]
-            self._changed.clear()
-        return rows
+            return [(kit, *self._kits[kit]) for kit in sorted(self._changed)]
 
     def flush(self, db: Database) -> None:
-        """Write what was heard since the last flush (nothing when nothing was)."""
+        """Write what was heard since the last flush (nothing when nothing was); a write that
+        fails leaves it all for the next flush."""
         rows = self.changed()
         if not rows:
             return
@@ -81,3 +80,6 @@ class Heard:
                 "ELSE kits.mode END, "
                 "heard_at = CASE WHEN excluded.heard_at > kits.heard_at THEN excluded.heard_at "
                 "ELSE kits.heard_at END", rows)
+        with self._lock:  # written: forgotten, unless a kit was heard again meanwhile
+            self._changed.difference_update(
+                row[0] for row in rows if (row[0], *self._kits[row[0]]) == row)

@@ -2,20 +2,24 @@
 ``orders`` message over, and one thread records what is waiting in one transaction, then
 publishes the acks, waits until the broker has them all, and only then acknowledges the
 messages to the broker (paho's manual ack), each on the connection it came by (:class:`Inbound`).
+The thread sleeps until a message comes or the broker takes one of HQ's (paho's
+``on_publish``, :meth:`Intake.published`), or until its caller's next tick.
 
 So a crash anywhere repeats work rather than losing it: a message the broker has not seen
-acknowledged comes again, and the ledger answers it again. Two ways it was not so: paho holds
-a publish back while its in-flight window (20) is full but sends an acknowledgement at once, so
-the broker could have a batch's acknowledgements and not most of its answers when HQ died; and
-an acknowledgement for a message from an earlier connection would have gone out on the next
-one, where a broker that forgot the session numbers other messages from 1 again.
+acknowledged comes again at the session's next connection, and the ledger answers it again.
+Three ways it was not so: paho holds a publish back while its in-flight window (20) is full but
+sends an acknowledgement at once, so the broker could have a batch's acknowledgements and not
+most of its answers when HQ died; an acknowledgement for a message from an earlier connection
+would have gone out on the next one, where a broker that forgot the session numbers other
+messages from 1 again; and a batch whose answers took the broker over 10 s was left
+unacknowledged on a live connection, where the broker never sends it again, so its messages
+kept their places in the broker's window (HQ's Receive Maximum) until HQ was sent nothing more.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -36,12 +40,6 @@ log = logging.getLogger("dropkit.hq")
 
 MAX_BATCH = 500
 """Messages in one transaction at most (the broker's window to HQ bounds what waits anyway)."""
-HANDOVER_S = 10.0
-"""How long a batch's answers may take to reach the broker; after that its messages are left
-unacknowledged (the broker sends them again, or the kits do)."""
-SETTLE_S = 0.005
-"""How often the intake looks for a batch's answers to have reached the broker while one waits
-(a PUBACK on loopback takes well under a millisecond)."""
 
 
 class Inbound:
@@ -89,17 +87,20 @@ class Answered:
     """A recorded batch whose answers are on their way to the broker: its messages are
     acknowledged once the broker has every answer (meanwhile the next batch is recorded)."""
 
-    answers: list[mqtt.MQTTMessageInfo]
+    waiting: set[int]  # the answers' mids the broker has not taken yet
     batch: list[Delivery]
-    deadline: float
 
     def state(self) -> str:
-        """``taken`` (the broker has every answer), ``waiting``, or ``lost`` (one was published
-        while the broker was away, or the deadline passed): then its messages are left for the
-        broker (or the kits) to send again."""
-        if any(info.rc != 0 for info in self.answers) or time.monotonic() > self.deadline:
-            return "lost"
-        return "taken" if all(info.is_published() for info in self.answers) else "waiting"
+        """``taken`` (the broker has every answer), ``waiting``, or ``gone`` (every connection
+        its messages came by has ended: the broker sends them again at the session's next,
+        and they are answered again). No deadline: however late the answers, a live
+        connection's messages are acknowledged, for the broker never sends them again on it
+        (paho sends an answer published while it was disconnected once it is connected)."""
+        if not self.waiting:
+            return "taken"
+        if all(d.connection != d.inbound.connection for d in self.batch):
+            return "gone"
+        return "waiting"
 
 
 def kit_of(topic: str) -> str:
@@ -115,28 +116,33 @@ class Intake:
                  metrics: Metrics, max_batch: int = MAX_BATCH) -> None:
         self.ledger, self.send_ack, self.metrics = ledger, send_ack, metrics
         self.max_batch = max_batch
-        self.waiting: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self.unsettled: deque[Answered] = deque()
         self.ledger_s = 0.0  # seconds spent in the ledger's transactions (the stop's log line)
+        self._waiting: deque[Delivery] = deque()
+        self._acked: set[int] = set()  # mids the broker took since the last settle
+        self._wake = threading.Condition()  # a message came, or the broker took one
 
     def deliver(self, inbound: Inbound, msg: mqtt.MQTTMessage) -> None:
         """paho's on_message (on the session's network thread, which counts its
         connections)."""
-        self.waiting.put(Delivery(inbound, inbound.connection, msg.mid, msg.qos, msg.topic,
-                                  msg.payload))
+        with self._wake:
+            self._waiting.append(Delivery(inbound, inbound.connection, msg.mid, msg.qos,
+                                          msg.topic, msg.payload))
+            self._wake.notify()
+
+    def published(self, mid: int) -> None:
+        """paho's on_publish for the client that sends the acks: the broker took ``mid``."""
+        with self._wake:
+            self._acked.add(mid)
+            self._wake.notify()
 
     def take(self, timeout: float) -> list[Delivery]:
-        """What is waiting, up to ``max_batch``; waits up to ``timeout`` for the first."""
-        try:
-            batch = [self.waiting.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self.waiting.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        """What is waiting, up to ``max_batch``; waits up to ``timeout`` for a message, or for
+        the broker to take one of HQ's (then maybe nothing: :meth:`settle` is next)."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._waiting or self._acked, timeout)
+            return [self._waiting.popleft()
+                    for _ in range(min(len(self._waiting), self.max_batch))]
 
     def handle(self, batch: list[Delivery], stop: threading.Event) -> None:
         """Record the batch and send its acks; :meth:`settle` acknowledges it to the broker once
@@ -156,20 +162,23 @@ class Intake:
         if acks is None:
             return
         self.metrics.recorded(links, acks)
-        answers = [self.send_ack(kit_id, ack) for kit_id, ack in acks]
-        self.unsettled.append(Answered(answers, batch, time.monotonic() + HANDOVER_S))
+        # Known taken by their mids (paho's on_publish comes just before its MQTTMessageInfo
+        # says published, and an answer published while disconnected is never said to be).
+        answers = {self.send_ack(kit_id, ack).mid for kit_id, ack in acks}
+        self.unsettled.append(Answered(answers, batch))
         self.settle()
 
     def settle(self) -> None:
         """Acknowledge to the broker, in order, the batches whose answers it has."""
+        with self._wake:
+            acked, self._acked = self._acked, set()
+        for answered in self.unsettled:
+            answered.waiting -= acked
         while self.unsettled and (state := self.unsettled[0].state()) != "waiting":
             answered = self.unsettled.popleft()
-            if state == "lost":
-                # Recorded, answers on their way: the broker sends the messages again (or the
-                # kits do), and they are answered again.
-                log.warning("the broker did not take %d answer(s) in time; their %d "
-                            "message(s) are left for it to send again", len(answered.answers),
-                            len(answered.batch))
+            if state == "gone":
+                log.info("%d message(s) came by a connection that ended before the broker "
+                         "had their answers: it sends them again", len(answered.batch))
                 continue
             for delivery in answered.batch:
                 delivery.inbound.ack(delivery.connection, delivery.mid, delivery.qos)
@@ -178,8 +187,9 @@ class Intake:
         """At a stop: settle what can be within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         self.settle()
-        while self.unsettled and time.monotonic() < deadline:
-            time.sleep(SETTLE_S)
+        while self.unsettled and (left := deadline - time.monotonic()) > 0:
+            with self._wake:
+                self._wake.wait_for(lambda: self._acked, left)
             self.settle()
 
     def release_overdue(self) -> None:

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import signal
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from agent.core.manifest import Manifest
 from agent.hq.allocations import Allocations
 from agent.hq.group import AdoptedSession, Group
 from agent.hq.heard import Heard
-from agent.hq.intake import SETTLE_S, Inbound, Intake
+from agent.hq.intake import Delivery, Inbound, Intake
 from agent.hq.ledger import HOLD_S, Ledger
 from agent.hq.metrics import Metrics
 from agent.uplink.mqtt import Will, new_client
@@ -38,7 +38,8 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps an HQ session (and the orders for it) while nobody connects it."""
 RECEIVE_MAXIMUM = 1000
 """Messages the broker may send a session before the first is acknowledged: what one batch can
-take (the broker's own limit may be lower: Mosquitto's ``max_inflight_messages``)."""
+take (Mosquitto takes it as its window for the session; its ``max_inflight_messages`` is the
+window of a client that announces none)."""
 TICK_S = 0.5
 STOP_SETTLE_S = 3.0
 """At a stop, how long the answers sent may take to reach the broker before HQ disconnects."""
@@ -80,22 +81,32 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         return client.publish(f"{topic_prefix}/{kit_id}/acks", json.dumps(ack), qos=1)
 
     intake = Intake(ledger, send_ack, metrics)
-    allocations, heard = Allocations(ledger.db), Heard(topic_prefix)
-    answers: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    allocations, heard = Allocations(ledger.db, topic_prefix), Heard(topic_prefix)
+    # The kits' answers to their manifests, acknowledged to the broker once recorded: an answer
+    # acknowledged before would be lost to an HQ killed (or a ledger failing) before its record,
+    # and the kit does not send it again.
+    answers: deque[Delivery] = deque()
     republish = threading.Event()
 
     def allocate() -> None:
         """The kits' answers recorded, the moves moved on, their manifests published."""
+        again = republish.is_set()
+        republish.clear()  # a connection made from now on asks again
         try:
-            while not answers.empty():
-                allocations.answered(*answers.get_nowait())
+            while answers:
+                answer = answers[0]
+                allocations.answered(answer.topic.split("/")[-3], answer.payload)
+                answer.inbound.ack(answer.connection, answer.mid, answer.qos)
+                answers.popleft()
             heard.flush(ledger.db)
-            publish = allocations.published() if republish.is_set() else []
-            republish.clear()
+            publish = allocations.published() if again else []
             publish += allocations.step()
         except ledger.db.transient as exc:
+            if again:
+                republish.set()
             log.warning("the ledger is not reachable (%s); allocations wait", exc)
             return
+        # Handed to paho, a QoS 1 message goes: at once, or once it has connected again.
         for kit_id, payload in publish:
             client.publish(f"{topic_prefix}/{kit_id}/manifest", payload, qos=1, retain=True)
 
@@ -109,11 +120,12 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         inbound = Inbound(paho)
         paho.on_message = lambda c, u, msg: intake.deliver(inbound, msg)
 
-        # What is not an order (kits' answers to their manifests, statuses, telemetry) is
-        # taken as it comes and acknowledged at once, on any session that carries it.
+        # What is not an order comes on any session that carries it: the kits' answers to
+        # their manifests are acknowledged once recorded (allocate), statuses and telemetry
+        # at once.
         def answer(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-            answers.put((msg.topic.split("/")[-3], msg.payload))
-            c.ack(msg.mid, msg.qos)
+            answers.append(Delivery(inbound, inbound.connection, msg.mid, msg.qos, msg.topic,
+                                    msg.payload))
 
         def kit_said(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
             heard.take(msg.topic, msg.payload, time.time())
@@ -177,6 +189,8 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         client.publish(statuses + client_id, "online", qos=1, retain=True)
 
     client.on_connect = connected
+    # The acks' PUBACKs wake the intake, which acknowledges a batch once its acks are there.
+    client.on_publish = lambda c, u, mid, reason_code, properties: intake.published(mid)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -190,8 +204,7 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
     try:
         tick = time.monotonic() + TICK_S
         while not stop.is_set():
-            wait = SETTLE_S if intake.unsettled else max(tick - time.monotonic(), 0.0)
-            batch = intake.take(wait)
+            batch = intake.take(max(tick - time.monotonic(), 0.0))
             if batch:
                 intake.handle(batch, stop)
             intake.settle()

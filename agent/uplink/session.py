@@ -23,21 +23,18 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.config import MqttConfig
 from agent.core import outbox, reconcile
-from agent.core.allocation import parse_allocation
 from agent.core.clock import Moment
-from agent.core.manifest import ManifestError
 from agent.core.mode import Mode
 from agent.store import Store
 from agent.uplink.acktimes import AckTimes
 from agent.uplink.drain import OutboxDrain
+from agent.uplink.fromhq import FromHq
 from agent.uplink.mqtt import tls_failure
 from agent.uplink.paholoop import PahoOnLoop
 
 log = logging.getLogger(__name__)
 
 ACK_SAMPLES = 50
-MAX_ACK_BYTES = 4096
-"""An ack is a few hundred bytes; a bigger payload is dropped and counted before parsing."""
 MAX_PACKET_BYTES = 16384
 """The largest MQTT packet the kit takes: MQTT 5's Maximum Packet Size in its CONNECT (the
 broker drops bigger ones), and the kit's own check of what paho starts to read
@@ -74,7 +71,7 @@ class UplinkOutputs:
     allocation: Callable[[int, Any], Awaitable[dict[str, Any]]]
 
 
-class Uplink(PahoOnLoop):
+class Uplink(PahoOnLoop, FromHq):
     """One kit's MQTT session: its :meth:`parts` run supervised on the kit's loop;
     :meth:`goodbye` before the store closes."""
 
@@ -127,6 +124,7 @@ class Uplink(PahoOnLoop):
             relayed=outputs.relayed, refusal=self._refused,
             spawn=lambda job: outputs.spawn("uplink_drain", job))
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._hq_instances: set[str] = set()  # the HQ status topics heard online
         self._telemetry_seq = 0
         self._telemetry_wanted = asyncio.Event()  # a power change: send before the interval
         self.garbage = 0
@@ -280,6 +278,7 @@ class Uplink(PahoOnLoop):
         self.connected, self.state = True, "connected"
         self._connected_at = time.monotonic()
         self.connects += 1
+        self._hq_instances.clear()  # heard again on this connection (retained)
         log.info("uplink connected to %s:%d", self.host, self.port)
         # HQ's instances say online/offline under hq/ (retained; docs/mqtt.md).
         self.client.subscribe([(f"{self.prefix}/acks", 1), (f"{self.prefix}/manifest", 1),
@@ -305,67 +304,6 @@ class Uplink(PahoOnLoop):
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         # MQTT 5: a reason code of 0x80 or more is the broker's refusal to pass it on.
         self.drain.published(mid, str(reason_code) if reason_code.is_failure else "")
-
-    def _message(self, client, userdata, message) -> None:
-        topic, payload = message.topic, message.payload
-        if topic.startswith(f"{self.config.topic_prefix}/hq/"):
-            if payload == b"online":
-                self.out.spawn("reconcile", self._hq_online())
-            return
-        if topic == f"{self.prefix}/manifest" and payload:  # HQ's allocation (retained)
-            self.out.spawn("allocation", self._allocation(payload))
-            return
-        if topic != f"{self.prefix}/acks":
-            return
-        try:
-            if len(payload) > MAX_ACK_BYTES:
-                raise ValueError(f"{len(payload)} bytes, an ack has at most {MAX_ACK_BYTES}")
-            ack = reconcile.parse_ack(payload)
-        except ValueError as exc:
-            self.garbage += 1
-            log.warning("ignored garbage on %s (%s): %r", topic, exc, payload[:100])
-            return
-        self.out.spawn("reconcile", self._settle(ack))
-
-    async def _settle(self, ack: reconcile.Ack) -> None:
-        view = await self.store.write(
-            lambda db: reconcile.apply_ack(db, ack, self.kit_id, self.moment()))
-        if self._ack_times.answered(ack.order_id, time.monotonic()) is not None:
-            self._update_health()
-        if view is None:
-            return
-        log.info("order %s %s by HQ%s trace %s", ack.order_id, view["status"],
-                 f" ({ack.reason})" if ack.reason else "", ack.trace_id or "-")
-        self.out.publish("order", view)
-        if not ack.accepted:
-            self.out.publish("alert", {"type": "order_rejected", "order_id": ack.order_id,
-                                       "reason": ack.reason})
-            self.wake()
-        for future in self._waiters.pop(ack.order_id, []):
-            if not future.done():
-                future.set_result(view)
-
-    async def _hq_online(self) -> None:
-        """HQ is (back) online: what it has not answered goes to it again now, and its
-        answers are timed afresh (:meth:`AckTimes.restart`)."""
-        again = await self.store.write(lambda db: reconcile.resend_unanswered(db, self.moment()))
-        if again:
-            log.info("HQ is online: %d unanswered sale(s) sent again", again)
-        self._ack_times.restart(time.monotonic())
-        self._update_health()
-        self.wake()
-
-    async def _allocation(self, payload: bytes) -> None:
-        """HQ's allocation for this kit, taken by the rule of a staff load; the answer back."""
-        try:
-            seq, manifest = parse_allocation(payload)
-        except ManifestError as exc:
-            self.garbage += 1
-            log.warning("ignored an allocation from HQ (%s): %r", exc, payload[:100])
-            return
-        answer = await self.out.allocation(seq, manifest)
-        if self.connected:  # else answered when the broker sends it again at the next connect
-            self.client.publish(f"{self.prefix}/manifest/answer", json.dumps(answer), qos=1)
 
     async def _publish_telemetry(self) -> None:
         while True:
