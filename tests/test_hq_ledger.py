@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ from agent.core.orders import OrderRequest, place_order, refund_order
 from agent.core.receipts import GENESIS_HASH, canonical_json, chain_hash
 from agent.hq.allocations import CENTRAL, Allocations, Refused
 from agent.hq.ledger import Ledger
+from agent.hq.links import parse
 from agent.hq.schema import MIGRATIONS, VERSION_TABLE
-from agent.ops.harness import query_ledger
+from agent.ops.harness import query_ledger, wait_for
 from tests.core.sales_helpers import KIT, at, open_db, sell
-from tests.hq_helpers import kit_messages
+from tests.hq_helpers import kit_messages, postgres_database
 
 
 def central(qty: int) -> Any:
@@ -253,3 +255,35 @@ def test_a_ledger_at_version_3_takes_allocations_after_its_migration(
     assert len(MIGRATIONS) == 4
     assert query_ledger(hq_ledger, "SELECT sku, qty, sold, name FROM stock") == \
         [("ZINE-07", 10, 2, "")]
+
+
+@pytest.mark.parametrize(("qty", "results"), [
+    (100, ["accepted"] * 5),  # the stock moved, no decision changes: the batch stands
+    (5, ["accepted"] * 2 + ["rejected"] * 3)])  # it does: the batch is decided again
+def test_a_batch_decides_by_central_stock_as_it_is_when_the_batch_commits(
+        tmp_path: Path, qty: int, results: list[str]) -> None:
+    """Another instance sells 3 units while a batch of 5 sales decides against stock it read
+    without a lock: at the end the batch locks the stock rows, finds they moved, and decides
+    again if any sale would be decided otherwise (never more sold than central stock holds)."""
+    import psycopg
+
+    with postgres_database() as url:
+        ledger = Ledger(url)
+        ledger.load_stock(central(qty))
+        messages = kit_messages(kit_store(tmp_path, 5))
+        with psycopg.connect(url) as other, psycopg.connect(url, autocommit=True) as watch:
+            other.execute("UPDATE stock SET sold = sold + 3")  # not committed yet
+            acks: list[Any] = []
+            batch = threading.Thread(target=lambda: acks.extend(ledger.record_many(
+                [parse(KIT, message) for message in messages])))
+            batch.start()
+            wait_for(lambda: watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'").fetchone()[0] == 1, 30,
+                "the batch waits for the stock rows at its end")
+            other.commit()
+            batch.join(30)
+        assert [ack["result"] for _, ack in acks] == results
+        assert query_ledger(url, "SELECT qty, sold FROM stock") == [
+            (qty, 3 + results.count("accepted"))]
+        ledger.close()

@@ -1,17 +1,23 @@
 """One ledger transaction's view of the ledger (:class:`Batch`): what a batch of messages needs
 is read in a few queries (its kits' chains, locked; the links, held messages and sales they
-touch; central stock, locked), changed in memory by the rules in :mod:`agent.hq.ledger`, and
-written back in a few ``executemany`` at the end. So a batch of hundreds of messages costs a
-dozen round trips to PostgreSQL, not a dozen per message.
+touch; central stock), changed in memory by the rules in :mod:`agent.hq.ledger`, and written
+back in a few ``executemany`` at the end. So a batch of hundreds of messages costs a dozen round
+trips to PostgreSQL, not a dozen per message.
 
-Correct because the batch holds its kits' chains (and the stock rows) until it commits:
-nothing it read of those kits can change under it.
+Correct because the batch holds its kits' chains until it commits: nothing it read of those kits
+can change under it. Central stock is shared by every kit, so every instance's batches would
+wait for each other if each locked it from its first sale to its commit: on PostgreSQL a batch
+decides its sales against stock read without a lock, and only at the end locks the stock rows
+and checks that every decision stands with what they hold now (:meth:`Batch.flush`; each check
+of a sale is kept as its margin, the units left after it). If one would not, :class:`StockMoved`
+rolls the batch back and it is decided again with the stock locked from the start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -22,12 +28,21 @@ from agent.hq.sql import Row, Tx
 log = logging.getLogger("dropkit.hq")
 
 
+class StockMoved(Exception):
+    """Central stock changed under the batch so that one of its sales would be decided
+    otherwise (it is decided again, with the stock locked)."""
+
+
 class Batch:
-    """The state of the batch's kits, read once and written back by :meth:`flush`."""
+    """The state of the batch's kits, read once and written back by :meth:`flush`.
+
+    ``lock_stock``: lock the stock rows when first read (else only at the end, on PostgreSQL).
+    """
 
     def __init__(self, tx: Tx, for_update: str, kits: Iterable[str],
-                 links: Iterable[tuple[str, int]]) -> None:
+                 links: Iterable[tuple[str, int]], lock_stock: bool = False) -> None:
         self.tx, self.for_update = tx, for_update
+        self.lock_stock = lock_stock or not for_update  # SQLite: the file is held whole
         self.kits = sorted(set(kits))
         tx.lock_chains(self.kits)
         kit_keys = [(kit,) for kit in self.kits]
@@ -43,6 +58,8 @@ class Batch:
                 ("text", "bigint"))}
         self.sales: dict[tuple[str, str], Row] = {}
         self.stock: dict[str, int] | None = None
+        self._stock_read: dict[str, int] = {}
+        self._margins: dict[str, tuple[int, int]] = {}  # per SKU: least passed, most failed
         self._chains_changed: set[str] = set()
         self._new_links: list[tuple[Any, ...]] = []
         self._unheld: list[tuple[str, int]] = []
@@ -51,6 +68,7 @@ class Batch:
         self._new_sales: list[tuple[Any, ...]] = []
         self._sold: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+        self.newly_held = 0  # messages this batch left held in the ledger (known at flush)
         self.said: list[tuple[Any, ...]] = []  # log lines (format, args) for after the commit
 
     # The chains: each kit's next seq and the hash before it.
@@ -106,11 +124,34 @@ class Batch:
         self._new_sales.append(tuple(row[name] for name in SALE_COLUMNS))
 
     def stock_left(self) -> dict[str, int]:
-        """Central stock per SKU (locked until the commit; empty when none is loaded)."""
+        """Central stock per SKU (empty when none is loaded), as this batch leaves it so far."""
         if self.stock is None:
-            self.stock = {r["sku"]: r["left"] for r in self.tx.all(
-                f"SELECT sku, qty - sold AS left FROM stock ORDER BY sku{self.for_update}")}
+            self._stock_read = self._read_stock(self.lock_stock)
+            self.stock = dict(self._stock_read)
         return self.stock
+
+    def _read_stock(self, lock: bool) -> dict[str, int]:
+        return {r["sku"]: r["left"] for r in self.tx.all(
+            f"SELECT sku, qty - sold AS left FROM stock ORDER BY sku"
+            f"{self.for_update if lock else ''}")}
+
+    def checked(self, sku: str, margin: int) -> None:
+        """A sale was checked against ``sku``: ``margin`` units left after it (below 0:
+        refused)."""
+        least_passed, most_failed = self._margins.get(sku, (math.inf, -math.inf))
+        self._margins[sku] = ((min(least_passed, margin), most_failed) if margin >= 0
+                              else (least_passed, max(most_failed, margin)))
+
+    def _stock_stands(self) -> bool:
+        """With the stock rows locked now: whether every check decides as it did (each
+        margin moves by what the stock moved since it was read, and none may cross 0; a
+        refusal's reason says what was left, so its SKU must not have moved at all)."""
+        now = self._read_stock(True)
+        if now.keys() != self._stock_read.keys():
+            return False
+        return all(least_passed + moved >= 0 and (moved == 0 or most_failed == -math.inf)
+                   for sku, (least_passed, most_failed) in self._margins.items()
+                   for moved in [now[sku] - self._stock_read[sku]])
 
     def sell(self, sku: str, qty: int) -> None:
         """``qty`` more sold (less, for a restock) of ``sku``."""
@@ -129,6 +170,7 @@ class Batch:
         if self._unheld:
             tx.delete_keys("held", self._unheld, ("kit_id", "seq"), ("text", "bigint"))
         still_held = [row for row in self._new_held if (row[0], row[1]) in self.held]
+        self.newly_held = len(still_held)
         if still_held:
             tx.insert_rows("held", HELD_COLUMNS, still_held)
         if self._faults:
@@ -137,6 +179,9 @@ class Batch:
                            self._faults)
         if self._new_sales:
             tx.insert_rows("sales", SALE_COLUMNS, self._new_sales)
+        # Last: the stock rows stay locked only from here to the commit.
+        if self.stock is not None and not self.lock_stock and not self._stock_stands():
+            raise StockMoved
         if any(self._sold.values()):
             tx.executemany("UPDATE stock SET sold = sold + ? WHERE sku = ?",
                            [(n, sku) for sku, n in sorted(self._sold.items()) if n])

@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.core.clock import now_iso
 from agent.core.manifest import Manifest
-from agent.hq.batch import Batch
+from agent.hq.batch import Batch, StockMoved
 from agent.hq.links import Link, link_fault, parse
 from agent.hq.sql import Row, Tx, open_database
 
@@ -54,6 +54,7 @@ class Ledger:
     def __init__(self, target: str | Path, hold_s: float = HOLD_S) -> None:
         self.db = open_database(target)
         self.hold_s = hold_s
+        self.held = 0  # messages this process held for a missing link (HQ's stop says it)
 
     def close(self) -> None:
         self.db.close()
@@ -77,14 +78,22 @@ class Ledger:
                     now: float | None = None) -> list[tuple[str, Ack]]:
         """Take a batch of messages in one transaction; ``(kit, ack)`` to send after it."""
         now = time.time() if now is None else now
+        try:
+            return self._record_many(links, now, lock_stock=False)
+        except StockMoved:
+            return self._record_many(links, now, lock_stock=True)
+
+    def _record_many(self, links: Sequence[Link], now: float,
+                     lock_stock: bool) -> list[tuple[str, Ack]]:
         with self.db.transaction() as tx:
             batch = Batch(tx, self.db.for_update, [link.kit_id for link in links],
-                          [(link.kit_id, link.seq) for link in links])
+                          [(link.kit_id, link.seq) for link in links], lock_stock)
             effects: list[Effect] = []
             for link in links:
                 self._record(batch, link, now, effects)
             acks = self._decide(batch, effects)
             batch.flush()
+        self.held += batch.newly_held
         batch.say()  # after the commit: no lock is held while the lines are written
         return acks
 
@@ -97,7 +106,7 @@ class Ledger:
         released: list[tuple[str, Ack]] = []
         for kit_id in kits:
             with self.db.transaction() as tx:
-                batch = Batch(tx, self.db.for_update, [kit_id], [])
+                batch = Batch(tx, self.db.for_update, [kit_id], [], lock_stock=True)
                 first = batch.first_held(kit_id)
                 if first is None or first[1] > cutoff:
                     continue  # another instance applied or released them meanwhile
@@ -202,6 +211,7 @@ class Ledger:
             if sku not in left:
                 return "rejected", f"{sku} is not in central stock"
             wanted[sku] = wanted.get(sku, 0) + line["qty"]
+            batch.checked(sku, left[sku] - wanted[sku])
             if left[sku] < wanted[sku]:
                 return "rejected", f"{sku}: central stock has {left[sku]} left, {line['qty']} sold"
         for sku, qty in wanted.items():

@@ -227,6 +227,6 @@ def run_hq(broker: str, db: str, *, stock: Manifest | None = None, hold_s: float
         if web is not None:
             web.close()
         ledger.close()
-        log.info("HQ stopped (%d messages in %d batches, %.1f s in the ledger, %.1f s of CPU)",
-                 metrics.value("messages"), metrics.value("batches"), intake.ledger_s,
-                 time.process_time())
+        log.info("HQ stopped (%d messages in %d batches, %d held, %.1f s in the ledger, %.1f s "
+                 "of CPU)", metrics.value("messages"), metrics.value("batches"), ledger.held,
+                 intake.ledger_s, time.process_time())
