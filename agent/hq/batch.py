@@ -59,7 +59,7 @@ class Batch:
         self.sales: dict[tuple[str, str], Row] = {}
         self.stock: dict[str, int] | None = None
         self._stock_read: dict[str, int] = {}
-        self._margins: dict[str, tuple[int, int]] = {}  # per SKU: least passed, most failed
+        self._margins: dict[str, tuple[float, float]] = {}  # per SKU: least passed, most failed
         self._chains_changed: set[str] = set()
         self._new_links: list[tuple[Any, ...]] = []
         self._unheld: list[tuple[str, int]] = []

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dropkit.hq")
 
+GATHER_S = 0.01
+"""When a message comes while a batch's answers are out, how long the intake waits for more (as
+the broker's window frees they come in a stream) before it records the next batch: woken by
+the first, it recorded a batch of a few, and one instance on PostgreSQL spent its time on
+transactions of a hundred messages (60 batches for 10,000, 31 with this)."""
 MAX_BATCH = 500
 """Messages in one transaction at most (the broker's window to HQ bounds what waits anyway)."""
 
@@ -141,6 +146,8 @@ class Intake:
         the broker to take one of HQ's (then maybe nothing: :meth:`settle` is next)."""
         with self._wake:
             self._wake.wait_for(lambda: self._waiting or self._acked, timeout)
+            if self._waiting and self.unsettled:  # more come as the broker's window frees
+                self._wake.wait_for(lambda: len(self._waiting) >= self.max_batch, GATHER_S)
             return [self._waiting.popleft()
                     for _ in range(min(len(self._waiting), self.max_batch))]
 
