@@ -47,13 +47,14 @@ SHARED_SCOPES = ("package", "module", "class")
 
 
 def xdist_group(item: pytest.Item) -> str | None:
-    """The group of tests ``item`` runs with on one worker under pytest-xdist, or None: the VM
-    tests share the cached image (the first of them may build it) and a module's boots; the
+    """The group of tests ``item`` runs with on one worker under pytest-xdist, or None: the
     tests of a module that share a module's fixture share its state (a kit the tests fuzz in
-    turn, then one test recounts what they sold)."""
-    if item.get_closest_marker("vm") is not None:
-        return "vm"
-    if any(defs[-1].scope in SHARED_SCOPES for defs in item._fixtureinfo.name2fixturedefs.values()):
+    turn, then one test recounts what they sold; a VM module's boots of one disk). A VM module
+    goes to one worker whole, as a module's boots follow one another; the builds of the image
+    they share take turns under its lock (tests/vm/images.py)."""
+    fixtures = item._fixtureinfo.name2fixturedefs.values()
+    if item.get_closest_marker("vm") is not None or any(
+            defs[-1].scope in SHARED_SCOPES for defs in fixtures):
         return item.nodeid.split("::")[0]
     return None
 
@@ -61,7 +62,7 @@ def xdist_group(item: pytest.Item) -> str | None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist loadgroup`` (./run-tests), each test of a group is sent to the worker
-    that runs the group, one after another; the largest group (the VM tests) starts first.
+    that runs the group, one after another.
 
     pytest-xdist reads the group off the test's id, ``path::name@group``, which it sets by
     assigning ``item._nodeid``; pytest 9.2 keeps the id in ``item._id`` instead, and the

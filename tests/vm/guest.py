@@ -140,9 +140,12 @@ def load_i2c_stub(addresses: tuple[int, ...] = (0x40, 0x36)) -> int:
 
 
 def make_gpio_sim_chip(name: str = "vmchip", lines: int = 8) -> Path:
-    """A live gpio-sim chip with ``lines`` lines; its character device."""
+    """A live gpio-sim chip with ``lines`` lines; its character device. A chip of that name
+    made earlier in this boot is taken as it is (a live bank's lines cannot be changed)."""
     run("modprobe", "gpio-sim")
     chip = Path("/sys/kernel/config/gpio-sim") / name
+    if (chip / "live").exists() and (chip / "live").read_text().strip() == "1":
+        return Path("/dev") / (chip / "bank0" / "chip_name").read_text().strip()
     (chip / "bank0").mkdir(parents=True, exist_ok=True)
     (chip / "bank0" / "num_lines").write_text(str(lines))
     (chip / "live").write_text("1")
