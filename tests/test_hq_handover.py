@@ -51,6 +51,36 @@ def test_a_batch_is_acknowledged_to_the_broker_only_once_its_answers_are_there(
     broker.stop()
 
 
+def test_sales_applied_from_held_are_answered_after_a_kill_before_their_answers_went(
+        tmp_path: Path, hq_ledger: str) -> None:
+    """A kit's #2 to #30 come before #1 and are held (recorded, acknowledged); #1 comes, and
+    HQ applies all 30 in one transaction and publishes their answers, of which paho sends 20
+    while the broker's PUBACKs are held back. Killed then, HQ has recorded 30 sales and left
+    only #1 unacknowledged: its repeat must answer the other 29 again, or the last 10 are
+    never answered (as with three instances killed again and again, tests/test_hq_instances)."""
+    broker = Broker(tmp_path / "broker").start()
+    proxy = SlowReturnProxy(broker, delay_s=0.0, pubacks_only=True)
+    hq = Hq(proxy, hq_ledger).start()  # type: ignore[arg-type]
+    sellers = Fleet(broker)
+    [kit] = fleet("kit", 1, 30, lambda k, s: ("SKU", 100))
+    sellers.publish([kit], range(2, 31))
+    wait_for(lambda: hq.query("SELECT count(*) FROM held") == [(29,)], 15, "#2 to #30 held")
+    proxy.delay_s = 60.0  # longer than the test: no PUBACK comes back from now on
+    sellers.publish([kit], range(1, 2))
+    wait_for(lambda: sellers.answered() >= 20, 15, "the answers in paho's window")
+    hq.kill()
+    assert sellers.answered() < 30, "HQ was killed too late to show anything"
+    assert hq.query("SELECT count(*) FROM sales") == [(30,)]
+    hq = Hq(broker, hq_ledger).start()
+    wait_for(lambda: sellers.answered() == 30, 15, "every sale answered after the restart")
+    assert all(results == {"accepted"} for results in sellers.answers.values())
+    assert hq.query("SELECT count(*) FROM sales") == [(30,)]
+    sellers.client.loop_stop()
+    assert hq.stop() == 0
+    proxy.close()
+    broker.stop()
+
+
 def test_a_broker_that_takes_answers_late_still_gets_every_message_acknowledged(
         tmp_path: Path) -> None:
     """The broker holds back its PUBACKs to HQ for 11 s (only those: it takes HQ's answers

@@ -69,6 +69,31 @@ def test_hq_applies_each_kits_chain_in_order(tmp_path: Path, hq_ledger: str) -> 
     ledger.close()
 
 
+def test_a_repeat_of_a_link_that_applied_held_ones_answers_their_sales_again(
+        tmp_path: Path, hq_ledger: str) -> None:
+    """The sales a link's arrival applies from ``held`` are answered with it, and HQ's kill
+    before the broker has those answers leaves only that link's message unacknowledged, which
+    the broker sends again: its repeat answers them again, as recorded, whatever kind of link it
+    is. Nothing more: not a sale after them, nothing for a link that applied none."""
+    ledger = Ledger(hq_ledger)
+    ledger.load_stock(central(10))
+    db = kit_store(tmp_path, 3)
+    refund_order(db, "order-0002", True, "changed their mind", KIT, at(4))
+    sell(db, "order-0005", 5)
+    first, second, third, refund, fifth = kit_messages(db)
+    assert ledger.record(KIT, third) == ledger.record(KIT, second) == []
+    answered = ledger.record(KIT, first)
+    assert [a["order_id"] for a in answered] == ["order-0001", "order-0002", "order-0003"]
+    assert ledger.record(KIT, fifth) == []
+    [fifths] = ledger.record(KIT, refund)  # a refund has no answer; the sale it applied has
+    assert fifths["order_id"] == "order-0005"
+    assert ledger.record(KIT, first) == answered
+    assert ledger.record(KIT, refund) == [fifths]
+    assert [a["order_id"] for a in ledger.record(KIT, second)] == ["order-0002"]
+    assert ledger.record(KIT, fifth) == [fifths]
+    ledger.close()
+
+
 def test_hq_report_lists_rejections_and_chain_gaps(tmp_path: Path, hq_ledger: str) -> None:
     ledger = Ledger(hq_ledger)
     ledger.load_stock(central(1))
@@ -238,7 +263,7 @@ def ledger_at_version(target: str, version: int, *rows: str) -> None:
 def test_a_ledger_at_version_3_takes_allocations_after_its_migration(
         tmp_path: Path, hq_ledger: str) -> None:
     """An HQ from before allocations (ledger version 3) with sales on it: the new HQ migrates it
-    to 4, keeps its stock and sales, and moves units from its central stock."""
+    to the latest, keeps its stock and sales, and moves units from its central stock."""
     ledger_at_version(hq_ledger, 3, "INSERT INTO stock (sku, qty, sold) VALUES ('ZINE-07', 10, 1)")
     ledger = Ledger(hq_ledger)
     try:
@@ -252,7 +277,7 @@ def test_a_ledger_at_version_3_takes_allocations_after_its_migration(
     finally:
         ledger.close()
     assert query_ledger(hq_ledger, "SELECT version FROM ledger_schema") == [(len(MIGRATIONS),)]
-    assert len(MIGRATIONS) == 4
+    assert len(MIGRATIONS) == 5
     assert query_ledger(hq_ledger, "SELECT sku, qty, sold, name FROM stock") == \
         [("ZINE-07", 10, 2, "")]
 

@@ -52,16 +52,23 @@ class Batch:
         self.held: dict[tuple[str, int], tuple[str, float]] = {
             (r["kit_id"], r["seq"]): (r["message"], r["held_at"]) for r in tx.select_keys(
                 "kit_id, seq, message, held_at", "held", kit_keys, ("kit_id",), ("text",))}
-        self.links: dict[tuple[str, int], str] = {
-            (r["kit_id"], r["seq"]): r["hash"] for r in tx.select_keys(
-                "kit_id, seq, hash", "links", sorted(set(links)), ("kit_id", "seq"),
-                ("text", "bigint"))}
+        self.links: dict[tuple[str, int], str] = {}
+        # Of the links in the ledger before this batch: the last held link each one's arrival
+        # applied after it (only those that applied any).
+        self._released_before: dict[tuple[str, int], int] = {}
+        for r in tx.select_keys("kit_id, seq, hash, released_to", "links", sorted(set(links)),
+                                ("kit_id", "seq"), ("text", "bigint")):
+            self.links[r["kit_id"], r["seq"]] = r["hash"]
+            if r["released_to"]:
+                self._released_before[r["kit_id"], r["seq"]] = r["released_to"]
         self.sales: dict[tuple[str, str], Row] = {}
         self.stock: dict[str, int] | None = None
         self._stock_read: dict[str, int] = {}
         self._margins: dict[str, tuple[float, float]] = {}  # per SKU: least passed, most failed
         self._chains_changed: set[str] = set()
         self._new_links: list[tuple[Any, ...]] = []
+        self._released: dict[tuple[str, int], int] = {}  # as _released_before, for new links
+        self._repeated: list[tuple[str, int]] = []  # links in it again (:meth:`repeated`)
         self._unheld: list[tuple[str, int]] = []
         self._new_held: list[tuple[str, int, str, float]] = []
         self._faults: list[tuple[Any, ...]] = []
@@ -87,6 +94,29 @@ class Batch:
         self.links[kit_id, seq] = link_hash
         self._new_links.append((kit_id, seq, kind, order_id, link_hash, now_iso(), fault,
                                 int(verified)))
+
+    def released(self, kit_id: str, seq: int, last: int) -> None:
+        """The arrival of new link ``seq`` applied the held links after it up to ``last``."""
+        if last > seq:
+            self._released[kit_id, seq] = last
+
+    def repeated(self, kit_id: str, seq: int) -> None:
+        """Link ``seq`` came again: the sales its first arrival applied from ``held`` are
+        answered again (:meth:`released_sales`), for their answers went with its own, and an
+        instance killed before the broker had them left only this link for the broker to send
+        again. A repeat of a link that came in this same batch needs none: its first arrival's
+        answers are this batch's."""
+        if (kit_id, seq) in self._released_before:
+            self._repeated.append((kit_id, seq))
+
+    def released_sales(self) -> list[tuple[str, str]]:
+        """``(kit, order)`` of the sales to answer again for the links :meth:`repeated` named,
+        in chain order: at most what each link's first arrival answered."""
+        keys = sorted({(kit, n) for kit, seq in self._repeated
+                       for n in range(seq + 1, self._released_before[kit, seq] + 1)})
+        return [(r["kit_id"], r["order_id"]) for r in self.tx.select_keys(
+            "kit_id, seq, type, order_id", "links", keys, ("kit_id", "seq"), ("text", "bigint"),
+            "ORDER BY kit_id, seq") if r["type"] == "sale"]
 
     # Held messages (ahead of a missing link).
     def hold(self, kit_id: str, seq: int, message: dict[str, Any], now: float) -> None:
@@ -162,7 +192,8 @@ class Batch:
         """Write every change back (in the caller's transaction)."""
         tx = self.tx
         if self._new_links:
-            tx.insert_rows("links", LINK_COLUMNS, self._new_links)
+            tx.insert_rows("links", LINK_COLUMNS, [
+                (*row, self._released.get((row[0], row[1]), 0)) for row in self._new_links])
         if self._chains_changed:
             tx.set_chains([(kit, *self.chains[kit]) for kit in sorted(self._chains_changed)])
         # Held rows are only ever written under their kit's lock, so the batch knows them
@@ -197,6 +228,7 @@ class Batch:
 
 
 HELD_COLUMNS = ("kit_id", "seq", "message", "held_at")
-LINK_COLUMNS = ("kit_id", "seq", "type", "order_id", "hash", "received_at", "fault", "verified")
+LINK_COLUMNS = ("kit_id", "seq", "type", "order_id", "hash", "received_at", "fault", "verified",
+                "released_to")
 SALE_COLUMNS = ("kit_id", "order_id", "seq", "total_cents", "lines", "result", "reason",
                 "trace_id", "received_at", "sold_at", "clock_synced")

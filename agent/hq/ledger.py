@@ -2,9 +2,10 @@
 what needs a person (``dropkit hq report``), on SQLite or PostgreSQL (:mod:`agent.hq.sql`).
 
 Each message from a kit is recorded once (repeats are dropped by kit and receipt link, and
-answered again), each kit's messages are applied in receipt-chain order (one that arrives ahead
-of a missing link waits for it, up to ``hold_s``), each link is checked against the one before
-it (:func:`agent.hq.links.link_fault`: a broken or forked link is refused), each sale is checked
+answered again, with the sales their first arrival applied from ``held``), each kit's messages
+are applied in receipt-chain order (one that arrives ahead of a missing link waits for it, up to
+``hold_s``), each link is checked against the one before it
+(:func:`agent.hq.links.link_fault`: a broken or forked link is refused), each sale is checked
 against central stock, and voids and refunds with restock put the stock back.
 """
 
@@ -36,6 +37,12 @@ def sold_at(sale: Row) -> str:
     """A sale's time as its kit's clock told it, marked when that clock was not set."""
     when = sale["sold_at"] or "at an unknown time"
     return when if sale["clock_synced"] else f"{when} by the kit's clock, which was not set"
+
+
+def sale_ack(sale: Row) -> Ack:
+    """A recorded sale's ack."""
+    return {"order_id": sale["order_id"], "result": sale["result"], "reason": sale["reason"],
+            "trace_id": sale["trace_id"]}
 
 
 class Ledger:
@@ -129,6 +136,7 @@ class Ledger:
             batch.counts["duplicates"] += 1
             if link.kind == "sale":
                 effects.append(("answer", link, ""))
+            batch.repeated(link.kit_id, link.seq)
             return
         next_seq, head = batch.chain(link.kit_id)
         if link.seq > next_seq:
@@ -137,15 +145,18 @@ class Ledger:
             self._apply(batch, link, None, effects, advance=False)
         else:
             self._apply(batch, link, head or None, effects)
-            self._apply_held(batch, link.kit_id, link.seq + 1, link.hash, effects)
+            last = self._apply_held(batch, link.kit_id, link.seq + 1, link.hash, effects)
+            batch.released(link.kit_id, link.seq, last)
 
     def _apply_held(self, batch: Batch, kit_id: str, seq: int, prev_hash: str | None,
-                    effects: list[Effect]) -> None:
-        """Apply held messages from ``seq`` on while the chain has no gap."""
+                    effects: list[Effect]) -> int:
+        """Apply held messages from ``seq`` on while the chain has no gap; the last seq
+        applied (``seq - 1``: none)."""
         while (message := batch.take_held(kit_id, seq)) is not None:
             link = parse(kit_id, message)
             self._apply(batch, link, prev_hash, effects)
             seq, prev_hash = seq + 1, link.hash
+        return seq - 1
 
     def _apply(self, batch: Batch, link: Link, prev_hash: str | None, effects: list[Effect],
                advance: bool = True) -> None:
@@ -170,8 +181,10 @@ class Ledger:
 
     def _decide(self, batch: Batch, effects: list[Effect]) -> list[tuple[str, Ack]]:
         """Decide the batch's sales in chain order (against central stock, locked only now),
-        undo the voided and refunded ones; the acks."""
-        batch.load_sales((link.kit_id, link.order_id) for _, link, _ in effects)
+        undo the voided and refunded ones; the acks, then those of the sales that repeated
+        links had released (answered again as recorded)."""
+        again = batch.released_sales()
+        batch.load_sales([(link.kit_id, link.order_id) for _, link, _ in effects] + again)
         acks = []
         for what, link, refused in effects:
             if what == "undo":
@@ -180,10 +193,10 @@ class Ledger:
             row = batch.sale(link.kit_id, link.order_id)
             if row is None:
                 row = self._new_sale(batch, link, refused)
-            ack = {"order_id": link.order_id, "result": row["result"], "reason": row["reason"],
-                   "trace_id": row["trace_id"]}
-            acks.append((link.kit_id, {**ack, "result": "rejected", "reason": refused}
-                         if refused else ack))
+            acks.append((link.kit_id, {**sale_ack(row), "result": "rejected", "reason": refused}
+                         if refused else sale_ack(row)))
+        acks += [(kit_id, sale_ack(row)) for kit_id, order_id in again
+                 if (row := batch.sale(kit_id, order_id)) is not None]
         return acks
 
     def _new_sale(self, batch: Batch, link: Link, refused: str) -> Row:

@@ -54,4 +54,7 @@ MIGRATIONS: list[list[str]] = [
      "CREATE TABLE kits (kit_id TEXT PRIMARY KEY, status TEXT NOT NULL DEFAULT '', "
      "status_at DOUBLE PRECISION NOT NULL DEFAULT 0, heard_at DOUBLE PRECISION NOT NULL "
      "DEFAULT 0, queue_depth BIGINT, mode TEXT NOT NULL DEFAULT '')"],
+    # 5: the last of the held links each link's arrival applied after it (0: none), so a
+    # repeat of the link answers their sales again.
+    ["ALTER TABLE links ADD COLUMN released_to BIGINT NOT NULL DEFAULT 0"],
 ]
