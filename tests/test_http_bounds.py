@@ -85,8 +85,9 @@ def test_half_sent_connections_by_the_thousand_do_not_lock_out_another_client(
         sale = kit.place([{"sku": "TEE", "qty": 1}], source="127.0.0.2", timeout=2)
         took = time.monotonic() - started
         assert sale.status == 201 and took < 2, (sale.status, took)
-        # the 65th and later from 127.0.0.1 were refused at once, with a reason
-        assert attacks.status_line(held[-1]) == 503
+        # the 65th from 127.0.0.1, opened well inside the 64's deadline, was refused at once
+        # (the last may come after the first were let go: opening 1100 takes seconds when busy)
+        assert attacks.status_line(held[64]) == 429
     finally:
         attacks.close_all(held)
     assert log_size(kit) - logged < MB
@@ -111,7 +112,7 @@ def test_connections_are_capped_per_address_and_overall(bounded_kit: Any) -> Non
     with contextlib.ExitStack() as stack:
         first = attacks.half_sent(kit.address, 3, source="127.0.0.1")
         stack.callback(attacks.close_all, first)
-        assert refusal("127.0.0.1") == (503, "busy")
+        assert refusal("127.0.0.1") == (429, "too_many_connections")
         assert kit.place([{"sku": "TEE", "qty": 1}], source="127.0.0.2").status == 201
         for source, count in (("127.0.0.2", 3), ("127.0.0.3", 2)):
             stack.callback(attacks.close_all, attacks.half_sent(kit.address, count, source))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import selectors
 import socket
+import time
 from dataclasses import dataclass
 
 HALF_HEAD = (b"POST /api/orders HTTP/1.1\r\nHost: kit\r\nContent-Type: application/json\r\n"
@@ -41,6 +43,24 @@ def status_line(sock: socket.socket) -> int | None:
         return None
     parts = head.split(b" ", 2)
     return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") else None
+
+
+def statuses(sockets: list[socket.socket], timeout: float) -> list[int | None]:
+    """The status the kit answered on each of ``sockets`` (as :func:`status_line`), waiting at
+    most ``timeout`` s for them all: None for one closed without an answer or not answered by
+    then."""
+    found: dict[socket.socket, int | None] = {}
+    end = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        while len(found) < len(sockets) and (left := end - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                found[sock] = status_line(sock)
+                selector.unregister(sock)
+    return [found.get(sock) for sock in sockets]
 
 
 def header_flood(address: tuple[str, int], total: int, source: str = "127.0.0.1",

@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     "invalid_manifest": 422,
     "unknown_sku": 422,
     "too_many_attempts": 429,
+    "too_many_connections": 429,
     "headers_too_large": 431,
     # the rules of sale
     "order_id_reused": 409,

@@ -14,8 +14,9 @@ app only sees a request once its head is complete, so nothing in front of the ap
   start or the first byte of the next request: else ``408`` and it closes;
 - a deadline for a client that stops reading what it is sent (:attr:`HttpLimits.write_stall_s`);
 - and, across connections (:class:`Gate`), a cap on the connections open overall and from one
-  address (``[http] max_connections``, ``max_connections_per_client``): one over is answered
-  ``503`` at once and closed, so it never holds a descriptor.
+  address (``[http] max_connections``, ``max_connections_per_client``): one over is answered at
+  once and closed, so it never holds a descriptor: ``503 busy`` when the kit is full, ``429
+  too_many_connections`` when it is that address's doing (the kit still serves the others).
 
 uvicorn's own idle keep-alive timeout stays (``HttpLimits.keep_alive_s``). Each refusal is
 counted by a :class:`~agent.web.tally.Tally`: one log line per interval, never one per
@@ -39,8 +40,8 @@ from agent.web.tally import Tally
 
 log = logging.getLogger("dropkit.http")
 
-REASONS = {408: b"Request Timeout", 400: b"Bad Request", 431: b"Request Header Fields Too Large",
-           503: b"Service Unavailable"}
+REASONS = {408: b"Request Timeout", 400: b"Bad Request", 429: b"Too Many Requests",
+           431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,23 @@ class HeadTooLarge(Exception):
     """Raised in a parser callback to stop httptools reading a head over the limits."""
 
 
+def answer(code: str, detail: str) -> bytes:
+    """A whole HTTP response, ``{"error": code, "detail": ...}``, closing the connection."""
+    status = status_of(code)
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    retry = b"retry-after: 2\r\n" if status in (429, 503) else b""
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"%sconnection: close\r\n\r\n%s" % (status, REASONS[status], len(body), retry, body))
+
+
+BUSY = answer("busy", "the kit has too many connections open; try again in a moment")
+TOO_MANY = answer("too_many_connections", "too many connections are open from this address; "
+                  "close one, or try again in a moment")
+HEAD_TOO_LARGE = answer("headers_too_large", "the request's headers are too large")
+TOO_SLOW = answer("request_timeout", "the request did not arrive in time; send it again")
+BAD_REQUEST = answer("bad_request", "that is not an HTTP request the kit understands")
+
+
 class Gate:
     """The connections open, overall and by client address, and the tally of refusals; one per
     server, shared by its connections."""
@@ -70,36 +88,22 @@ class Gate:
         self.open = 0
         self.by_client: Counter[str] = Counter()
 
-    def admit(self, client: str) -> str:
-        """Count a new connection from ``client`` in, or say why it is refused ("" if not)."""
+    def admit(self, client: str) -> tuple[str, bytes] | None:
+        """Count a new connection from ``client`` in (None), or refuse it: the condition to
+        log, and the answer."""
         if self.open >= self.limits.max_connections:
-            return "connection refused: the kit has too many connections open"
+            return "connection refused: the kit has too many connections open", BUSY
         if self.by_client[client] >= self.limits.max_connections_per_client:
-            return "connection refused: too many connections from one address"
+            return "connection refused: too many connections from one address", TOO_MANY
         self.open += 1
         self.by_client[client] += 1
-        return ""
+        return None
 
     def release(self, client: str) -> None:
         self.open -= 1
         self.by_client[client] -= 1
         if not self.by_client[client]:
             del self.by_client[client]
-
-
-def answer(code: str, detail: str) -> bytes:
-    """A whole HTTP response, ``{"error": code, "detail": ...}``, closing the connection."""
-    status = status_of(code)
-    body = json.dumps({"error": code, "detail": detail}).encode()
-    retry = b"retry-after: 2\r\n" if status == 503 else b""
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"%sconnection: close\r\n\r\n%s" % (status, REASONS[status], len(body), retry, body))
-
-
-BUSY = answer("busy", "the kit has too many connections open; try again in a moment")
-HEAD_TOO_LARGE = answer("headers_too_large", "the request's headers are too large")
-TOO_SLOW = answer("request_timeout", "the request did not arrive in time; send it again")
-BAD_REQUEST = answer("bad_request", "that is not an HTTP request the kit understands")
 
 
 class BoundedProtocol(HttpToolsProtocol):
@@ -130,9 +134,10 @@ class BoundedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._address = self.client[0] if self.client else "?"
         refused = self.gate.admit(self._address)
-        if refused:
-            self.gate.tally.note(refused, self._address)
-            transport.write(BUSY)
+        if refused is not None:
+            condition, response = refused
+            self.gate.tally.note(condition, self._address)
+            transport.write(response)
             transport.close()
             return
         self._counted = True
