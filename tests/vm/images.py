@@ -279,11 +279,15 @@ def build_or_reuse_image(say: Callable[[str], None] = print, *, arch: str = "amd
 
 def cached_image(arch: str, say: Callable[[str], None] = print) -> VmImage | None:
     """The current image for ``arch`` if the cache has it or its stage layer (then only this
-    checkout's wheel goes in, which is quick), without building the base or the stage."""
+    checkout's wheel goes in, which is quick), without building the base or the stage, nor
+    waiting for another process's build of them (the lock is taken only once the stage is
+    there, for the image layer)."""
     guest = ARCHES[arch]
+    image = CACHE / f"{guest.name}-image-{image_key(guest)}"
+    stage = CACHE / f"{guest.name}-stage-{stage_key(guest)}"
+    if not (image.is_dir() or stage.is_dir()):
+        return None
     with _cache_lock(guest):
-        image = CACHE / f"{guest.name}-image-{image_key(guest)}"
-        stage = CACHE / f"{guest.name}-stage-{stage_key(guest)}"
         if image.is_dir() or stage.is_dir():
             return _image_layer(guest, stage, say)
     return None
