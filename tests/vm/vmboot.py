@@ -132,10 +132,9 @@ def launch(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Pat
     ``line_channel`` the guest may write lines to ``lines.GUEST_PORT`` for the host to read as
     they come (``RunningVm.lines``). ``kernel_options`` go on the kernel's command line after
     the image's own (``systemd.unit=...``, say). ``cpus`` and ``memory_mb`` size the guest
-    (one core by default: under emulation each virtual core is a host thread, and on a busy
-    2-core host a guest of two spent its time waiting on a lock held by the other, descheduled
-    core, and twice an amd64 guest's kernel died of its own code patching across them:
-    ``Oops: int3``);
+    (one core by default: under emulation each virtual core is a host thread, which on a
+    2-core host beside other work gains little, and twice an amd64 guest of two cores died
+    early in its boot of the kernel's own code patching across them, ``Oops: int3``);
     ``bare`` leaves out QEMU's default devices (VGA, floppy, CD-ROM, parallel port), which the
     guest's kernel and udev would otherwise probe and drive at every boot.
     """
@@ -187,11 +186,10 @@ def launch(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Pat
 
 
 def boot(image: VmImage, script: str, *, files: Iterable[Path] = (), disk: Path | None = None,
-         workdir: Path | None = None, timeout: float = 300, cpus: int = 1) -> BootResult:
+         workdir: Path | None = None, timeout: float = 300) -> BootResult:
     """Boot the image, run ``script`` (bash, as root) once it is up, return when the VM is off
     (see :func:`launch`)."""
-    return launch(image, script, files=files, disk=disk, workdir=workdir,
-                  cpus=cpus).wait(timeout)
+    return launch(image, script, files=files, disk=disk, workdir=workdir).wait(timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
