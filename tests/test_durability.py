@@ -17,10 +17,10 @@ from tests.conftest import new_order_id, write_manifest
 CLIENTS = 8
 RESTARTS = 20
 CONFIRMED_EACH_ROUND = 10
-"""Each round's kill waits for this many orders confirmed in the round: on a loaded machine
-the clients' first orders can take longer than a whole round's random moment (eight
-``httpx.Client`` to build, an SSL context each, and a kit just started), and a round killed
-before any confirmation proves nothing."""
+"""Each round's kill waits for this many orders confirmed in the round (over twenty rounds,
+two hundred to prove anything): on a loaded machine a kit just started and its eight clients
+can take longer than any fixed moment to confirm the first, and a round killed before it
+proves nothing."""
 FIRST_ORDERS_S = 60
 """Generous: a kit that confirms no ten orders in a minute after a restart has failed."""
 KILL_WITHIN_S = 0.5
